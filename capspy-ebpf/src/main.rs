@@ -1,2 +1,403 @@
+//! capspy's kernel side: one record per capability check, aggregated in a hash map.
+//!
+//! Six programs hook the same kernel function, `cap_capable`, in different ways; the loader
+//! attaches exactly one method (fexit, kprobe+kretprobe, or one of the three tracepoint flavours).
+//! They all end in [`record`], the hot path, which runs on every capability check on the host.
 #![no_std]
 #![no_main]
+// The BPF target has no `AtomicU64::fetch_add`; the intrinsic lowers to BPF's atomic add.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, pt_regs},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_task_btf, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+        bpf_probe_read_kernel, generated::bpf_get_stack, generated::bpf_task_pt_regs,
+    },
+    macros::{btf_tracepoint, fexit, kprobe, kretprobe, map, raw_tracepoint, tracepoint},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    programs::{
+        BtfTracePointContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext,
+        TracePointContext,
+    },
+    EbpfContext,
+};
+use capspy_common::{
+    ADVISORY_FUNCS_CAPACITY, AUDIT_ADVISORY, AUDIT_AUDITED, AddrRange, CHECKS_CAPACITY,
+    CLASSIFIER_CALL_PATH, CLASSIFIER_NONE, CLASSIFIER_OPTS, CheckKey, CheckStats, FirstSighting,
+    KPROBE_ARGS_CAPACITY, KprobeArgs, SIGHTINGS_BYTES, SITE_ADVISORY, SITE_AUDITED, SITE_UNKNOWN,
+    STACK_DEPTH,
+    USERNS_INITIAL, USERNS_OTHER, USERNS_UNKNOWN, VERDICT_DENIED, VERDICT_GRANTED, abi, counter,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Configuration, set by the loader before load (read-only globals, folded by the verifier).
+
+#[unsafe(no_mangle)]
+static SELF_TGID: u32 = 0;
+/// Byte offset of `level` in `struct user_namespace`, from BTF; 0 when unknown.
+#[unsafe(no_mangle)]
+static USERNS_LEVEL_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CAP_CAPABLE_ABI: u8 = abi::OPTS;
+/// Functions on the call path of advisory checks (`security_vm_enough_memory_mm`,
+/// `ns_capable_noaudit`, ...), from kallsyms. Unused slots are `{0, 0}`.
+#[unsafe(no_mangle)]
+static ADVISORY_FUNCS: [AddrRange; ADVISORY_FUNCS_CAPACITY as usize] =
+    [AddrRange { start: 0, end: 0 }; ADVISORY_FUNCS_CAPACITY as usize];
+
+// ---------------------------------------------------------------------------------------------
+// Maps.
+
+#[map]
+static CHECKS: HashMap<CheckKey, CheckStats> = HashMap::with_max_entries(CHECKS_CAPACITY, 0);
+
+#[map]
+static SIGHTINGS: RingBuf = RingBuf::with_byte_size(SIGHTINGS_BYTES, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
+
+/// Audit class per call site, indexed by `cap * SYSCALL_SLOTS + syscall`. An array rather than
+/// a hash: the verifier inlines array lookups, and this runs on every check.
+#[map]
+static CALL_SITE_CLASS: Array<u8> =
+    Array::with_max_entries(capspy_common::CALL_SITE_SLOTS, 0);
+
+/// The address of `init_user_ns`, learnt from the first check against a namespace of level 0
+/// (kallsyms lists no data symbols on most kernels).
+#[map]
+static INIT_USER_NS: Array<u64> = Array::with_max_entries(1, 0);
+
+#[map]
+static KPROBE_ARGS: HashMap<u64, KprobeArgs> = HashMap::with_max_entries(KPROBE_ARGS_CAPACITY, 0);
+
+/// Per-CPU scratch for the stack of a new call site (too big for the 512-byte BPF stack together
+/// with the rest).
+#[map]
+static STACK_SCRATCH: PerCpuArray<[u64; STACK_DEPTH]> = PerCpuArray::with_max_entries(1, 0);
+
+// ---------------------------------------------------------------------------------------------
+// Method 1: fexit.
+// int cap_capable(const struct cred *cred, struct user_namespace *targ_ns, int cap,
+//                 unsigned int opts);                  (Linux >= 5.1; `int audit` before)
+
+#[fexit(function = "cap_capable")]
+pub fn cap_capable_fexit(ctx: FExitContext) -> u32 {
+    let target_ns: u64 = ctx.arg(1);
+    let cap: i32 = ctx.arg(2);
+    let last_arg: u64 = ctx.arg(3);
+    let ret: i32 = ctx.arg(4);
+    record(&ctx, target_ns, cap, ret, Some(last_arg));
+    0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Method 2: kprobe + kretprobe, the same prototype as method 1. The entry saves the arguments
+// per thread for the return probe, which alone sees the verdict.
+
+#[kprobe]
+pub fn cap_capable_kprobe(ctx: ProbeContext) -> u32 {
+    let (Some(target_ns), Some(cap), Some(last_arg)) =
+        (ctx.arg::<u64>(1), ctx.arg::<u32>(2), ctx.arg::<u32>(3))
+    else {
+        return 0;
+    };
+    let args = KprobeArgs {
+        target_ns,
+        cap,
+        last_arg,
+    };
+    // A full map loses this check's verdict, not the kernel's.
+    let _ = KPROBE_ARGS.insert(bpf_get_current_pid_tgid(), args, 0);
+    0
+}
+
+#[kretprobe]
+pub fn cap_capable_kretprobe(ctx: RetProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(args) = (unsafe { KPROBE_ARGS.get(pid_tgid) }).copied() else {
+        return 0;
+    };
+    let _ = KPROBE_ARGS.remove(pid_tgid);
+    let ret: i32 = ctx.ret();
+    #[expect(clippy::cast_possible_wrap, reason = "cap is a small int in the kernel")]
+    record(&ctx, args.target_ns, args.cap as i32, ret, Some(u64::from(args.last_arg)));
+    0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Method 3: the `capability:cap_capable` tracepoint (Linux 6.13+), fired inside cap_capable:
+// TP_PROTO(const struct cred *cred, struct user_namespace *target_ns,
+//          const struct user_namespace *capable_ns, int cap, int ret)
+// It has no `opts`: the audit class comes from the call path (see `call_path_class`).
+
+#[btf_tracepoint(function = "cap_capable")]
+pub fn cap_capable_tp_btf(ctx: BtfTracePointContext) -> u32 {
+    let target_ns: u64 = ctx.arg(1);
+    let cap: i32 = ctx.arg(3);
+    let ret: i32 = ctx.arg(4);
+    record(&ctx, target_ns, cap, ret, None);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "cap_capable")]
+pub fn cap_capable_raw_tp(ctx: RawTracePointContext) -> u32 {
+    let target_ns: u64 = ctx.arg(1);
+    let cap: i32 = ctx.arg(3);
+    let ret: i32 = ctx.arg(4);
+    record(&ctx, target_ns, cap, ret, None);
+    0
+}
+
+/// Field offsets from `/sys/kernel/tracing/events/capability/cap_capable/format`:
+/// `target_ns` at 16, `cap` at 32, `ret` at 36 (after the 8-byte common header and `cred`).
+#[tracepoint(category = "capability", name = "cap_capable")]
+pub fn cap_capable_tracepoint(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets within the tracepoint record, per the format file above.
+    let fields = unsafe {
+        (
+            ctx.read_at::<u64>(16),
+            ctx.read_at::<i32>(32),
+            ctx.read_at::<i32>(36),
+        )
+    };
+    if let (Ok(target_ns), Ok(cap), Ok(ret)) = fields {
+        record(&ctx, target_ns, cap, ret, None);
+    }
+    0
+}
+
+// ---------------------------------------------------------------------------------------------
+// The hot path.
+
+/// Counts one check. `last_arg` is `cap_capable`'s `opts` (or legacy `audit`) where the hook has
+/// it; otherwise the audit class is read from the call path.
+#[inline(always)]
+fn record<C: EbpfContext>(ctx: &C, target_ns: u64, cap: i32, ret: i32, last_arg: Option<u64>) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: globals are plain data written by the loader.
+    if tgid == unsafe { core::ptr::read_volatile(&SELF_TGID) } {
+        return;
+    }
+    let Ok(cap) = u8::try_from(cap) else {
+        return;
+    };
+    let (audit, classifier) = match last_arg {
+        Some(arg) => (audit_class_from_arg(arg), CLASSIFIER_OPTS),
+        None => call_path_class(ctx, cap),
+    };
+    let key = CheckKey {
+        // SAFETY: helper without preconditions.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        cap,
+        verdict: if ret == 0 { VERDICT_GRANTED } else { VERDICT_DENIED },
+        audit,
+        userns: userns_class(target_ns),
+        _pad: 0,
+    };
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+
+    if let Some(stats) = CHECKS.get_ptr_mut(&key) {
+        bump(stats, now);
+        return;
+    }
+    let stats = CheckStats {
+        count: 1,
+        first_ns: now,
+        last_ns: now,
+        first_pid: pid_tgid as u32,
+        first_tgid: tgid,
+        first_uid: bpf_get_current_uid_gid() as u32,
+        classifier,
+        _pad: [0; 3],
+        first_comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    match CHECKS.insert(&key, &stats, u64::from(BPF_NOEXIST)) {
+        Ok(()) => emit_sighting(ctx, &key, &stats),
+        // Another CPU inserted the same key first: count on its entry.
+        Err(e) if e == -libc_eexist() => {
+            if let Some(stats) = CHECKS.get_ptr_mut(&key) {
+                bump(stats, now);
+            }
+        }
+        Err(_) => count(counter::CHECKS_OVERFLOW),
+    }
+}
+
+#[inline(always)]
+fn userns_class(target_ns: u64) -> u8 {
+    let Some(init_ns) = INIT_USER_NS.get_ptr_mut(0) else {
+        return USERNS_UNKNOWN;
+    };
+    // SAFETY: array map value; a racing CPU writes the same address.
+    if target_ns == unsafe { *init_ns } {
+        return USERNS_INITIAL;
+    }
+    // SAFETY: global written by the loader.
+    let offset = unsafe { core::ptr::read_volatile(&USERNS_LEVEL_OFFSET) };
+    if offset == 0 {
+        return USERNS_UNKNOWN;
+    }
+    // SAFETY: the read is checked; `target_ns` is a kernel pointer from the hook.
+    match unsafe { bpf_probe_read_kernel((target_ns + u64::from(offset)) as *const u32) } {
+        Ok(0) => {
+            unsafe { *init_ns = target_ns };
+            USERNS_INITIAL
+        }
+        Ok(_) => USERNS_OTHER,
+        Err(_) => USERNS_UNKNOWN,
+    }
+}
+
+#[inline(always)]
+fn bump(stats: *mut CheckStats, now: u64) {
+    // SAFETY: `stats` points into a map value that stays valid for this program run; the count
+    // is shared between CPUs, so it is added atomically. `last_ns` may race: any recent time will do.
+    unsafe {
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*stats).count, 1);
+        (*stats).last_ns = now;
+    }
+}
+
+#[inline(always)]
+const fn libc_eexist() -> i32 {
+    17
+}
+
+#[inline(always)]
+fn audit_class_from_arg(arg: u64) -> u8 {
+    // SAFETY: global written by the loader.
+    let noaudit = if unsafe { core::ptr::read_volatile(&CAP_CAPABLE_ABI) } == abi::LEGACY_AUDIT {
+        arg == 0 // SECURITY_CAP_NOAUDIT
+    } else {
+        arg & abi::CAP_OPT_NOAUDIT != 0
+    };
+    if noaudit { AUDIT_ADVISORY } else { AUDIT_AUDITED }
+}
+
+/// The audit class of a check from a hook without `opts`. Reading the kernel stack on every check
+/// would cost more than the rest of the program, so call sites are cached by (capability,
+/// syscall): the stack is read the first time a pair is seen, and again only for the few pairs the
+/// loader marked as reaching one capability both ways (e.g. SYS_ADMIN in clone(CLONE_NEWNS),
+/// after dup_mmap's advisory check).
+#[inline(always)]
+fn call_path_class<C: EbpfContext>(ctx: &C, cap: u8) -> (u8, u8) {
+    let slot = u32::from(cap) * capspy_common::SYSCALL_SLOTS + current_syscall_slot();
+    let cached = CALL_SITE_CLASS.get_ptr_mut(slot);
+    // SAFETY: points into an array map value.
+    let site = cached.map_or(SITE_UNKNOWN, |c| unsafe { *c });
+    match site {
+        SITE_AUDITED => return (AUDIT_AUDITED, CLASSIFIER_CALL_PATH),
+        SITE_ADVISORY => return (AUDIT_ADVISORY, CLASSIFIER_CALL_PATH),
+        _ => {}
+    }
+    let Some(class) = classify_stack(ctx) else {
+        count(counter::UNCLASSIFIED);
+        return (AUDIT_AUDITED, CLASSIFIER_NONE);
+    };
+    if let (Some(cached), SITE_UNKNOWN) = (cached, site) {
+        let learnt = if class == AUDIT_ADVISORY { SITE_ADVISORY } else { SITE_AUDITED };
+        // SAFETY: as above; a racing CPU writes the same value.
+        unsafe { *cached = learnt };
+    }
+    (class, CLASSIFIER_CALL_PATH)
+}
+
+/// The syscall the current task is in, as a slot of [`CALL_SITE_CLASS`]; everything out of range
+/// (page faults, kernel threads) shares the last slot.
+#[inline(always)]
+fn current_syscall_slot() -> u32 {
+    // SAFETY: bpf_task_pt_regs returns the task's user-mode registers; the read is checked.
+    let nr = unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
+        bpf_probe_read_kernel(&raw const (*regs).orig_rax).unwrap_or(u64::MAX)
+    };
+    let last = capspy_common::SYSCALL_SLOTS - 1;
+    if nr < u64::from(last) { nr as u32 } else { last }
+}
+
+/// Walks the kernel stack looking for a function that makes advisory checks.
+#[inline(always)]
+fn classify_stack<C: EbpfContext>(ctx: &C) -> Option<u8> {
+    let stack = STACK_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: `stack` is a per-CPU map value of exactly the size passed.
+    let len = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            stack.cast(),
+            core::mem::size_of::<[u64; STACK_DEPTH]>() as u32,
+            0,
+        )
+    };
+    if len <= 0 {
+        return None;
+    }
+    // SAFETY: as above.
+    let stack = unsafe { &*stack };
+    for &addr in stack {
+        if addr == 0 {
+            break;
+        }
+        for range in &ADVISORY_FUNCS {
+            // SAFETY: global written by the loader.
+            let range = unsafe { core::ptr::read_volatile(range) };
+            if range.start == 0 {
+                break;
+            }
+            if addr >= range.start && addr < range.end {
+                return Some(AUDIT_ADVISORY);
+            }
+        }
+    }
+    Some(AUDIT_AUDITED)
+}
+
+/// Sends a new key to userspace, with the stack as evidence of the call path. A full ring buffer
+/// only delays the key: userspace also sweeps [`CHECKS`].
+#[inline(always)]
+fn emit_sighting<C: EbpfContext>(ctx: &C, key: &CheckKey, stats: &CheckStats) {
+    let Some(mut entry) = SIGHTINGS.reserve::<FirstSighting>(0) else {
+        count(counter::SIGHTINGS_LOST);
+        return;
+    };
+    let sighting = entry.as_mut_ptr();
+    // SAFETY: `sighting` is a reserved ring buffer record of the right size.
+    unsafe {
+        (*sighting).key = *key;
+        (*sighting).stats = *stats;
+        (*sighting).stack = [0; STACK_DEPTH];
+        bpf_get_stack(
+            ctx.as_ptr(),
+            (&raw mut (*sighting).stack).cast(),
+            core::mem::size_of::<[u64; STACK_DEPTH]>() as u32,
+            0,
+        );
+    }
+    entry.submit(0);
+}
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(value) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU value, no other writer on this CPU while we run.
+        unsafe { *value += 1 };
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

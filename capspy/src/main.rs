@@ -1,1 +1,49 @@
-fn main(){}
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use capspy::commands::{doctor, run};
+
+/// Observe the Linux capability checks a command makes, and print the least privilege it needs.
+#[derive(Debug, Parser)]
+#[command(name = "capspy", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run CMD, trace the capability checks of it and its descendants, print what it needed.
+    Run(run::RunArgs),
+    /// Report which hook methods load on this kernel, and why the others do not.
+    Doctor,
+}
+
+/// capspy's own failures exit with 2, as command line errors do; `run` otherwise exits with the
+/// traced command's status.
+const EXIT_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("capspy: starting the runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run::run(args).await,
+            Command::Doctor => doctor::doctor(),
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(EXIT_ERROR)),
+        Err(e) => {
+            eprintln!("capspy: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}

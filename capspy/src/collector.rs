@@ -1,0 +1,121 @@
+//! Reading what the kernel program recorded: first sightings from the ring buffer (which carry
+//! the call path as evidence) and the aggregation map itself (the source of truth for counts).
+//!
+//! The ring buffer may drop records when it is full; the map sweep still finds every key, so a
+//! lost record costs evidence, never a check.
+
+use std::collections::HashMap as StdHashMap;
+
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use capspy_common::{CheckKey, CheckStats, FirstSighting, counter, maps};
+use tokio::io::unix::AsyncFd;
+
+use crate::hook::{HookError, Tracer};
+
+/// One aggregation key with its counts, as the kernel holds it.
+#[derive(Clone, Debug)]
+pub struct Observation {
+    pub key: CheckKey,
+    pub stats: CheckStats,
+    /// Kernel return addresses of the first check, innermost first (empty if its ring buffer
+    /// record was lost).
+    pub stack: Vec<u64>,
+}
+
+/// Counters the kernel program keeps about its own losses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LossCounters {
+    /// First-sighting records the ring buffer had no room for.
+    pub sightings_lost: u64,
+    /// Checks whose new key did not fit in the aggregation map.
+    pub checks_overflow: u64,
+    /// Checks whose call path could not be read (counted as audited).
+    pub unclassified: u64,
+}
+
+pub struct Collector {
+    checks: HashMap<MapData, CheckKey, CheckStats>,
+    sightings: AsyncFd<RingBuf<MapData>>,
+    counters: PerCpuArray<MapData, u64>,
+    stacks: StdHashMap<CheckKey, Vec<u64>>,
+}
+
+impl Collector {
+    pub fn new(tracer: &mut Tracer) -> Result<Self, HookError> {
+        let checks = tracer.take_map(maps::CHECKS)?;
+        let sightings: RingBuf<MapData> = tracer.take_map(maps::SIGHTINGS)?;
+        let counters = tracer.take_map(maps::COUNTERS)?;
+        // SAFETY: the ring buffer owns its map fd, which stays open as long as the AsyncFd
+        // owns the ring buffer.
+        let sightings =
+            unsafe { AsyncFd::register_with_interest(sightings, tokio::io::Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)?;
+        Ok(Self {
+            checks,
+            sightings,
+            counters,
+            stacks: StdHashMap::new(),
+        })
+    }
+
+    /// Waits until the ring buffer has records, then takes them all.
+    pub async fn next_sightings(&mut self) -> std::io::Result<()> {
+        let mut guard = self.sightings.readable_mut().await?;
+        guard.clear_ready();
+        drop(guard);
+        self.drain_sightings();
+        Ok(())
+    }
+
+    /// Takes every record now in the ring buffer, without waiting.
+    pub fn drain_sightings(&mut self) {
+        let ring = self.sightings.get_mut();
+        while let Some(item) = ring.next() {
+            if let Some(sighting) = decode_sighting(&item) {
+                let stack = sighting.stack.iter().copied().take_while(|a| *a != 0).collect();
+                self.stacks.insert(sighting.key, stack);
+            }
+        }
+    }
+
+    /// Reads the aggregation map: every key whose cgroup passes `want`.
+    pub fn sweep(&mut self, want: impl Fn(u64) -> bool) -> Vec<Observation> {
+        self.drain_sightings();
+        let mut out = Vec::new();
+        // Entries can be added while iterating; iteration errors only end this sweep early, and
+        // the next sweep reads the same keys again.
+        for entry in self.checks.iter() {
+            let Ok((key, stats)) = entry else { break };
+            if want(key.cgroup_id) {
+                let stack = self.stacks.get(&key).cloned().unwrap_or_default();
+                out.push(Observation { key, stats, stack });
+            }
+        }
+        out.sort_by_key(|o| o.key);
+        out
+    }
+
+    pub fn losses(&self) -> LossCounters {
+        let sum = |index: u32| -> u64 {
+            self.counters
+                .get(&index, 0)
+                .map(|values| values.iter().sum())
+                .unwrap_or(0)
+        };
+        LossCounters {
+            sightings_lost: sum(counter::SIGHTINGS_LOST),
+            checks_overflow: sum(counter::CHECKS_OVERFLOW),
+            unclassified: sum(counter::UNCLASSIFIED),
+        }
+    }
+}
+
+/// Copies a ring buffer record out, if it has the expected size.
+fn decode_sighting(bytes: &[u8]) -> Option<FirstSighting> {
+    if bytes.len() < size_of::<FirstSighting>() {
+        return None;
+    }
+    // SAFETY: FirstSighting is plain repr(C) data; any bit pattern is a valid value and the
+    // length was checked. The record may be unaligned, hence read_unaligned.
+    Some(unsafe { bytes.as_ptr().cast::<FirstSighting>().read_unaligned() })
+}

@@ -1,0 +1,67 @@
+//! `capspy doctor`: which hook methods load on this kernel, and the exact reason for each that
+//! does not.
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+
+use crate::hook::{self, KernelInfo, Method};
+use crate::privilege;
+
+pub fn doctor() -> Result<i32> {
+    let mut out = String::new();
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let _ = writeln!(out, "kernel: Linux {}", release.trim());
+    if let Err(e) = privilege::require_tracing() {
+        let _ = writeln!(out, "privileges: {e}");
+    }
+
+    let kernel = KernelInfo::probe();
+    match (&kernel.btf_problem, kernel.abi) {
+        (Some(why), _) => {
+            let _ = writeln!(out, "BTF: not available ({why}); fexit and tp_btf cannot load");
+        }
+        (None, Some(abi)) => {
+            let arg = match abi {
+                crate::btf::CapCapableAbi::Opts => "unsigned int opts (Linux 5.1+)",
+                crate::btf::CapCapableAbi::LegacyAudit => "int audit (before 5.1)",
+            };
+            let _ = writeln!(out, "BTF: yes; cap_capable's last argument: {arg}");
+        }
+        (None, None) => {
+            let _ = writeln!(out, "BTF: yes, but cap_capable is not in it or has an unknown prototype");
+        }
+    }
+    match &kernel.kallsyms_problem {
+        Some(why) => {
+            let _ = writeln!(out, "kallsyms: {why}; tracepoint checks cannot be classified by call path");
+        }
+        None => {
+            let names: Vec<&str> = kernel.advisory_funcs.iter().map(|(n, _)| n.as_str()).collect();
+            let _ = writeln!(out, "advisory call sites found: {}", names.join(", "));
+        }
+    }
+
+    out.push_str("\nhook methods, in the order `--hook auto` tries them:\n");
+    let mut usable = Vec::new();
+    for method in Method::ALL {
+        match hook::attach_method(method, &kernel) {
+            Ok(ebpf) => {
+                drop(ebpf);
+                usable.push(method);
+                let _ = writeln!(out, "  {:<15} loads and attaches", method.name());
+            }
+            Err(why) => {
+                let _ = writeln!(out, "  {:<15} fails: {why}", method.name());
+            }
+        }
+    }
+    match usable.first() {
+        Some(m) => {
+            let _ = writeln!(out, "\n`--hook auto` will use {m}.");
+        }
+        None => out.push_str("\nNo method works: capspy cannot trace on this kernel.\n"),
+    }
+    print!("{out}");
+    Ok(if usable.is_empty() { 1 } else { 0 })
+}

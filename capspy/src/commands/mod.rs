@@ -1,0 +1,4 @@
+//! One module per CLI command.
+
+pub mod doctor;
+pub mod run;

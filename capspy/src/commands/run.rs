@@ -1,0 +1,176 @@
+//! `capspy run -- CMD ARGS...`: trace one command and everything it starts, as strace would, and
+//! print the capabilities it needed.
+
+use std::ffi::CString;
+use std::io::Write as _;
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cgroup::{self, OwnedCgroup};
+use crate::collector::Collector;
+use crate::hook::{HookChoice, KernelInfo, Tracer};
+use crate::privilege;
+use crate::profile::{BootClock, CheckRow, Profile};
+use crate::render::{Format, Report, Subject};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// How to hook cap_capable.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub hook: HookChoice,
+    /// Report format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Write the report to FILE instead of standard error.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The command to trace, and its arguments.
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+/// How long the processes left in the cgroup get to exit after an interrupt before SIGKILL.
+const GRACE: Duration = Duration::from_secs(3);
+
+/// Returns the exit code for capspy: the command's, as a shell would report it.
+pub async fn run(args: RunArgs) -> Result<i32> {
+    privilege::require_tracing()?;
+    let root = cgroup::v2_root()?;
+    let kernel = KernelInfo::probe();
+    let mut tracer = Tracer::attach(args.hook, &kernel)?;
+    let mut collector = Collector::new(&mut tracer)?;
+    let clock = BootClock::now();
+
+    let group = OwnedCgroup::create(&root, &format!("capspy-run-{}", std::process::id()))?;
+    let argv: Vec<String> = args
+        .command
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+
+    let (exit_code, interrupted) = match spawn_in(&group, &args.command) {
+        Ok(child) => supervise(child, &group, &mut collector).await?,
+        Err(e) => {
+            let code = match e.kind() {
+                std::io::ErrorKind::NotFound => 127,
+                _ => 126,
+            };
+            eprintln!("capspy: {}: {}", argv[0], describe_spawn_error(&e));
+            return Ok(code);
+        }
+    };
+
+    let cgroup_id = group.id();
+    let rows: Vec<CheckRow> = collector
+        .sweep(|id| id == cgroup_id)
+        .iter()
+        .map(|o| CheckRow::from_observation(o, &clock, kernel.kallsyms.as_ref()))
+        .collect();
+    let report = Report::new(
+        Subject::Command {
+            argv,
+            exit_code,
+            interrupted,
+        },
+        tracer.method.name(),
+        Profile::from_checks(rows),
+        collector.losses(),
+    );
+    drop(group);
+    emit(&report.render(args.format), args.output.as_deref())?;
+    Ok(exit_code)
+}
+
+fn describe_spawn_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "command not found".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Starts the command inside `group`, so that its first instruction already runs there.
+fn spawn_in(group: &OwnedCgroup, command: &[std::ffi::OsString]) -> std::io::Result<tokio::process::Child> {
+    let procs = CString::new(group.procs_path().as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("cgroup path contains a NUL byte"))?;
+    let mut cmd = tokio::process::Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe syscalls
+    // (open, write, close) on memory prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // "0" moves the writing process: the child itself.
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if written != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Waits for the command and all its descendants; forwards SIGINT/SIGTERM to them.
+/// Returns the command's exit code and whether tracing was interrupted.
+async fn supervise(
+    mut child: tokio::process::Child,
+    group: &OwnedCgroup,
+    collector: &mut Collector,
+) -> Result<(i32, bool)> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut interrupted = false;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status.context("waiting for the command")?,
+            _ = sigint.recv() => { interrupted = true; group.signal_all(libc::SIGINT)?; }
+            _ = sigterm.recv() => { interrupted = true; group.signal_all(libc::SIGTERM)?; }
+            // Draining as records arrive keeps the ring buffer from filling up.
+            r = collector.next_sightings() => r.context("reading the ring buffer")?,
+        }
+    };
+    let exit_code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+
+    // Descendants that outlive the command are part of it: wait for the cgroup to empty.
+    let mut deadline = None;
+    while group.populated()? {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = sigint.recv() => { interrupted = true; group.signal_all(libc::SIGINT)?; }
+            _ = sigterm.recv() => { interrupted = true; group.signal_all(libc::SIGTERM)?; }
+        }
+        if interrupted {
+            let at = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + GRACE);
+            if tokio::time::Instant::now() >= at {
+                group.kill_all()?;
+            }
+        }
+        collector.drain_sightings();
+    }
+    Ok((exit_code, interrupted))
+}
+
+fn emit(text: &str, output: Option<&std::path::Path>) -> Result<()> {
+    match output {
+        Some(path) => std::fs::write(path, text)
+            .with_context(|| format!("writing the report to {}", path.display())),
+        None => {
+            let mut err = std::io::stderr().lock();
+            err.write_all(text.as_bytes())?;
+            Ok(())
+        }
+    }
+}

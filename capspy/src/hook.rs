@@ -1,0 +1,385 @@
+//! Loading the kernel program and attaching it to `cap_capable` by the best method this kernel
+//! allows: fexit, then kprobe + kretprobe, then the `capability:cap_capable` tracepoint as
+//! tp_btf, raw tracepoint or classic tracepoint.
+
+use std::fmt;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::Array,
+    programs::{BtfTracePoint, FExit, KProbe, RawTracePoint, TracePoint},
+};
+use capspy_common::{
+    ADVISORY_FUNCS_CAPACITY, AddrRange, SITE_ALWAYS_WALK, SYSCALL_SLOTS, abi, globals, maps,
+    programs,
+};
+
+use crate::{btf, caps::Capability, kallsyms::Kallsyms};
+
+/// The object built from `capspy-ebpf` by `build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capspy"));
+
+/// What `--hook` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HookChoice {
+    /// The first method that loads, in the order fexit, kprobe, tracepoint.
+    Auto,
+    Fexit,
+    Kprobe,
+    /// tp_btf, raw tracepoint or classic tracepoint, whichever loads first.
+    Tracepoint,
+}
+
+/// One way of attaching to `cap_capable`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Fexit,
+    Kprobe,
+    TpBtf,
+    RawTracepoint,
+    Tracepoint,
+}
+
+impl Method {
+    pub const ALL: [Self; 5] = [
+        Self::Fexit,
+        Self::Kprobe,
+        Self::TpBtf,
+        Self::RawTracepoint,
+        Self::Tracepoint,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fexit => "fexit",
+            Self::Kprobe => "kprobe",
+            Self::TpBtf => "tp_btf",
+            Self::RawTracepoint => "raw_tracepoint",
+            Self::Tracepoint => "tracepoint",
+        }
+    }
+
+    /// Whether the hook sees `cap_capable`'s `opts` (and so the audit flag) directly.
+    pub fn has_opts(self) -> bool {
+        matches!(self, Self::Fexit | Self::Kprobe)
+    }
+
+    fn candidates(choice: HookChoice) -> &'static [Self] {
+        match choice {
+            HookChoice::Auto => &Self::ALL,
+            HookChoice::Fexit => &[Self::Fexit],
+            HookChoice::Kprobe => &[Self::Kprobe],
+            HookChoice::Tracepoint => &[Self::TpBtf, Self::RawTracepoint, Self::Tracepoint],
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("no hook method could attach to cap_capable:{}", format_failures(.0))]
+    NoMethod(Vec<(Method, String)>),
+    #[error("the kernel program object is missing map {0}")]
+    MissingMap(&'static str),
+    #[error(transparent)]
+    Map(#[from] aya::maps::MapError),
+    #[error("watching the ring buffer: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn format_failures(failures: &[(Method, String)]) -> String {
+    failures
+        .iter()
+        .map(|(m, why)| format!("\n  {m}: {why}"))
+        .collect()
+}
+
+/// Facts about the running kernel that the program needs before it loads.
+pub struct KernelInfo {
+    btf: Option<aya::Btf>,
+    /// Why there is no BTF, if there is none.
+    pub btf_problem: Option<String>,
+    pub abi: Option<btf::CapCapableAbi>,
+    pub userns_level_offset: u32,
+    pub advisory_funcs: Vec<(String, AddrRange)>,
+    pub kallsyms: Option<Kallsyms>,
+    pub kallsyms_problem: Option<String>,
+}
+
+/// Kernel functions whose capability checks are advisory (noaudit): reached through them, a
+/// check only chooses a behaviour and never means the capability is needed.
+pub const ADVISORY_FUNCTIONS: &[&str] = &[
+    // The overcommit heuristic on every mmap/brk/exec (cap_vm_enough_memory, often inlined).
+    "security_vm_enough_memory_mm",
+    "cap_vm_enough_memory",
+    "__vm_enough_memory",
+    "ns_capable_noaudit",
+    "has_ns_capability_noaudit",
+    "has_capability_noaudit",
+    "capable_noaudit",
+    // capset(2) asks for SETPCAP before looking at the new sets (cap_inh_is_capped); the answer
+    // only matters when raising the inheritable set beyond the permitted one, which almost no
+    // program does. Every program that drops its capabilities (ping does) makes this check.
+    "cap_capset",
+];
+
+impl KernelInfo {
+    pub fn probe() -> Self {
+        let (btf, btf_problem, abi, userns_level_offset) = match btf::Btf::from_sys_fs() {
+            Ok(parsed) => {
+                let abi = parsed.cap_capable_abi().ok();
+                let offset = parsed
+                    .struct_member_offset("user_namespace", "level")
+                    .unwrap_or(0);
+                (aya::Btf::from_sys_fs().ok(), None, abi, offset)
+            }
+            Err(e) => (None, Some(e.to_string()), None, 0),
+        };
+        let (kallsyms, kallsyms_problem) = match Kallsyms::from_proc() {
+            Ok(k) => (Some(k), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let advisory_funcs = kallsyms
+            .as_ref()
+            .map(|k| {
+                ADVISORY_FUNCTIONS
+                    .iter()
+                    .filter_map(|name| {
+                        let r = k.function_range(name)?;
+                        Some((
+                            (*name).to_string(),
+                            AddrRange {
+                                start: r.start,
+                                end: r.end,
+                            },
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            btf,
+            btf_problem,
+            abi,
+            userns_level_offset,
+            advisory_funcs,
+            kallsyms,
+            kallsyms_problem,
+        }
+    }
+}
+
+/// The program, loaded and attached. Dropping it detaches.
+pub struct Tracer {
+    pub ebpf: Ebpf,
+    pub method: Method,
+    /// Methods tried before this one, and why they failed.
+    pub skipped: Vec<(Method, String)>,
+}
+
+impl Tracer {
+    /// Tries each method allowed by `choice` in order and keeps the first that attaches.
+    pub fn attach(choice: HookChoice, kernel: &KernelInfo) -> Result<Self, HookError> {
+        let mut failures = Vec::new();
+        for &method in Method::candidates(choice) {
+            match attach_method(method, kernel) {
+                Ok(ebpf) => {
+                    return Ok(Self {
+                        ebpf,
+                        method,
+                        skipped: failures,
+                    });
+                }
+                Err(why) => failures.push((method, why)),
+            }
+        }
+        Err(HookError::NoMethod(failures))
+    }
+
+    /// Takes a map out of the program, typed.
+    pub fn take_map<T>(&mut self, name: &'static str) -> Result<T, HookError>
+    where
+        T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(HookError::MissingMap(name))?;
+        Ok(T::try_from(map)?)
+    }
+}
+
+/// Loads and attaches one method; the error is a one-line reason for `doctor` and error messages.
+pub fn attach_method(method: Method, kernel: &KernelInfo) -> Result<Ebpf, String> {
+    if method.has_opts() && kernel.abi.is_none() {
+        // Without BTF we cannot tell `opts` from the pre-5.1 `audit` argument.
+        let why = kernel
+            .btf_problem
+            .clone()
+            .unwrap_or_else(|| "cap_capable's last parameter is neither opts nor audit".into());
+        return Err(format!(
+            "cannot decode cap_capable's audit argument: {why}"
+        ));
+    }
+    let mut ebpf = load_object(kernel).map_err(|e| format!("loading the object: {e}"))?;
+    let attached = match method {
+        Method::Fexit => attach_fexit(&mut ebpf, kernel),
+        Method::Kprobe => attach_kprobe(&mut ebpf),
+        Method::TpBtf => attach_tp_btf(&mut ebpf, kernel),
+        Method::RawTracepoint => attach_raw_tp(&mut ebpf),
+        Method::Tracepoint => attach_tracepoint(&mut ebpf),
+    };
+    attached.map_err(|e| describe(&e))?;
+    if !method.has_opts() {
+        mark_mixed_call_sites(&mut ebpf).map_err(|e| format!("configuring call sites: {e}"))?;
+    }
+    Ok(ebpf)
+}
+
+fn load_object(kernel: &KernelInfo) -> Result<Ebpf, aya::EbpfError> {
+    let self_tgid = std::process::id();
+    let abi = match kernel.abi {
+        Some(btf::CapCapableAbi::LegacyAudit) => abi::LEGACY_AUDIT,
+        _ => abi::OPTS,
+    };
+    let mut ranges = [AddrRange::default(); ADVISORY_FUNCS_CAPACITY as usize];
+    for (slot, (_, range)) in ranges.iter_mut().zip(&kernel.advisory_funcs) {
+        *slot = *range;
+    }
+    EbpfLoader::new()
+        .btf(kernel.btf.as_ref())
+        .override_global(globals::SELF_TGID, &self_tgid, true)
+        .override_global(globals::CAP_CAPABLE_ABI, &abi, true)
+        .override_global(
+            globals::USERNS_LEVEL_OFFSET,
+            &kernel.userns_level_offset,
+            true,
+        )
+        .override_global(globals::ADVISORY_FUNCS, &ranges, true)
+        .load(OBJECT)
+}
+
+type AttachResult = Result<(), aya::programs::ProgramError>;
+
+fn require_btf(kernel: &KernelInfo) -> Result<&aya::Btf, aya::programs::ProgramError> {
+    kernel.btf.as_ref().ok_or_else(|| {
+        aya::programs::ProgramError::Btf(aya::BtfError::FileError {
+            path: "/sys/kernel/btf/vmlinux".into(),
+            error: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })
+    })
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, aya::programs::ProgramError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or(aya::programs::ProgramError::UnexpectedProgramType)?;
+    prog.try_into()
+}
+
+// int cap_capable(const struct cred *cred, struct user_namespace *targ_ns, int cap,
+//                 unsigned int opts);
+fn attach_fexit(ebpf: &mut Ebpf, kernel: &KernelInfo) -> AttachResult {
+    let btf = require_btf(kernel)?;
+    let prog: &mut FExit = program(ebpf, programs::FEXIT)?;
+    prog.load("cap_capable", btf)?;
+    prog.attach()?;
+    Ok(())
+}
+
+// Same prototype; the kretprobe sees only the return value.
+fn attach_kprobe(ebpf: &mut Ebpf) -> AttachResult {
+    // The return probe first: an entry probe alone would fill KPROBE_ARGS with entries no one
+    // removes.
+    let ret: &mut KProbe = program(ebpf, programs::KRETPROBE)?;
+    ret.load()?;
+    ret.attach("cap_capable", 0)?;
+    let entry: &mut KProbe = program(ebpf, programs::KPROBE)?;
+    entry.load()?;
+    entry.attach("cap_capable", 0)?;
+    Ok(())
+}
+
+// TP_PROTO(const struct cred *cred, struct user_namespace *target_ns,
+//          const struct user_namespace *capable_ns, int cap, int ret)   (Linux 6.13+)
+fn attach_tp_btf(ebpf: &mut Ebpf, kernel: &KernelInfo) -> AttachResult {
+    let btf = require_btf(kernel)?;
+    let prog: &mut BtfTracePoint = program(ebpf, programs::TP_BTF)?;
+    prog.load("cap_capable", btf)?;
+    prog.attach()?;
+    Ok(())
+}
+
+fn attach_raw_tp(ebpf: &mut Ebpf) -> AttachResult {
+    let prog: &mut RawTracePoint = program(ebpf, programs::RAW_TRACEPOINT)?;
+    prog.load()?;
+    prog.attach("cap_capable")?;
+    Ok(())
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf) -> AttachResult {
+    let prog: &mut TracePoint = program(ebpf, programs::TRACEPOINT)?;
+    prog.load()?;
+    prog.attach("capability", "cap_capable")?;
+    Ok(())
+}
+
+/// Syscalls (x86_64 numbers) known to reach one capability through both an advisory and an
+/// audited path: for these the tracepoint methods read the stack on every check.
+const MIXED_CALL_SITES: &[(Capability, &[u32])] = &[
+    // fork/clone: dup_mmap's overcommit check, then CLONE_NEW* needs SYS_ADMIN for real.
+    (Capability::SYS_ADMIN, &[56, 57, 58, 435]),
+    // /proc/PID files: `stat` asks PTRACE noaudit, `environ`/`fd` ask audited.
+    (Capability::SYS_PTRACE, &[0, 2, 17, 89, 257, 267]),
+];
+
+fn mark_mixed_call_sites(ebpf: &mut Ebpf) -> Result<(), HookError> {
+    let map = ebpf
+        .map_mut(maps::CALL_SITE_CLASS)
+        .ok_or(HookError::MissingMap(maps::CALL_SITE_CLASS))?;
+    let mut classes: Array<_, u8> = Array::try_from(map)?;
+    for (cap, syscalls) in MIXED_CALL_SITES {
+        for &nr in *syscalls {
+            classes.set(u32::from(cap.0) * SYSCALL_SLOTS + nr, SITE_ALWAYS_WALK, 0)?;
+        }
+    }
+    Ok(())
+}
+
+/// One line (or a few, with the verifier's last words) saying why a method failed.
+fn describe(e: &aya::programs::ProgramError) -> String {
+    use aya::programs::ProgramError;
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            if tail.is_empty() {
+                format!("BPF_PROG_LOAD failed: {io_error} (empty verifier log)")
+            } else {
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!("BPF_PROG_LOAD failed: {io_error}; verifier: {}", tail.join(" | "))
+            }
+        }
+        other => {
+            let mut msg = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                source = s.source();
+            }
+            msg
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! capspy: observe the Linux capability checks of a command or container with eBPF, and derive
+//! the least-privilege set it needs.
+//!
+//! Modules follow the data's path: [`hook`] loads the kernel program and attaches it,
+//! [`collector`] reads what it recorded, [`profile`] applies the rules, [`render`] prints.
+
+pub mod btf;
+pub mod caps;
+pub mod cgroup;
+pub mod collector;
+pub mod commands;
+pub mod hook;
+pub mod kallsyms;
+pub mod privilege;
+pub mod profile;
+pub mod render;
