@@ -1,1 +1,50 @@
-fn main(){}
+//! Developer tasks for capspy: `cargo xtask <setup|build|run|test>`.
+
+mod build;
+mod cmd;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Build, run and test capspy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what building the eBPF side needs (rust-src, bpf-linker) and mount tracefs.
+    Setup(setup::Options),
+    /// Set up, then build capspy (release).
+    Build,
+    /// Set up, build, then run target/release/capspy with the given arguments.
+    Run {
+        /// Arguments for capspy (put them after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, lint (fmt, clippy), then `cargo test --workspace --release`.
+    Test(test::Options),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup(opts) => setup::setup(&opts),
+        Command::Build => build::build(),
+        Command::Run { args } => build::run(&args),
+        Command::Test(opts) => test::test(&opts),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
