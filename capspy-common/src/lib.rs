@@ -101,7 +101,7 @@ pub struct CheckKey {
     pub verdict: u8,
     pub audit: u8,
     pub userns: u8,
-    pub _pad: u32,
+    pub padding: u32,
 }
 
 /// What the kernel keeps per [`CheckKey`].
@@ -116,7 +116,7 @@ pub struct CheckStats {
     pub first_tgid: u32,
     pub first_uid: u32,
     pub classifier: u8,
-    pub _pad: [u8; 3],
+    pub padding: [u8; 3],
     pub first_comm: [u8; 16],
 }
 

@@ -12,6 +12,7 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::{BPF_NOEXIST, pt_regs},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
@@ -24,14 +25,13 @@ use aya_ebpf::{
         BtfTracePointContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext,
         TracePointContext,
     },
-    EbpfContext,
 };
 use capspy_common::{
     ADVISORY_FUNCS_CAPACITY, AUDIT_ADVISORY, AUDIT_AUDITED, AddrRange, CHECKS_CAPACITY,
     CLASSIFIER_CALL_PATH, CLASSIFIER_NONE, CLASSIFIER_OPTS, CheckKey, CheckStats, FirstSighting,
     KPROBE_ARGS_CAPACITY, KprobeArgs, SIGHTINGS_BYTES, SITE_ADVISORY, SITE_AUDITED, SITE_UNKNOWN,
-    STACK_DEPTH,
-    USERNS_INITIAL, USERNS_OTHER, USERNS_UNKNOWN, VERDICT_DENIED, VERDICT_GRANTED, abi, counter,
+    STACK_DEPTH, USERNS_INITIAL, USERNS_OTHER, USERNS_UNKNOWN, VERDICT_DENIED, VERDICT_GRANTED,
+    abi, counter,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -65,8 +65,7 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 
 /// Audit class per call site, indexed by `cap * SYSCALL_SLOTS + syscall`. An array rather than
 /// a hash: the verifier inlines array lookups, and this runs on every check.
 #[map]
-static CALL_SITE_CLASS: Array<u8> =
-    Array::with_max_entries(capspy_common::CALL_SITE_SLOTS, 0);
+static CALL_SITE_CLASS: Array<u8> = Array::with_max_entries(capspy_common::CALL_SITE_SLOTS, 0);
 
 /// The address of `init_user_ns`, learnt from the first check against a namespace of level 0
 /// (kallsyms lists no data symbols on most kernels).
@@ -126,8 +125,17 @@ pub fn cap_capable_kretprobe(ctx: RetProbeContext) -> u32 {
     };
     let _ = KPROBE_ARGS.remove(pid_tgid);
     let ret: i32 = ctx.ret();
-    #[expect(clippy::cast_possible_wrap, reason = "cap is a small int in the kernel")]
-    record(&ctx, args.target_ns, args.cap as i32, ret, Some(u64::from(args.last_arg)));
+    #[expect(
+        clippy::cast_possible_wrap,
+        reason = "cap is a small int in the kernel"
+    )]
+    record(
+        &ctx,
+        args.target_ns,
+        args.cap as i32,
+        ret,
+        Some(u64::from(args.last_arg)),
+    );
     0
 }
 
@@ -197,15 +205,19 @@ fn record<C: EbpfContext>(ctx: &C, target_ns: u64, cap: i32, ret: i32, last_arg:
         // SAFETY: helper without preconditions.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         cap,
-        verdict: if ret == 0 { VERDICT_GRANTED } else { VERDICT_DENIED },
+        verdict: if ret == 0 {
+            VERDICT_GRANTED
+        } else {
+            VERDICT_DENIED
+        },
         audit,
         userns: userns_class(target_ns),
-        _pad: 0,
+        padding: 0,
     };
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
 
-    if let Some(stats) = CHECKS.get_ptr_mut(&key) {
+    if let Some(stats) = CHECKS.get_ptr_mut(key) {
         bump(stats, now);
         return;
     }
@@ -217,14 +229,14 @@ fn record<C: EbpfContext>(ctx: &C, target_ns: u64, cap: i32, ret: i32, last_arg:
         first_tgid: tgid,
         first_uid: bpf_get_current_uid_gid() as u32,
         classifier,
-        _pad: [0; 3],
+        padding: [0; 3],
         first_comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    match CHECKS.insert(&key, &stats, u64::from(BPF_NOEXIST)) {
+    match CHECKS.insert(key, stats, u64::from(BPF_NOEXIST)) {
         Ok(()) => emit_sighting(ctx, &key, &stats),
         // Another CPU inserted the same key first: count on its entry.
         Err(e) if e == -libc_eexist() => {
-            if let Some(stats) = CHECKS.get_ptr_mut(&key) {
+            if let Some(stats) = CHECKS.get_ptr_mut(key) {
                 bump(stats, now);
             }
         }
@@ -280,7 +292,11 @@ fn audit_class_from_arg(arg: u64) -> u8 {
     } else {
         arg & abi::CAP_OPT_NOAUDIT != 0
     };
-    if noaudit { AUDIT_ADVISORY } else { AUDIT_AUDITED }
+    if noaudit {
+        AUDIT_ADVISORY
+    } else {
+        AUDIT_AUDITED
+    }
 }
 
 /// The audit class of a check from a hook without `opts`. Reading the kernel stack on every check
@@ -304,7 +320,11 @@ fn call_path_class<C: EbpfContext>(ctx: &C, cap: u8) -> (u8, u8) {
         return (AUDIT_AUDITED, CLASSIFIER_NONE);
     };
     if let (Some(cached), SITE_UNKNOWN) = (cached, site) {
-        let learnt = if class == AUDIT_ADVISORY { SITE_ADVISORY } else { SITE_AUDITED };
+        let learnt = if class == AUDIT_ADVISORY {
+            SITE_ADVISORY
+        } else {
+            SITE_AUDITED
+        };
         // SAFETY: as above; a racing CPU writes the same value.
         unsafe { *cached = learnt };
     }
@@ -321,7 +341,11 @@ fn current_syscall_slot() -> u32 {
         bpf_probe_read_kernel(&raw const (*regs).orig_rax).unwrap_or(u64::MAX)
     };
     let last = capspy_common::SYSCALL_SLOTS - 1;
-    if nr < u64::from(last) { nr as u32 } else { last }
+    if nr < u64::from(last) {
+        nr as u32
+    } else {
+        last
+    }
 }
 
 /// Walks the kernel stack looking for a function that makes advisory checks.

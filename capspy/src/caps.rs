@@ -117,11 +117,14 @@ impl FromStr for Capability {
 pub struct CapSet(pub u64);
 
 impl CapSet {
-    /// Parses a hex mask as `/proc/PID/status` prints it (`CapEff:	00000000a80425fb`), with or
+    /// Parses a hex mask as `/proc/PID/status` prints it (`CapEff: 00000000a80425fb`), with or
     /// without `0x`.
     pub fn from_hex(s: &str) -> Result<Self, CapError> {
         let t = s.trim();
-        let digits = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t);
+        let digits = t
+            .strip_prefix("0x")
+            .or_else(|| t.strip_prefix("0X"))
+            .unwrap_or(t);
         if digits.is_empty() || digits.len() > 16 {
             return Err(CapError::InvalidMask(s.to_string()));
         }
@@ -150,7 +153,9 @@ mod tests {
         for cap in Capability::all() {
             let parsed: Capability = cap.name().parse().unwrap();
             assert_eq!(parsed, cap);
-            let prefixed: Capability = format!("cap_{}", cap.name().to_lowercase()).parse().unwrap();
+            let prefixed: Capability = format!("cap_{}", cap.name().to_lowercase())
+                .parse()
+                .unwrap();
             assert_eq!(prefixed, cap);
         }
     }
@@ -170,7 +175,11 @@ mod tests {
             ("CHECKPOINT_RESTORE", 40),
         ];
         for (name, number) in expect {
-            assert_eq!(name.parse::<Capability>().unwrap(), Capability(number), "{name}");
+            assert_eq!(
+                name.parse::<Capability>().unwrap(),
+                Capability(number),
+                "{name}"
+            );
         }
     }
 

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    #[error("no cgroup v2 hierarchy is mounted (looked for a cgroup2 entry in /proc/self/mountinfo)")]
+    #[error(
+        "no cgroup v2 hierarchy is mounted (looked for a cgroup2 entry in /proc/self/mountinfo)"
+    )]
     NoV2,
     #[error("reading /proc/self/mountinfo: {0}")]
     MountInfo(io::Error),
@@ -64,7 +66,9 @@ fn unescape_mount_path(s: &str) -> PathBuf {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
         {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v);
@@ -85,6 +89,24 @@ pub fn parse_populated(events: &str) -> Option<bool> {
     })
 }
 
+/// Removes the empty cgroups left by `capspy run` processes that were killed before they could
+/// clean up (their names end in a pid that no longer exists).
+pub fn remove_stale(root: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            // Fails harmlessly if processes remain in it.
+            let _ = fs::remove_dir(entry.path());
+        }
+    }
+}
+
 /// A cgroup capspy made, removed on drop.
 pub struct OwnedCgroup {
     path: PathBuf,
@@ -95,7 +117,9 @@ impl OwnedCgroup {
     pub fn create(parent: &Path, name: &str) -> Result<Self, CgroupError> {
         let path = parent.join(name);
         fs::create_dir(&path).map_err(io_err("creating cgroup", &path))?;
-        let id = fs::metadata(&path).map_err(io_err("reading cgroup", &path))?.ino();
+        let id = fs::metadata(&path)
+            .map_err(io_err("reading cgroup", &path))?
+            .ino();
         Ok(Self { path, id })
     }
 

@@ -72,7 +72,12 @@ impl Collector {
         let ring = self.sightings.get_mut();
         while let Some(item) = ring.next() {
             if let Some(sighting) = decode_sighting(&item) {
-                let stack = sighting.stack.iter().copied().take_while(|a| *a != 0).collect();
+                let stack = sighting
+                    .stack
+                    .iter()
+                    .copied()
+                    .take_while(|a| *a != 0)
+                    .collect();
                 self.stacks.insert(sighting.key, stack);
             }
         }
@@ -84,7 +89,7 @@ impl Collector {
         let mut out = Vec::new();
         // Entries can be added while iterating; iteration errors only end this sweep early, and
         // the next sweep reads the same keys again.
-        for entry in self.checks.iter() {
+        for entry in &self.checks {
             let Ok((key, stats)) = entry else { break };
             if want(key.cgroup_id) {
                 let stack = self.stacks.get(&key).cloned().unwrap_or_default();
@@ -99,8 +104,7 @@ impl Collector {
         let sum = |index: u32| -> u64 {
             self.counters
                 .get(&index, 0)
-                .map(|values| values.iter().sum())
-                .unwrap_or(0)
+                .map_or(0, |values| values.iter().sum())
         };
         LossCounters {
             sightings_lost: sum(counter::SIGHTINGS_LOST),

@@ -2,7 +2,7 @@
 //! allows: fexit, then kprobe + kretprobe, then the `capability:cap_capable` tracepoint as
 //! tp_btf, raw tracepoint or classic tracepoint.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -93,10 +93,10 @@ pub enum HookError {
 }
 
 fn format_failures(failures: &[(Method, String)]) -> String {
-    failures
-        .iter()
-        .map(|(m, why)| format!("\n  {m}: {why}"))
-        .collect()
+    failures.iter().fold(String::new(), |mut out, (m, why)| {
+        let _ = write!(out, "\n  {m}: {why}");
+        out
+    })
 }
 
 /// Facts about the running kernel that the program needs before it loads.
@@ -222,9 +222,7 @@ pub fn attach_method(method: Method, kernel: &KernelInfo) -> Result<Ebpf, String
             .btf_problem
             .clone()
             .unwrap_or_else(|| "cap_capable's last parameter is neither opts nor audit".into());
-        return Err(format!(
-            "cannot decode cap_capable's audit argument: {why}"
-        ));
+        return Err(format!("cannot decode cap_capable's audit argument: {why}"));
     }
     let mut ebpf = load_object(kernel).map_err(|e| format!("loading the object: {e}"))?;
     let attached = match method {
@@ -368,7 +366,10 @@ fn describe(e: &aya::programs::ProgramError) -> String {
                 format!("BPF_PROG_LOAD failed: {io_error} (empty verifier log)")
             } else {
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
-                format!("BPF_PROG_LOAD failed: {io_error}; verifier: {}", tail.join(" | "))
+                format!(
+                    "BPF_PROG_LOAD failed: {io_error}; verifier: {}",
+                    tail.join(" | ")
+                )
             }
         }
         other => {

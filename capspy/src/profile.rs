@@ -199,6 +199,10 @@ fn call_path(stack: &[u64], syms: &Kallsyms) -> Vec<String> {
         .collect()
 }
 
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde passes fields by reference"
+)]
 fn serialize_cap<S: Serializer>(cap: &Capability, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&cap.to_string())
 }
@@ -250,8 +254,18 @@ pub(crate) mod tests {
     fn advisory_checks_are_never_required() {
         // The overcommit heuristic: SYS_ADMIN, granted for root, many times.
         let p = Profile::from_checks(vec![
-            row(Capability::SYS_ADMIN, Verdict::Granted, AuditClass::Advisory, 500),
-            row(Capability::SYS_ADMIN, Verdict::Denied, AuditClass::Advisory, 3),
+            row(
+                Capability::SYS_ADMIN,
+                Verdict::Granted,
+                AuditClass::Advisory,
+                500,
+            ),
+            row(
+                Capability::SYS_ADMIN,
+                Verdict::Denied,
+                AuditClass::Advisory,
+                3,
+            ),
         ]);
         assert!(p.required.is_empty());
         assert_eq!(p.checks.len(), 2);
@@ -272,8 +286,18 @@ pub(crate) mod tests {
     #[test]
     fn one_audited_grant_among_advisory_ones_makes_it_required() {
         let p = Profile::from_checks(vec![
-            row(Capability::SYS_ADMIN, Verdict::Granted, AuditClass::Advisory, 900),
-            row(Capability::SYS_ADMIN, Verdict::Granted, AuditClass::Audited, 1),
+            row(
+                Capability::SYS_ADMIN,
+                Verdict::Granted,
+                AuditClass::Advisory,
+                900,
+            ),
+            row(
+                Capability::SYS_ADMIN,
+                Verdict::Granted,
+                AuditClass::Audited,
+                1,
+            ),
         ]);
         assert_eq!(p.required, BTreeSet::from([Capability::SYS_ADMIN]));
     }

@@ -90,7 +90,11 @@ fn text(report: &Report) -> String {
                 out,
                 "capspy: `{}` exited with {exit_code}{}; hook {}",
                 argv.join(" "),
-                if *interrupted { " (interrupted: partial profile)" } else { "" },
+                if *interrupted {
+                    " (interrupted: partial profile)"
+                } else {
+                    ""
+                },
                 report.hook
             );
         }
@@ -105,7 +109,10 @@ fn text(report: &Report) -> String {
             "CAPABILITY", "VERDICT", "AUDIT", "CLASSIFIED BY", "USERNS", "COUNT", "FIRST PROCESS"
         );
         for c in checks {
-            let process = format!("{} (pid {}, uid {})", c.example.comm, c.example.tgid, c.example.uid);
+            let process = format!(
+                "{} (pid {}, uid {})",
+                c.example.comm, c.example.tgid, c.example.uid
+            );
             // The generic frames say nothing about who asked; show the first callers past them.
             let path: Vec<&str> = c
                 .call_path
@@ -135,7 +142,12 @@ fn text(report: &Report) -> String {
     if report.profile.required.is_empty() {
         out.push_str("Required: none\n");
     } else {
-        let names: Vec<String> = report.profile.required.iter().map(ToString::to_string).collect();
+        let names: Vec<String> = report
+            .profile
+            .required
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         let _ = writeln!(out, "Required: {}", names.join(", "));
     }
     if advisory {
@@ -237,11 +249,24 @@ mod tests {
     #[test]
     fn docker_flags_list_required_in_order() {
         let r = report(vec![
-            row(Capability::NET_RAW, Verdict::Granted, AuditClass::Audited, 1),
+            row(
+                Capability::NET_RAW,
+                Verdict::Granted,
+                AuditClass::Audited,
+                1,
+            ),
             row(Capability::CHOWN, Verdict::Granted, AuditClass::Audited, 1),
-            row(Capability::SYS_ADMIN, Verdict::Granted, AuditClass::Advisory, 9),
+            row(
+                Capability::SYS_ADMIN,
+                Verdict::Granted,
+                AuditClass::Advisory,
+                9,
+            ),
         ]);
-        assert_eq!(r.render(Format::Docker), "--cap-drop ALL --cap-add CHOWN --cap-add NET_RAW\n");
+        assert_eq!(
+            r.render(Format::Docker),
+            "--cap-drop ALL --cap-add CHOWN --cap-add NET_RAW\n"
+        );
     }
 
     #[test]
@@ -254,8 +279,18 @@ mod tests {
     #[test]
     fn json_has_versioned_required_and_checks() {
         let r = report(vec![
-            row(Capability::NET_RAW, Verdict::Granted, AuditClass::Audited, 1),
-            row(Capability::SYS_ADMIN, Verdict::Denied, AuditClass::Advisory, 7),
+            row(
+                Capability::NET_RAW,
+                Verdict::Granted,
+                AuditClass::Audited,
+                1,
+            ),
+            row(
+                Capability::SYS_ADMIN,
+                Verdict::Denied,
+                AuditClass::Advisory,
+                7,
+            ),
         ]);
         let v: serde_json::Value = serde_json::from_str(&r.render(Format::Json)).unwrap();
         assert_eq!(v["schema_version"], 1);
@@ -275,7 +310,12 @@ mod tests {
 
     #[test]
     fn text_names_each_check_and_the_flags() {
-        let r = report(vec![row(Capability::NET_RAW, Verdict::Granted, AuditClass::Audited, 1)]);
+        let r = report(vec![row(
+            Capability::NET_RAW,
+            Verdict::Granted,
+            AuditClass::Audited,
+            1,
+        )]);
         let t = r.render(Format::Text);
         assert!(t.contains("NET_RAW"), "{t}");
         assert!(t.contains("granted"), "{t}");

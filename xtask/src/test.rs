@@ -28,7 +28,8 @@ pub fn test(opts: &Options) -> Result<()> {
     // Release, so that `cargo xtask run` reuses the same build of the eBPF object.
     cmd::run(
         cargo()
-            .args(["test", "--workspace", "--release"])
+            // The default members: capspy-ebpf only builds for the BPF target (build.rs does).
+            .args(["test", "--release"])
             .args(&opts.cargo_test_args)
             .stdout(Stdio::inherit()),
     )
@@ -39,13 +40,32 @@ fn lint() -> Result<()> {
     cmd::run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     cmd::run(cargo().args([
         "clippy",
-        "--workspace",
         "--all-targets",
         "--release",
         "--",
         "-D",
         "warnings",
-    ]))
+    ]))?;
+    // The kernel program only compiles for BPF, with the nightly toolchain.
+    let mut ebpf = cmd::command("rustup");
+    ebpf.current_dir(cmd::workspace_root().join("capspy-ebpf"))
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTC")
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "clippy",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--release",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+    cmd::run(&mut ebpf)
 }
 
 fn report_root() {

@@ -19,7 +19,10 @@ pub fn doctor() -> Result<i32> {
     let kernel = KernelInfo::probe();
     match (&kernel.btf_problem, kernel.abi) {
         (Some(why), _) => {
-            let _ = writeln!(out, "BTF: not available ({why}); fexit and tp_btf cannot load");
+            let _ = writeln!(
+                out,
+                "BTF: not available ({why}); fexit and tp_btf cannot load"
+            );
         }
         (None, Some(abi)) => {
             let arg = match abi {
@@ -29,17 +32,24 @@ pub fn doctor() -> Result<i32> {
             let _ = writeln!(out, "BTF: yes; cap_capable's last argument: {arg}");
         }
         (None, None) => {
-            let _ = writeln!(out, "BTF: yes, but cap_capable is not in it or has an unknown prototype");
+            let _ = writeln!(
+                out,
+                "BTF: yes, but cap_capable is not in it or has an unknown prototype"
+            );
         }
     }
-    match &kernel.kallsyms_problem {
-        Some(why) => {
-            let _ = writeln!(out, "kallsyms: {why}; tracepoint checks cannot be classified by call path");
-        }
-        None => {
-            let names: Vec<&str> = kernel.advisory_funcs.iter().map(|(n, _)| n.as_str()).collect();
-            let _ = writeln!(out, "advisory call sites found: {}", names.join(", "));
-        }
+    if let Some(why) = &kernel.kallsyms_problem {
+        let _ = writeln!(
+            out,
+            "kallsyms: {why}; tracepoint checks cannot be classified by call path"
+        );
+    } else {
+        let names: Vec<&str> = kernel
+            .advisory_funcs
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let _ = writeln!(out, "advisory call sites found: {}", names.join(", "));
     }
 
     out.push_str("\nhook methods, in the order `--hook auto` tries them:\n");
@@ -63,5 +73,5 @@ pub fn doctor() -> Result<i32> {
         None => out.push_str("\nNo method works: capspy cannot trace on this kernel.\n"),
     }
     print!("{out}");
-    Ok(if usable.is_empty() { 1 } else { 0 })
+    Ok(i32::from(usable.is_empty()))
 }

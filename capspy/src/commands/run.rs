@@ -34,6 +34,9 @@ pub struct RunArgs {
     pub command: Vec<std::ffi::OsString>,
 }
 
+/// `capspy run`'s cgroups are named this plus capspy's pid.
+const CGROUP_PREFIX: &str = "capspy-run-";
+
 /// How long the processes left in the cgroup get to exit after an interrupt before SIGKILL.
 const GRACE: Duration = Duration::from_secs(3);
 
@@ -46,7 +49,8 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     let mut collector = Collector::new(&mut tracer)?;
     let clock = BootClock::now();
 
-    let group = OwnedCgroup::create(&root, &format!("capspy-run-{}", std::process::id()))?;
+    cgroup::remove_stale(&root, CGROUP_PREFIX);
+    let group = OwnedCgroup::create(&root, &format!("{CGROUP_PREFIX}{}", std::process::id()))?;
     let argv: Vec<String> = args
         .command
         .iter()
@@ -95,7 +99,10 @@ fn describe_spawn_error(e: &std::io::Error) -> String {
 }
 
 /// Starts the command inside `group`, so that its first instruction already runs there.
-fn spawn_in(group: &OwnedCgroup, command: &[std::ffi::OsString]) -> std::io::Result<tokio::process::Child> {
+fn spawn_in(
+    group: &OwnedCgroup,
+    command: &[std::ffi::OsString],
+) -> std::io::Result<tokio::process::Child> {
     let procs = CString::new(group.procs_path().as_os_str().as_bytes())
         .map_err(|_| std::io::Error::other("cgroup path contains a NUL byte"))?;
     let mut cmd = tokio::process::Command::new(&command[0]);
@@ -164,13 +171,10 @@ async fn supervise(
 }
 
 fn emit(text: &str, output: Option<&std::path::Path>) -> Result<()> {
-    match output {
-        Some(path) => std::fs::write(path, text)
-            .with_context(|| format!("writing the report to {}", path.display())),
-        None => {
-            let mut err = std::io::stderr().lock();
-            err.write_all(text.as_bytes())?;
-            Ok(())
-        }
+    if let Some(path) = output {
+        return std::fs::write(path, text)
+            .with_context(|| format!("writing the report to {}", path.display()));
     }
+    std::io::stderr().lock().write_all(text.as_bytes())?;
+    Ok(())
 }
