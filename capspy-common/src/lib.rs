@@ -29,6 +29,8 @@ pub mod globals {
     pub const USERNS_LEVEL_OFFSET: &str = "USERNS_LEVEL_OFFSET";
     /// `u8`: how to read `cap_capable`'s last argument, one of [`super::abi`].
     pub const CAP_CAPABLE_ABI: &str = "CAP_CAPABLE_ABI";
+    /// `[CommPrefix; RUNTIME_COMMS_CAPACITY]`: container runtime processes (unused slots zero).
+    pub const RUNTIME_COMMS: &str = "RUNTIME_COMMS";
     /// `[AddrRange; ADVISORY_FUNCS_CAPACITY]`: kernel functions on the call path of advisory
     /// (noaudit) checks, from kallsyms.
     pub const ADVISORY_FUNCS: &str = "ADVISORY_FUNCS";
@@ -86,6 +88,20 @@ pub const CLASSIFIER_CALL_PATH: u8 = 1;
 /// sufficient profile rather than a minimal one.
 pub const CLASSIFIER_NONE: u8 = 2;
 
+/// Who made the check: the workload, or a container runtime setting it up (`runc:[2:INIT]` before
+/// it execs the entrypoint), told apart by the task's comm.
+pub const BUCKET_APP: u8 = 0;
+pub const BUCKET_RUNTIME: u8 = 1;
+/// Comm prefixes of container runtimes' setup processes, as little-endian `u64`s with a mask of
+/// the bytes that must match (the prefix may include the terminating NUL).
+pub const RUNTIME_COMMS_CAPACITY: usize = 4;
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommPrefix {
+    pub value: u64,
+    pub mask: u64,
+}
+
 pub const USERNS_INITIAL: u8 = 0;
 pub const USERNS_OTHER: u8 = 1;
 /// The kernel has no BTF to find `user_namespace.level` with.
@@ -101,7 +117,9 @@ pub struct CheckKey {
     pub verdict: u8,
     pub audit: u8,
     pub userns: u8,
-    pub padding: u32,
+    /// [`BUCKET_APP`] or [`BUCKET_RUNTIME`].
+    pub bucket: u8,
+    pub padding: [u8; 3],
 }
 
 /// What the kernel keeps per [`CheckKey`].
@@ -162,12 +180,13 @@ pub struct KprobeArgs {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{AddrRange, CheckKey, CheckStats, FirstSighting, KprobeArgs};
+    use super::{AddrRange, CheckKey, CheckStats, CommPrefix, FirstSighting, KprobeArgs};
 
     // SAFETY: all are repr(C) plain data with explicit padding.
     unsafe impl aya::Pod for CheckKey {}
     unsafe impl aya::Pod for CheckStats {}
     unsafe impl aya::Pod for FirstSighting {}
     unsafe impl aya::Pod for AddrRange {}
+    unsafe impl aya::Pod for CommPrefix {}
     unsafe impl aya::Pod for KprobeArgs {}
 }

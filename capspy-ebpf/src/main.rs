@@ -27,11 +27,11 @@ use aya_ebpf::{
     },
 };
 use capspy_common::{
-    ADVISORY_FUNCS_CAPACITY, AUDIT_ADVISORY, AUDIT_AUDITED, AddrRange, CHECKS_CAPACITY,
-    CLASSIFIER_CALL_PATH, CLASSIFIER_NONE, CLASSIFIER_OPTS, CheckKey, CheckStats, FirstSighting,
-    KPROBE_ARGS_CAPACITY, KprobeArgs, SIGHTINGS_BYTES, SITE_ADVISORY, SITE_AUDITED, SITE_UNKNOWN,
-    STACK_DEPTH, USERNS_INITIAL, USERNS_OTHER, USERNS_UNKNOWN, VERDICT_DENIED, VERDICT_GRANTED,
-    abi, counter,
+    ADVISORY_FUNCS_CAPACITY, AUDIT_ADVISORY, AUDIT_AUDITED, AddrRange, BUCKET_APP, BUCKET_RUNTIME,
+    CHECKS_CAPACITY, CLASSIFIER_CALL_PATH, CLASSIFIER_NONE, CLASSIFIER_OPTS, CheckKey, CheckStats,
+    CommPrefix, FirstSighting, KPROBE_ARGS_CAPACITY, KprobeArgs, RUNTIME_COMMS_CAPACITY,
+    SIGHTINGS_BYTES, SITE_ADVISORY, SITE_AUDITED, SITE_UNKNOWN, STACK_DEPTH, USERNS_INITIAL,
+    USERNS_OTHER, USERNS_UNKNOWN, VERDICT_DENIED, VERDICT_GRANTED, abi, counter,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -44,6 +44,9 @@ static SELF_TGID: u32 = 0;
 static USERNS_LEVEL_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static CAP_CAPABLE_ABI: u8 = abi::OPTS;
+#[unsafe(no_mangle)]
+static RUNTIME_COMMS: [CommPrefix; RUNTIME_COMMS_CAPACITY] =
+    [CommPrefix { value: 0, mask: 0 }; RUNTIME_COMMS_CAPACITY];
 /// Functions on the call path of advisory checks (`security_vm_enough_memory_mm`,
 /// `ns_capable_noaudit`, ...), from kallsyms. Unused slots are `{0, 0}`.
 #[unsafe(no_mangle)]
@@ -201,6 +204,7 @@ fn record<C: EbpfContext>(ctx: &C, target_ns: u64, cap: i32, ret: i32, last_arg:
         Some(arg) => (audit_class_from_arg(arg), CLASSIFIER_OPTS),
         None => call_path_class(ctx, cap),
     };
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
     let key = CheckKey {
         // SAFETY: helper without preconditions.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
@@ -212,7 +216,8 @@ fn record<C: EbpfContext>(ctx: &C, target_ns: u64, cap: i32, ret: i32, last_arg:
         },
         audit,
         userns: userns_class(target_ns),
-        padding: 0,
+        bucket: bucket_of(&comm),
+        padding: [0; 3],
     };
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
@@ -230,7 +235,7 @@ fn record<C: EbpfContext>(ctx: &C, target_ns: u64, cap: i32, ret: i32, last_arg:
         first_uid: bpf_get_current_uid_gid() as u32,
         classifier,
         padding: [0; 3],
-        first_comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        first_comm: comm,
     };
     match CHECKS.insert(key, stats, u64::from(BPF_NOEXIST)) {
         Ok(()) => emit_sighting(ctx, &key, &stats),
@@ -242,6 +247,24 @@ fn record<C: EbpfContext>(ctx: &C, target_ns: u64, cap: i32, ret: i32, last_arg:
         }
         Err(_) => count(counter::CHECKS_OVERFLOW),
     }
+}
+
+#[inline(always)]
+fn bucket_of(comm: &[u8; 16]) -> u8 {
+    let head = u64::from_le_bytes([
+        comm[0], comm[1], comm[2], comm[3], comm[4], comm[5], comm[6], comm[7],
+    ]);
+    for prefix in &RUNTIME_COMMS {
+        // SAFETY: global written by the loader.
+        let prefix = unsafe { core::ptr::read_volatile(prefix) };
+        if prefix.mask == 0 {
+            break;
+        }
+        if head & prefix.mask == prefix.value {
+            return BUCKET_RUNTIME;
+        }
+    }
+    BUCKET_APP
 }
 
 #[inline(always)]

@@ -10,8 +10,8 @@ use aya::{
     programs::{BtfTracePoint, FExit, KProbe, RawTracePoint, TracePoint},
 };
 use capspy_common::{
-    ADVISORY_FUNCS_CAPACITY, AddrRange, SITE_ALWAYS_WALK, SYSCALL_SLOTS, abi, globals, maps,
-    programs,
+    ADVISORY_FUNCS_CAPACITY, AddrRange, CommPrefix, RUNTIME_COMMS_CAPACITY, SITE_ALWAYS_WALK,
+    SYSCALL_SLOTS, abi, globals, maps, programs,
 };
 
 use crate::{btf, caps::Capability, kallsyms::Kallsyms};
@@ -259,7 +259,30 @@ fn load_object(kernel: &KernelInfo) -> Result<Ebpf, aya::EbpfError> {
             true,
         )
         .override_global(globals::ADVISORY_FUNCS, &ranges, true)
+        .override_global(globals::RUNTIME_COMMS, &runtime_comm_prefixes(), true)
         .load(OBJECT)
+}
+
+/// Container runtimes' setup processes, by comm: runc's init stages rename themselves
+/// `runc:[0:PARENT]`, `runc:[1:CHILD]`, `runc:[2:INIT]` until the entrypoint's exec; crun keeps
+/// its own name.
+pub const RUNTIME_COMMS: &[&[u8]] = &[b"runc:[", b"crun\0"];
+
+fn runtime_comm_prefixes() -> [CommPrefix; RUNTIME_COMMS_CAPACITY] {
+    let mut out = [CommPrefix::default(); RUNTIME_COMMS_CAPACITY];
+    for (slot, prefix) in out.iter_mut().zip(RUNTIME_COMMS) {
+        let mut value = [0u8; 8];
+        let mut mask = [0u8; 8];
+        for (i, b) in prefix.iter().take(8).enumerate() {
+            value[i] = *b;
+            mask[i] = 0xff;
+        }
+        *slot = CommPrefix {
+            value: u64::from_le_bytes(value),
+            mask: u64::from_le_bytes(mask),
+        };
+    }
+    out
 }
 
 type AttachResult = Result<(), aya::programs::ProgramError>;
