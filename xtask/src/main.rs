@@ -4,6 +4,7 @@ mod build;
 mod cmd;
 mod setup;
 mod test;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,8 @@ enum Command {
     },
     /// Set up, lint (fmt, clippy), then `cargo test --workspace --release`.
     Test(test::Options),
+    /// Build, then prove the fexit and kprobe hooks in a Debian 6.1 VM and the tracepoint natively.
+    VmTest(vm::Options),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Command::Build => build::build(),
         Command::Run { args } => build::run(&args),
         Command::Test(opts) => test::test(&opts),
+        Command::VmTest(opts) => vm::vm_test(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
