@@ -29,6 +29,8 @@ pub mod globals {
     pub const USERNS_LEVEL_OFFSET: &str = "USERNS_LEVEL_OFFSET";
     /// `u8`: how to read `cap_capable`'s last argument, one of [`super::abi`].
     pub const CAP_CAPABLE_ABI: &str = "CAP_CAPABLE_ABI";
+    /// `u32`: byte offset of `real_cred` in `struct task_struct` (from BTF); 0 when unknown.
+    pub const TASK_REAL_CRED_OFFSET: &str = "TASK_REAL_CRED_OFFSET";
     /// `[CommPrefix; RUNTIME_COMMS_CAPACITY]`: container runtime processes (unused slots zero).
     pub const RUNTIME_COMMS: &str = "RUNTIME_COMMS";
     /// `[AddrRange; ADVISORY_FUNCS_CAPACITY]`: kernel functions on the call path of advisory
@@ -92,6 +94,9 @@ pub const CLASSIFIER_NONE: u8 = 2;
 /// it execs the entrypoint), told apart by the task's comm.
 pub const BUCKET_APP: u8 = 0;
 pub const BUCKET_RUNTIME: u8 = 1;
+/// The check was made on credentials other than the task's own (`cred != current->real_cred`):
+/// the kernel acting on someone else's behalf, e.g. overlayfs copy-up with the mounter's creds.
+pub const BUCKET_BORROWED: u8 = 2;
 /// Comm prefixes of container runtimes' setup processes, as little-endian `u64`s with a mask of
 /// the bytes that must match (the prefix may include the terminating NUL).
 pub const RUNTIME_COMMS_CAPACITY: usize = 4;
@@ -173,6 +178,7 @@ pub struct AddrRange {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct KprobeArgs {
+    pub cred: u64,
     pub target_ns: u64,
     pub cap: u32,
     pub last_arg: u32,

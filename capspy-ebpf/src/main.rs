@@ -16,8 +16,9 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, pt_regs},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task_btf, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
-        bpf_probe_read_kernel, generated::bpf_get_stack, generated::bpf_task_pt_regs,
+        bpf_get_current_task, bpf_get_current_task_btf, bpf_get_current_uid_gid,
+        bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated::bpf_get_stack,
+        generated::bpf_task_pt_regs,
     },
     macros::{btf_tracepoint, fexit, kprobe, kretprobe, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
@@ -27,11 +28,12 @@ use aya_ebpf::{
     },
 };
 use capspy_common::{
-    ADVISORY_FUNCS_CAPACITY, AUDIT_ADVISORY, AUDIT_AUDITED, AddrRange, BUCKET_APP, BUCKET_RUNTIME,
-    CHECKS_CAPACITY, CLASSIFIER_CALL_PATH, CLASSIFIER_NONE, CLASSIFIER_OPTS, CheckKey, CheckStats,
-    CommPrefix, FirstSighting, KPROBE_ARGS_CAPACITY, KprobeArgs, RUNTIME_COMMS_CAPACITY,
-    SIGHTINGS_BYTES, SITE_ADVISORY, SITE_AUDITED, SITE_UNKNOWN, STACK_DEPTH, USERNS_INITIAL,
-    USERNS_OTHER, USERNS_UNKNOWN, VERDICT_DENIED, VERDICT_GRANTED, abi, counter,
+    ADVISORY_FUNCS_CAPACITY, AUDIT_ADVISORY, AUDIT_AUDITED, AddrRange, BUCKET_APP, BUCKET_BORROWED,
+    BUCKET_RUNTIME, CHECKS_CAPACITY, CLASSIFIER_CALL_PATH, CLASSIFIER_NONE, CLASSIFIER_OPTS,
+    CheckKey, CheckStats, CommPrefix, FirstSighting, KPROBE_ARGS_CAPACITY, KprobeArgs,
+    RUNTIME_COMMS_CAPACITY, SIGHTINGS_BYTES, SITE_ADVISORY, SITE_AUDITED, SITE_UNKNOWN,
+    STACK_DEPTH, USERNS_INITIAL, USERNS_OTHER, USERNS_UNKNOWN, VERDICT_DENIED, VERDICT_GRANTED,
+    abi, counter,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -44,6 +46,9 @@ static SELF_TGID: u32 = 0;
 static USERNS_LEVEL_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static CAP_CAPABLE_ABI: u8 = abi::OPTS;
+/// Byte offset of `real_cred` in `struct task_struct`, from BTF; 0 when unknown.
+#[unsafe(no_mangle)]
+static TASK_REAL_CRED_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static RUNTIME_COMMS: [CommPrefix; RUNTIME_COMMS_CAPACITY] =
     [CommPrefix { value: 0, mask: 0 }; RUNTIME_COMMS_CAPACITY];
@@ -90,11 +95,12 @@ static STACK_SCRATCH: PerCpuArray<[u64; STACK_DEPTH]> = PerCpuArray::with_max_en
 
 #[fexit(function = "cap_capable")]
 pub fn cap_capable_fexit(ctx: FExitContext) -> u32 {
+    let cred: u64 = ctx.arg(0);
     let target_ns: u64 = ctx.arg(1);
     let cap: i32 = ctx.arg(2);
     let last_arg: u64 = ctx.arg(3);
     let ret: i32 = ctx.arg(4);
-    record(&ctx, target_ns, cap, ret, Some(last_arg));
+    record(&ctx, cred, target_ns, cap, ret, Some(last_arg));
     0
 }
 
@@ -104,12 +110,16 @@ pub fn cap_capable_fexit(ctx: FExitContext) -> u32 {
 
 #[kprobe]
 pub fn cap_capable_kprobe(ctx: ProbeContext) -> u32 {
-    let (Some(target_ns), Some(cap), Some(last_arg)) =
-        (ctx.arg::<u64>(1), ctx.arg::<u32>(2), ctx.arg::<u32>(3))
-    else {
+    let (Some(cred), Some(target_ns), Some(cap), Some(last_arg)) = (
+        ctx.arg::<u64>(0),
+        ctx.arg::<u64>(1),
+        ctx.arg::<u32>(2),
+        ctx.arg::<u32>(3),
+    ) else {
         return 0;
     };
     let args = KprobeArgs {
+        cred,
         target_ns,
         cap,
         last_arg,
@@ -134,6 +144,7 @@ pub fn cap_capable_kretprobe(ctx: RetProbeContext) -> u32 {
     )]
     record(
         &ctx,
+        args.cred,
         args.target_ns,
         args.cap as i32,
         ret,
@@ -150,36 +161,39 @@ pub fn cap_capable_kretprobe(ctx: RetProbeContext) -> u32 {
 
 #[btf_tracepoint(function = "cap_capable")]
 pub fn cap_capable_tp_btf(ctx: BtfTracePointContext) -> u32 {
+    let cred: u64 = ctx.arg(0);
     let target_ns: u64 = ctx.arg(1);
     let cap: i32 = ctx.arg(3);
     let ret: i32 = ctx.arg(4);
-    record(&ctx, target_ns, cap, ret, None);
+    record(&ctx, cred, target_ns, cap, ret, None);
     0
 }
 
 #[raw_tracepoint(tracepoint = "cap_capable")]
 pub fn cap_capable_raw_tp(ctx: RawTracePointContext) -> u32 {
+    let cred: u64 = ctx.arg(0);
     let target_ns: u64 = ctx.arg(1);
     let cap: i32 = ctx.arg(3);
     let ret: i32 = ctx.arg(4);
-    record(&ctx, target_ns, cap, ret, None);
+    record(&ctx, cred, target_ns, cap, ret, None);
     0
 }
 
 /// Field offsets from `/sys/kernel/tracing/events/capability/cap_capable/format`:
-/// `target_ns` at 16, `cap` at 32, `ret` at 36 (after the 8-byte common header and `cred`).
+/// `cred` at 8, `target_ns` at 16, `cap` at 32, `ret` at 36 (after the 8-byte common header).
 #[tracepoint(category = "capability", name = "cap_capable")]
 pub fn cap_capable_tracepoint(ctx: TracePointContext) -> u32 {
     // SAFETY: offsets within the tracepoint record, per the format file above.
     let fields = unsafe {
         (
+            ctx.read_at::<u64>(8),
             ctx.read_at::<u64>(16),
             ctx.read_at::<i32>(32),
             ctx.read_at::<i32>(36),
         )
     };
-    if let (Ok(target_ns), Ok(cap), Ok(ret)) = fields {
-        record(&ctx, target_ns, cap, ret, None);
+    if let (Ok(cred), Ok(target_ns), Ok(cap), Ok(ret)) = fields {
+        record(&ctx, cred, target_ns, cap, ret, None);
     }
     0
 }
@@ -190,7 +204,14 @@ pub fn cap_capable_tracepoint(ctx: TracePointContext) -> u32 {
 /// Counts one check. `last_arg` is `cap_capable`'s `opts` (or legacy `audit`) where the hook has
 /// it; otherwise the audit class is read from the call path.
 #[inline(always)]
-fn record<C: EbpfContext>(ctx: &C, target_ns: u64, cap: i32, ret: i32, last_arg: Option<u64>) {
+fn record<C: EbpfContext>(
+    ctx: &C,
+    cred: u64,
+    target_ns: u64,
+    cap: i32,
+    ret: i32,
+    last_arg: Option<u64>,
+) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: globals are plain data written by the loader.
@@ -216,7 +237,7 @@ fn record<C: EbpfContext>(ctx: &C, target_ns: u64, cap: i32, ret: i32, last_arg:
         },
         audit,
         userns: userns_class(target_ns),
-        bucket: bucket_of(&comm),
+        bucket: bucket_of(cred, &comm),
         padding: [0; 3],
     };
     // SAFETY: helper without preconditions.
@@ -249,8 +270,12 @@ fn record<C: EbpfContext>(ctx: &C, target_ns: u64, cap: i32, ret: i32, last_arg:
     }
 }
 
+/// Who the check is for: see [`BUCKET_APP`], [`BUCKET_RUNTIME`], [`BUCKET_BORROWED`].
 #[inline(always)]
-fn bucket_of(comm: &[u8; 16]) -> u8 {
+fn bucket_of(cred: u64, comm: &[u8; 16]) -> u8 {
+    if borrowed_credentials(cred) {
+        return BUCKET_BORROWED;
+    }
     let head = u64::from_le_bytes([
         comm[0], comm[1], comm[2], comm[3], comm[4], comm[5], comm[6], comm[7],
     ]);
@@ -265,6 +290,22 @@ fn bucket_of(comm: &[u8; 16]) -> u8 {
         }
     }
     BUCKET_APP
+}
+
+/// Whether the check's credentials are not the task's own (`override_creds()` is in effect).
+#[inline(always)]
+fn borrowed_credentials(cred: u64) -> bool {
+    // SAFETY: global written by the loader.
+    let offset = unsafe { core::ptr::read_volatile(&TASK_REAL_CRED_OFFSET) };
+    if offset == 0 {
+        return false;
+    }
+    // SAFETY: helper without preconditions; the read is checked.
+    let real_cred = unsafe {
+        let task = bpf_get_current_task();
+        bpf_probe_read_kernel((task + u64::from(offset)) as *const u64)
+    };
+    real_cred.is_ok_and(|real| real != cred)
 }
 
 #[inline(always)]

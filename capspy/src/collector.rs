@@ -38,6 +38,8 @@ pub struct Collector {
     sightings: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
     stacks: StdHashMap<CheckKey, Vec<u64>>,
+    /// cgroups of first sightings not yet handed out by [`Collector::take_new_cgroups`].
+    new_cgroups: Vec<u64>,
 }
 
 impl Collector {
@@ -55,6 +57,7 @@ impl Collector {
             sightings,
             counters,
             stacks: StdHashMap::new(),
+            new_cgroups: Vec::new(),
         })
     }
 
@@ -79,6 +82,7 @@ impl Collector {
                     .take_while(|a| *a != 0)
                     .collect();
                 self.stacks.insert(sighting.key, stack);
+                self.new_cgroups.push(sighting.key.cgroup_id);
             }
         }
     }
@@ -98,6 +102,14 @@ impl Collector {
         }
         out.sort_by_key(|o| o.key);
         out
+    }
+
+    /// The cgroups of first sightings since the last call, each once.
+    pub fn take_new_cgroups(&mut self) -> Vec<u64> {
+        let mut ids = std::mem::take(&mut self.new_cgroups);
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     pub fn losses(&self) -> LossCounters {

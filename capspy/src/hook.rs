@@ -106,6 +106,7 @@ pub struct KernelInfo {
     pub btf_problem: Option<String>,
     pub abi: Option<btf::CapCapableAbi>,
     pub userns_level_offset: u32,
+    pub task_real_cred_offset: u32,
     pub advisory_funcs: Vec<(String, AddrRange)>,
     pub kallsyms: Option<Kallsyms>,
     pub kallsyms_problem: Option<String>,
@@ -130,16 +131,21 @@ pub const ADVISORY_FUNCTIONS: &[&str] = &[
 
 impl KernelInfo {
     pub fn probe() -> Self {
-        let (btf, btf_problem, abi, userns_level_offset) = match btf::Btf::from_sys_fs() {
-            Ok(parsed) => {
-                let abi = parsed.cap_capable_abi().ok();
-                let offset = parsed
-                    .struct_member_offset("user_namespace", "level")
-                    .unwrap_or(0);
-                (aya::Btf::from_sys_fs().ok(), None, abi, offset)
-            }
-            Err(e) => (None, Some(e.to_string()), None, 0),
-        };
+        let (btf, btf_problem, abi, userns_level_offset, task_real_cred_offset) =
+            match btf::Btf::from_sys_fs() {
+                Ok(parsed) => {
+                    let abi = parsed.cap_capable_abi().ok();
+                    let offset = |s, m| parsed.struct_member_offset(s, m).unwrap_or(0);
+                    (
+                        aya::Btf::from_sys_fs().ok(),
+                        None,
+                        abi,
+                        offset("user_namespace", "level"),
+                        offset("task_struct", "real_cred"),
+                    )
+                }
+                Err(e) => (None, Some(e.to_string()), None, 0, 0),
+            };
         let (kallsyms, kallsyms_problem) = match Kallsyms::from_proc() {
             Ok(k) => (Some(k), None),
             Err(e) => (None, Some(e.to_string())),
@@ -167,6 +173,7 @@ impl KernelInfo {
             btf_problem,
             abi,
             userns_level_offset,
+            task_real_cred_offset,
             advisory_funcs,
             kallsyms,
             kallsyms_problem,
@@ -258,15 +265,30 @@ fn load_object(kernel: &KernelInfo) -> Result<Ebpf, aya::EbpfError> {
             &kernel.userns_level_offset,
             true,
         )
+        .override_global(
+            globals::TASK_REAL_CRED_OFFSET,
+            &kernel.task_real_cred_offset,
+            true,
+        )
         .override_global(globals::ADVISORY_FUNCS, &ranges, true)
         .override_global(globals::RUNTIME_COMMS, &runtime_comm_prefixes(), true)
         .load(OBJECT)
 }
 
-/// Container runtimes' setup processes, by comm: runc's init stages rename themselves
-/// `runc:[0:PARENT]`, `runc:[1:CHILD]`, `runc:[2:INIT]` until the entrypoint's exec; crun keeps
-/// its own name.
-pub const RUNTIME_COMMS: &[&[u8]] = &[b"runc:[", b"crun\0"];
+/// Container runtimes' setup processes, by comm: `runc` joins the container's cgroup, then its
+/// init stages rename themselves `runc:[0:PARENT]`, `runc:[1:CHILD]`, `runc:[2:INIT]` until the
+/// entrypoint's exec; crun keeps its own name. A trailing NUL means an exact name.
+pub const RUNTIME_COMMS: &[&[u8]] = &[b"runc:[", b"runc\0", b"crun\0"];
+
+/// Whether a process name (as `/proc/PID/status` shows it) is a runtime setup process.
+pub fn is_runtime_comm(name: &str) -> bool {
+    RUNTIME_COMMS
+        .iter()
+        .any(|prefix| match prefix.split_last() {
+            Some((0, exact)) => name.as_bytes() == exact,
+            _ => name.as_bytes().starts_with(prefix),
+        })
+}
 
 fn runtime_comm_prefixes() -> [CommPrefix; RUNTIME_COMMS_CAPACITY] {
     let mut out = [CommPrefix::default(); RUNTIME_COMMS_CAPACITY];
@@ -405,5 +427,42 @@ fn describe(e: &aya::programs::ProgramError) -> String {
             }
             msg
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_processes_are_recognised_by_name() {
+        assert!(is_runtime_comm("runc:[2:INIT]"));
+        assert!(is_runtime_comm("runc:[1:CHILD]"));
+        assert!(is_runtime_comm("crun"));
+        assert!(!is_runtime_comm("crunch"));
+        assert!(is_runtime_comm("runc"));
+        assert!(!is_runtime_comm("runcible"));
+        assert!(!is_runtime_comm("ping"));
+    }
+
+    #[test]
+    fn comm_prefixes_match_the_kernel_encoding() {
+        let prefixes = runtime_comm_prefixes();
+        let head = |comm: &[u8]| {
+            let mut b = [0u8; 8];
+            for (d, s) in b.iter_mut().zip(comm) {
+                *d = *s;
+            }
+            u64::from_le_bytes(b)
+        };
+        let matches = |comm: &[u8]| {
+            prefixes
+                .iter()
+                .any(|p| p.mask != 0 && head(comm) & p.mask == p.value)
+        };
+        assert!(matches(b"runc:[2:INIT]"));
+        assert!(matches(b"crun\0"));
+        assert!(!matches(b"crunch\0"));
+        assert!(!matches(b"sh\0"));
     }
 }

@@ -4,13 +4,19 @@
 //! Modules follow the data's path: [`hook`] loads the kernel program and attaches it,
 //! [`collector`] reads what it recorded, [`profile`] applies the rules, [`render`] prints.
 
+pub mod attribution;
 pub mod btf;
 pub mod caps;
 pub mod cgroup;
 pub mod collector;
 pub mod commands;
+pub mod container_watch;
+pub mod docker;
 pub mod hook;
 pub mod kallsyms;
 pub mod privilege;
 pub mod profile;
+pub mod recorder;
 pub mod render;
+pub mod store;
+pub mod workloads;

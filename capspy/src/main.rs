@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use capspy::commands::{doctor, run};
+use capspy::commands::{bench_probe, doctor, ls, profile, record, run};
 
 /// Observe the Linux capability checks a command makes, and print the least privilege it needs.
 #[derive(Debug, Parser)]
@@ -16,8 +16,17 @@ struct Cli {
 enum Command {
     /// Run CMD, trace the capability checks of it and its descendants, print what it needed.
     Run(run::RunArgs),
+    /// Record every capability check on the host into the store, until stopped.
+    Record(record::RecordArgs),
+    /// List workloads and running containers: granted, used, and droppable capabilities.
+    Ls(ls::LsArgs),
+    /// Print the profile of a workload or container from the store.
+    Profile(profile::ProfileArgs),
     /// Report which hook methods load on this kernel, and why the others do not.
     Doctor,
+    /// Attach a benchmark comparison program until stopped (used by `cargo xtask bench`).
+    #[command(hide = true)]
+    BenchProbe(bench_probe::BenchProbeArgs),
 }
 
 /// capspy's own failures exit with 2, as command line errors do; `run` otherwise exits with the
@@ -39,7 +48,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run::run(args).await,
+            Command::Record(args) => record::record(args).await,
+            Command::Ls(args) => ls::ls(&args),
+            Command::Profile(args) => profile::profile(&args),
             Command::Doctor => doctor::doctor(),
+            Command::BenchProbe(args) => bench_probe::bench_probe(&args).await,
         }
     });
     match result {

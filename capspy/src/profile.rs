@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use capspy_common::{
-    AUDIT_ADVISORY, CLASSIFIER_CALL_PATH, CLASSIFIER_OPTS, USERNS_INITIAL, USERNS_OTHER,
-    VERDICT_GRANTED,
+    AUDIT_ADVISORY, BUCKET_BORROWED, BUCKET_RUNTIME, CLASSIFIER_CALL_PATH, CLASSIFIER_OPTS,
+    USERNS_INITIAL, USERNS_OTHER, VERDICT_GRANTED,
 };
 use serde::{Serialize, Serializer};
 
@@ -42,6 +42,18 @@ pub enum Classifier {
     Unclassified,
 }
 
+/// Who made the check: the workload, or the container runtime setting the container up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bucket {
+    App,
+    /// `runc:[2:INIT]` and friends before the entrypoint's exec: never the application's needs.
+    Runtime,
+    /// Made on credentials other than the task's own, e.g. overlayfs copy-up with the mounter's:
+    /// the kernel acting for someone else, not a need of the workload.
+    Borrowed,
+}
+
 /// The user namespace the check was made against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -68,6 +80,7 @@ pub struct CheckRow {
     pub audit: AuditClass,
     pub classified_by: Classifier,
     pub user_namespace: UserNs,
+    pub bucket: Bucket,
     pub count: u64,
     #[serde(serialize_with = "serialize_time")]
     pub first_seen: SystemTime,
@@ -83,46 +96,91 @@ impl CheckRow {
     /// The rule of this first rule set: a granted, audited check means the capability is needed.
     /// Advisory and denied checks are shown, never required.
     pub fn makes_required(&self) -> bool {
-        self.verdict == Verdict::Granted && self.audit == AuditClass::Audited
+        self.bucket == Bucket::App
+            && self.verdict == Verdict::Granted
+            && self.audit == AuditClass::Audited
     }
 
     pub fn from_observation(obs: &Observation, clock: &BootClock, syms: Option<&Kallsyms>) -> Self {
         let key = &obs.key;
         let stats = &obs.stats;
-        Self {
-            capability: Capability(key.cap),
-            verdict: if key.verdict == VERDICT_GRANTED {
-                Verdict::Granted
-            } else {
-                Verdict::Denied
+        Self::from_raw(
+            RawCheck {
+                cap: key.cap,
+                verdict: key.verdict,
+                audit: key.audit,
+                userns: key.userns,
+                bucket: key.bucket,
+                classifier: stats.classifier,
             },
-            audit: if key.audit == AUDIT_ADVISORY {
-                AuditClass::Advisory
-            } else {
-                AuditClass::Audited
-            },
-            classified_by: match stats.classifier {
-                CLASSIFIER_OPTS => Classifier::Opts,
-                CLASSIFIER_CALL_PATH => Classifier::CallPath,
-                _ => Classifier::Unclassified,
-            },
-            user_namespace: match key.userns {
-                USERNS_INITIAL => UserNs::Initial,
-                USERNS_OTHER => UserNs::Other,
-                _ => UserNs::Unknown,
-            },
-            count: stats.count,
-            first_seen: clock.wall_time(stats.first_ns),
-            last_seen: clock.wall_time(stats.last_ns),
-            example: ProcessRef {
+            stats.count,
+            (
+                clock.wall_time(stats.first_ns),
+                clock.wall_time(stats.last_ns),
+            ),
+            ProcessRef {
                 pid: stats.first_pid,
                 tgid: stats.first_tgid,
                 uid: stats.first_uid,
                 comm: comm_to_string(&stats.first_comm),
             },
-            call_path: syms.map(|s| call_path(&obs.stack, s)).unwrap_or_default(),
+            syms.map(|s| call_path(&obs.stack, s)).unwrap_or_default(),
+        )
+    }
+
+    /// Builds a row from the kernel's encoding of a key (as the kernel map and the store keep it).
+    pub fn from_raw(
+        raw: RawCheck,
+        count: u64,
+        (first_seen, last_seen): (SystemTime, SystemTime),
+        example: ProcessRef,
+        call_path: Vec<String>,
+    ) -> Self {
+        Self {
+            capability: Capability(raw.cap),
+            verdict: if raw.verdict == VERDICT_GRANTED {
+                Verdict::Granted
+            } else {
+                Verdict::Denied
+            },
+            audit: if raw.audit == AUDIT_ADVISORY {
+                AuditClass::Advisory
+            } else {
+                AuditClass::Audited
+            },
+            classified_by: match raw.classifier {
+                CLASSIFIER_OPTS => Classifier::Opts,
+                CLASSIFIER_CALL_PATH => Classifier::CallPath,
+                _ => Classifier::Unclassified,
+            },
+            user_namespace: match raw.userns {
+                USERNS_INITIAL => UserNs::Initial,
+                USERNS_OTHER => UserNs::Other,
+                _ => UserNs::Unknown,
+            },
+            bucket: match raw.bucket {
+                BUCKET_RUNTIME => Bucket::Runtime,
+                BUCKET_BORROWED => Bucket::Borrowed,
+                _ => Bucket::App,
+            },
+            count,
+            first_seen,
+            last_seen,
+            example,
+            call_path,
         }
     }
+}
+
+/// The kernel's byte encoding of a check's class (see `capspy_common`).
+#[derive(Clone, Copy, Debug)]
+pub struct RawCheck {
+    pub cap: u8,
+    pub verdict: u8,
+    pub audit: u8,
+    pub userns: u8,
+    pub bucket: u8,
+    pub classifier: u8,
 }
 
 /// What a workload needs, with the evidence.
@@ -135,7 +193,7 @@ pub struct Profile {
 
 impl Profile {
     pub fn from_checks(mut checks: Vec<CheckRow>) -> Self {
-        checks.sort_by_key(|c| (c.capability, c.verdict, c.audit, c.user_namespace));
+        checks.sort_by_key(|c| (c.bucket, c.capability, c.verdict, c.audit, c.user_namespace));
         let required = checks
             .iter()
             .filter(|c| c.makes_required())
@@ -226,6 +284,7 @@ pub(crate) mod tests {
             audit,
             classified_by: Classifier::CallPath,
             user_namespace: UserNs::Initial,
+            bucket: Bucket::App,
             count,
             first_seen: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             last_seen: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_001),
@@ -300,6 +359,29 @@ pub(crate) mod tests {
             ),
         ]);
         assert_eq!(p.required, BTreeSet::from([Capability::SYS_ADMIN]));
+    }
+
+    #[test]
+    fn runtime_checks_are_never_required() {
+        let mut runc = row(
+            Capability::SYS_ADMIN,
+            Verdict::Granted,
+            AuditClass::Audited,
+            4,
+        );
+        runc.bucket = Bucket::Runtime;
+        runc.example.comm = "runc:[2:INIT]".into();
+        let p = Profile::from_checks(vec![
+            runc,
+            row(
+                Capability::NET_RAW,
+                Verdict::Granted,
+                AuditClass::Audited,
+                1,
+            ),
+        ]);
+        assert_eq!(p.required, BTreeSet::from([Capability::NET_RAW]));
+        assert_eq!(p.checks.last().unwrap().bucket, Bucket::Runtime);
     }
 
     #[test]

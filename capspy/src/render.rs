@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::collector::LossCounters;
-use crate::profile::{AuditClass, Classifier, Profile, UserNs, Verdict};
+use crate::profile::{AuditClass, Bucket, CheckRow, Classifier, Profile, UserNs, Verdict};
 
 /// Version of the JSON document; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -29,6 +29,19 @@ pub enum Subject {
         /// Tracing stopped early (Ctrl-C): the profile may be incomplete.
         interrupted: bool,
     },
+    /// One container instance.
+    Container {
+        id: String,
+        name: Option<String>,
+        image: Option<String>,
+        workload: Option<String>,
+    },
+    /// Every container of a workload (restarts and replicas merged).
+    Workload {
+        key: String,
+        /// Container ids.
+        containers: Vec<String>,
+    },
 }
 
 /// A profile with its context: the unit every output format renders.
@@ -42,6 +55,8 @@ pub struct Report {
     pub profile: Profile,
     pub docker_flags: String,
     pub losses: LossCounters,
+    /// Caveats that apply to this report (e.g. the hook's blind spots).
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -51,6 +66,7 @@ impl Report {
             subject,
             hook: hook.to_string(),
             docker_flags: docker_flags(&profile),
+            notes: hook_notes(hook),
             profile,
             losses,
         }
@@ -69,6 +85,20 @@ impl Report {
     }
 }
 
+/// Symbol-based hooks miss the call sites where the compiler inlined `cap_capable`
+/// (measured on Debian 6.1 and 6.12 by `cargo xtask vm-test`; see docs/kernel-matrix.md).
+fn hook_notes(hook: &str) -> Vec<String> {
+    match hook {
+        "fexit" | "kprobe" => vec![format!(
+            "{hook} cannot see checks where the kernel inlined cap_capable (cap_task_prctl, \
+             cap_capset, cap_vm_enough_memory, cap_mmap_addr on many kernels): e.g. SETPCAP for \
+             prctl(PR_SET_SECUREBITS) and SYS_RAWIO for mmap below mmap_min_addr are missed; \
+             see docs/kernel-matrix.md"
+        )],
+        _ => Vec::new(),
+    }
+}
+
 /// `--cap-drop ALL --cap-add X ...`, the form docker run takes.
 pub fn docker_flags(profile: &Profile) -> String {
     let mut flags = String::from("--cap-drop ALL");
@@ -80,64 +110,33 @@ pub fn docker_flags(profile: &Profile) -> String {
 
 fn text(report: &Report) -> String {
     let mut out = String::new();
-    match &report.subject {
-        Subject::Command {
-            argv,
-            exit_code,
-            interrupted,
-        } => {
-            let _ = writeln!(
-                out,
-                "capspy: `{}` exited with {exit_code}{}; hook {}",
-                argv.join(" "),
-                if *interrupted {
-                    " (interrupted: partial profile)"
-                } else {
-                    ""
-                },
-                report.hook
-            );
-        }
-    }
+    header(&mut out, report);
     let checks = &report.profile.checks;
-    if checks.is_empty() {
+    let in_bucket = |b: Bucket| checks.iter().filter(|c| c.bucket == b).collect::<Vec<_>>();
+    let (app, runtime, borrowed) = (
+        in_bucket(Bucket::App),
+        in_bucket(Bucket::Runtime),
+        in_bucket(Bucket::Borrowed),
+    );
+    if app.is_empty() {
         out.push_str("No capability checks were observed.\n");
     } else {
-        let _ = writeln!(
-            out,
-            "\n{:<20} {:<8} {:<9} {:<13} {:<8} {:>8}  {:<30} CALL PATH",
-            "CAPABILITY", "VERDICT", "AUDIT", "CLASSIFIED BY", "USERNS", "COUNT", "FIRST PROCESS"
-        );
-        for c in checks {
-            let process = format!(
-                "{} (pid {}, uid {})",
-                c.example.comm, c.example.tgid, c.example.uid
-            );
-            // The generic frames say nothing about who asked; show the first callers past them.
-            let path: Vec<&str> = c
-                .call_path
-                .iter()
-                .map(String::as_str)
-                .filter(|f| !f.starts_with("security_capable+"))
-                .take(3)
-                .collect();
-            let path = path.join(" <- ");
-            let _ = writeln!(
-                out,
-                "{:<20} {:<8} {:<9} {:<13} {:<8} {:>8}  {:<30} {}",
-                c.capability.to_string(),
-                verdict_str(c.verdict),
-                audit_str(c.audit),
-                classifier_str(c.classified_by),
-                userns_str(c.user_namespace),
-                c.count,
-                process,
-                path
-            );
-        }
+        table(&mut out, &app);
     }
-    let advisory = checks.iter().any(|c| c.audit == AuditClass::Advisory);
-    let denied = checks.iter().any(|c| c.verdict == Verdict::Denied);
+    if !runtime.is_empty() {
+        out.push_str(
+            "\nContainer runtime setup (before the entrypoint; not the workload's needs):",
+        );
+        table(&mut out, &runtime);
+    }
+    if !borrowed.is_empty() {
+        out.push_str(
+            "\nOn other credentials (the kernel acting for someone else, e.g. overlayfs copy-up):",
+        );
+        table(&mut out, &borrowed);
+    }
+    let advisory = app.iter().any(|c| c.audit == AuditClass::Advisory);
+    let denied = app.iter().any(|c| c.verdict == Verdict::Denied);
     out.push('\n');
     if report.profile.required.is_empty() {
         out.push_str("Required: none\n");
@@ -166,8 +165,90 @@ fn text(report: &Report) -> String {
             l.checks_overflow, l.sightings_lost, l.unclassified
         );
     }
+    for note in &report.notes {
+        let _ = writeln!(out, "Note: {note}");
+    }
     let _ = writeln!(out, "Apply: {}", report.docker_flags);
     out
+}
+
+/// The first line: what was traced.
+fn header(out: &mut String, report: &Report) {
+    match &report.subject {
+        Subject::Command {
+            argv,
+            exit_code,
+            interrupted,
+        } => {
+            let _ = writeln!(
+                out,
+                "capspy: `{}` exited with {exit_code}{}; hook {}",
+                argv.join(" "),
+                if *interrupted {
+                    " (interrupted: partial profile)"
+                } else {
+                    ""
+                },
+                report.hook
+            );
+        }
+        Subject::Container {
+            id,
+            name,
+            image,
+            workload,
+        } => {
+            let _ = writeln!(
+                out,
+                "capspy: container {} ({}), image {}, workload {}",
+                name.as_deref().unwrap_or("?"),
+                &id[..id.len().min(12)],
+                image.as_deref().unwrap_or("?"),
+                workload.as_deref().unwrap_or("?"),
+            );
+        }
+        Subject::Workload { key, containers } => {
+            let _ = writeln!(
+                out,
+                "capspy: workload {key}, {} container instance(s)",
+                containers.len()
+            );
+        }
+    }
+}
+
+fn table(out: &mut String, checks: &[&CheckRow]) {
+    let _ = writeln!(
+        out,
+        "\n{:<20} {:<8} {:<9} {:<13} {:<8} {:>8}  {:<30} CALL PATH",
+        "CAPABILITY", "VERDICT", "AUDIT", "CLASSIFIED BY", "USERNS", "COUNT", "FIRST PROCESS"
+    );
+    for c in checks {
+        let process = format!(
+            "{} (pid {}, uid {})",
+            c.example.comm, c.example.tgid, c.example.uid
+        );
+        // The generic frames say nothing about who asked; show the first callers past them.
+        let path: Vec<&str> = c
+            .call_path
+            .iter()
+            .map(String::as_str)
+            .filter(|f| !f.starts_with("security_capable+"))
+            .take(3)
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<20} {:<8} {:<9} {:<13} {:<8} {:>8}  {:<30} {}",
+            c.capability.to_string(),
+            verdict_str(c.verdict),
+            audit_str(c.audit),
+            classifier_str(c.classified_by),
+            userns_str(c.user_namespace),
+            c.count,
+            process,
+            path.join(" <- ")
+        );
+    }
 }
 
 fn verdict_str(v: Verdict) -> &'static str {
@@ -322,6 +403,19 @@ mod tests {
         assert!(t.contains("call path"), "{t}");
         assert!(t.contains("Required: NET_RAW"), "{t}");
         assert!(t.contains("Apply: --cap-drop ALL --cap-add NET_RAW"), "{t}");
+    }
+
+    #[test]
+    fn symbol_hooks_carry_their_blind_spots() {
+        let mut r = report(vec![]);
+        assert!(r.notes.is_empty());
+        r = Report::new(
+            r.subject.clone(),
+            "fexit",
+            Profile::default(),
+            LossCounters::default(),
+        );
+        assert!(r.render(Format::Text).contains("PR_SET_SECUREBITS"));
     }
 
     #[test]

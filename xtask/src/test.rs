@@ -12,6 +12,9 @@ pub struct Options {
     /// Skip `cargo fmt --check` and `cargo clippy -D warnings`.
     #[arg(long)]
     no_lint: bool,
+    /// Skip the VM test matrix (`cargo xtask vm-test`), which the full run ends with.
+    #[arg(long)]
+    no_vm: bool,
     /// Extra arguments for `cargo test` (after `--`).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     cargo_test_args: Vec<String>,
@@ -32,7 +35,13 @@ pub fn test(opts: &Options) -> Result<()> {
             .args(["test", "--release"])
             .args(&opts.cargo_test_args)
             .stdout(Stdio::inherit()),
-    )
+    )?;
+    if opts.no_vm {
+        eprintln!("test: --no-vm: skipping the VM test matrix");
+        return Ok(());
+    }
+    // fexit and kprobe can only be proven on another kernel (docs/kernel-matrix.md).
+    crate::vm::vm_test_default()
 }
 
 /// Cheap checks first, so a formatting slip fails in seconds rather than after the build.

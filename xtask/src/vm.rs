@@ -72,6 +72,15 @@ impl Timings {
     }
 }
 
+/// The matrix as `cargo xtask test` runs it: the default kernel, and the native side.
+pub fn vm_test_default() -> Result<()> {
+    vm_test(&Options {
+        kernel_packages: Vec::new(),
+        timeout: 240,
+        no_native: false,
+    })
+}
+
 pub fn vm_test(opts: &Options) -> Result<()> {
     ensure!(
         cmd::is_root(),

@@ -13,6 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cgroup::{self, OwnedCgroup};
 use crate::collector::Collector;
+use crate::container_watch::ContainerWatch;
 use crate::hook::{HookChoice, KernelInfo, Tracer};
 use crate::privilege;
 use crate::profile::{BootClock, CheckRow, Profile};
@@ -26,6 +27,10 @@ pub struct RunArgs {
     /// Report format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+    /// Profile the container(s) the command starts (e.g. `docker run --rm IMAGE CMD`) instead of
+    /// the command itself; waits until they exit.
+    #[arg(long)]
+    pub container: bool,
     /// Write the report to FILE instead of standard error.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -57,8 +62,13 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
 
+    let mut watch = if args.container {
+        Some(ContainerWatch::begin(root.clone()).await?)
+    } else {
+        None
+    };
     let (exit_code, interrupted) = match spawn_in(&group, &args.command) {
-        Ok(child) => supervise(child, &group, &mut collector).await?,
+        Ok(child) => supervise(child, &group, &mut collector, watch.as_mut()).await?,
         Err(e) => {
             let code = match e.kind() {
                 std::io::ErrorKind::NotFound => 127,
@@ -70,17 +80,46 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     };
 
     let cgroup_id = group.id();
+    let (subject, wanted): (Subject, Box<dyn Fn(u64) -> bool>) = match &watch {
+        None => (
+            Subject::Command {
+                argv,
+                exit_code,
+                interrupted,
+            },
+            Box::new(move |id| id == cgroup_id),
+        ),
+        Some(watch) => {
+            let Some(first) = watch.started.values().next() else {
+                anyhow::bail!(
+                    "`{}` started no container (no new container cgroup made a capability check)",
+                    argv.join(" ")
+                );
+            };
+            let subject = if watch.started.len() == 1 {
+                Subject::Container {
+                    id: first.id.clone(),
+                    name: first.name.clone(),
+                    image: first.image.clone(),
+                    workload: first.workload.clone(),
+                }
+            } else {
+                Subject::Workload {
+                    key: format!("started by `{}`", argv.join(" ")),
+                    containers: watch.started.values().map(|s| s.id.clone()).collect(),
+                }
+            };
+            let ids: Vec<u64> = watch.started.keys().copied().collect();
+            (subject, Box::new(move |id| ids.contains(&id)))
+        }
+    };
     let rows: Vec<CheckRow> = collector
-        .sweep(|id| id == cgroup_id)
+        .sweep(wanted)
         .iter()
         .map(|o| CheckRow::from_observation(o, &clock, kernel.kallsyms.as_ref()))
         .collect();
     let report = Report::new(
-        Subject::Command {
-            argv,
-            exit_code,
-            interrupted,
-        },
+        subject,
         tracer.method.name(),
         Profile::from_checks(rows),
         collector.losses(),
@@ -133,6 +172,7 @@ async fn supervise(
     mut child: tokio::process::Child,
     group: &OwnedCgroup,
     collector: &mut Collector,
+    mut watch: Option<&mut ContainerWatch>,
 ) -> Result<(i32, bool)> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -143,7 +183,12 @@ async fn supervise(
             _ = sigint.recv() => { interrupted = true; group.signal_all(libc::SIGINT)?; }
             _ = sigterm.recv() => { interrupted = true; group.signal_all(libc::SIGTERM)?; }
             // Draining as records arrive keeps the ring buffer from filling up.
-            r = collector.next_sightings() => r.context("reading the ring buffer")?,
+            r = collector.next_sightings() => {
+                r.context("reading the ring buffer")?;
+                if let Some(w) = watch.as_deref_mut() {
+                    w.observe(collector.take_new_cgroups()).await;
+                }
+            }
         }
     };
     let exit_code = status
@@ -151,9 +196,13 @@ async fn supervise(
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(1);
 
-    // Descendants that outlive the command are part of it: wait for the cgroup to empty.
+    // Descendants that outlive the command are part of it: wait for the cgroup to empty (and
+    // for the containers it started, e.g. with `docker run -d`).
     let mut deadline = None;
-    while group.populated()? {
+    // After an interrupt, containers are left to their engine: only the command is stopped.
+    while group.populated()?
+        || (!interrupted && watch.as_deref().is_some_and(ContainerWatch::any_running))
+    {
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(20)) => {}
             _ = sigint.recv() => { interrupted = true; group.signal_all(libc::SIGINT)?; }
@@ -166,6 +215,9 @@ async fn supervise(
             }
         }
         collector.drain_sightings();
+        if let Some(w) = watch.as_deref_mut() {
+            w.observe(collector.take_new_cgroups()).await;
+        }
     }
     Ok((exit_code, interrupted))
 }

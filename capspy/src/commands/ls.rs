@@ -1,0 +1,138 @@
+//! `capspy ls`: one line per workload and per running container, with what it was granted,
+//! what it used, and how much it could drop.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+
+use crate::caps::Capability;
+use crate::store::{self, Store, Subject};
+use crate::workloads::{Inventory, Target, droppable, granted_of};
+
+#[derive(Debug, clap::Args)]
+pub struct LsArgs {
+    /// The store to read.
+    #[arg(long, value_name = "PATH", default_value = store::DEFAULT_PATH)]
+    pub store: PathBuf,
+    /// `text` (a table) or `json`.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: LsFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LsFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Serialize)]
+struct Line {
+    /// "workload" or "container".
+    kind: &'static str,
+    name: String,
+    workload: String,
+    image: String,
+    /// Container instances merged in this line.
+    instances: usize,
+    running: bool,
+    /// None when the granted set could not be read (the container ended before it was seen).
+    granted: Option<Vec<String>>,
+    used: Vec<String>,
+    droppable: Option<usize>,
+}
+
+pub fn ls(args: &LsArgs) -> Result<i32> {
+    let store = Store::open_reader(&args.store)
+        .with_context(|| format!("opening the store {}", args.store.display()))?;
+    let inventory = Inventory::load(&store)?;
+    let mut lines = Vec::new();
+    for (key, containers) in &inventory.workloads {
+        let target = Target::Workload { key, containers };
+        lines.push(line("workload", key, containers, &target, &store)?);
+        for c in containers.iter().filter(|c| c.running) {
+            let name = c
+                .name
+                .clone()
+                .unwrap_or_else(|| c.key[..c.key.len().min(12)].into());
+            lines.push(line(
+                "container",
+                &name,
+                std::slice::from_ref(c),
+                &Target::Container(c),
+                &store,
+            )?);
+        }
+    }
+    let out = match args.format {
+        LsFormat::Json => serde_json::to_string_pretty(&lines)? + "\n",
+        LsFormat::Text => table(&lines, inventory.others.len()),
+    };
+    print!("{out}");
+    Ok(0)
+}
+
+fn line(
+    kind: &'static str,
+    name: &str,
+    containers: &[Subject],
+    target: &Target<'_>,
+    store: &Store,
+) -> Result<Line> {
+    let profile = target.profile(store)?;
+    let granted = granted_of(containers);
+    Ok(Line {
+        kind,
+        name: name.to_string(),
+        workload: containers
+            .first()
+            .and_then(|c| c.workload.clone())
+            .unwrap_or_default(),
+        image: containers
+            .first()
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default(),
+        instances: containers.len(),
+        running: containers.iter().any(|c| c.running),
+        granted: granted.map(|g| g.iter().map(|c: Capability| c.to_string()).collect()),
+        used: profile.required.iter().map(ToString::to_string).collect(),
+        droppable: granted.map(|g| droppable(g, &profile).len()),
+    })
+}
+
+fn table(lines: &[Line], others: usize) -> String {
+    let mut out = String::new();
+    if lines.is_empty() {
+        out.push_str("No containers recorded yet.\n");
+    }
+    for l in lines {
+        let indent = if l.kind == "container" { "  " } else { "" };
+        let granted = l.granted.as_ref().map_or_else(
+            || "unknown".to_string(),
+            |g| format!("{} ({})", g.len(), g.join(",")),
+        );
+        let used = if l.used.is_empty() {
+            "none".to_string()
+        } else {
+            l.used.join(",")
+        };
+        let drop = l.droppable.map_or_else(|| "?".into(), |d| d.to_string());
+        let _ = writeln!(
+            out,
+            "{indent}{} {}  image={}  instances={}{}\n{indent}    granted: {granted}\n{indent}    used: {used}\n{indent}    can drop: {drop}",
+            l.kind,
+            l.name,
+            if l.image.is_empty() { "?" } else { &l.image },
+            l.instances,
+            if l.running { " (running)" } else { "" },
+        );
+    }
+    if others > 0 {
+        let _ = writeln!(
+            out,
+            "({others} services and host groups recorded separately; they are not container profiles)"
+        );
+    }
+    out
+}

@@ -1,0 +1,90 @@
+//! `capspy record`: the recording daemon. Traces every capability check on the host until
+//! SIGINT/SIGTERM (or `--duration`) and keeps them in the store, attributed to containers,
+//! services and the host.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+
+use crate::hook::{HookChoice, KernelInfo, Tracer};
+use crate::recorder::Recorder;
+use crate::store::{self, Store};
+use crate::{cgroup, privilege};
+
+#[derive(Debug, clap::Args)]
+pub struct RecordArgs {
+    /// How to hook cap_capable.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub hook: HookChoice,
+    /// The store to write.
+    #[arg(long, value_name = "PATH", default_value = store::DEFAULT_PATH)]
+    pub store: PathBuf,
+    /// Stop after this long (e.g. 30s, 10m, 2h); default: until SIGINT or SIGTERM.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// How often to write to the store.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub interval: Duration,
+}
+
+pub async fn record(args: RecordArgs) -> Result<i32> {
+    privilege::require_tracing()?;
+    // Open the store first: a second daemon must fail before touching the kernel.
+    let store = Store::open_writer(&args.store)
+        .with_context(|| format!("opening the store {}", args.store.display()))?;
+    let root = cgroup::v2_root()?;
+    let kernel = KernelInfo::probe();
+    let mut tracer = Tracer::attach(args.hook, &kernel)?;
+    let mut recorder = Recorder::new(&mut tracer, store, root, kernel.kallsyms).await?;
+    eprintln!(
+        "capspy: recording with hook {} into {}; stop with Ctrl-C",
+        tracer.method,
+        args.store.display()
+    );
+    recorder.run(args.interval, args.duration).await?;
+    eprintln!("capspy: stopped; the store is complete");
+    Ok(0)
+}
+
+/// `500ms`, `30s`, `10m`, `2h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (expected e.g. 500ms, 30s, 10m, 2h)"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    if d.is_zero() {
+        return Err("the duration must be positive".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_mins(10)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_hours(2)));
+        for bad in ["", "s", "10x", "-1s", "0s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! For `capspy run --container`: the containers a command started (e.g. `docker run`), found as
+//! container cgroups that did not exist when the command began. The container runs under the
+//! engine, not under the command, so it is not in the command's cgroup.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+
+use crate::attribution::{CgroupIndex, Owner, owner_from_path};
+use crate::docker::Docker;
+
+/// A container the command started.
+#[derive(Clone, Debug)]
+pub struct Started {
+    pub id: String,
+    /// cgroup path below the v2 root.
+    pub path: String,
+    pub name: Option<String>,
+    pub image: Option<String>,
+    pub workload: Option<String>,
+}
+
+pub struct ContainerWatch {
+    root: PathBuf,
+    index: CgroupIndex,
+    before: HashSet<u64>,
+    docker: Option<Docker>,
+    /// By cgroup id.
+    pub started: BTreeMap<u64, Started>,
+}
+
+impl ContainerWatch {
+    /// Remembers every cgroup that exists now.
+    pub async fn begin(root: PathBuf) -> std::io::Result<Self> {
+        let mut index = CgroupIndex::new(root.clone());
+        index.rescan()?;
+        Ok(Self {
+            before: index.ids().collect(),
+            index,
+            root,
+            docker: Docker::connect().await,
+            started: BTreeMap::new(),
+        })
+    }
+
+    /// Looks at cgroups that made their first checks; keeps the new container ones. Called as
+    /// first sightings arrive, while short-lived containers still exist.
+    pub async fn observe(&mut self, cgroup_ids: Vec<u64>) {
+        for id in cgroup_ids {
+            if self.before.contains(&id) || self.started.contains_key(&id) {
+                continue;
+            }
+            let Some(path) = self.index.resolve(id) else {
+                continue;
+            };
+            let Owner::Container { id: container, .. } = owner_from_path(&path) else {
+                continue;
+            };
+            let info = match &self.docker {
+                Some(d) => d.inspect(&container).await.ok().flatten(),
+                None => None,
+            };
+            self.started.insert(
+                id,
+                Started {
+                    id: container,
+                    path,
+                    name: info.as_ref().map(|i| i.name.clone()),
+                    workload: info.as_ref().map(|i| crate::docker::workload_of(i).key),
+                    image: info.map(|i| i.image),
+                },
+            );
+        }
+    }
+
+    /// Whether any started container still has processes (e.g. after `docker run -d`).
+    pub fn any_running(&self) -> bool {
+        self.started.values().any(|s| {
+            let events = self
+                .root
+                .join(s.path.trim_start_matches('/'))
+                .join("cgroup.events");
+            std::fs::read_to_string(events)
+                .ok()
+                .and_then(|t| crate::cgroup::parse_populated(&t))
+                .unwrap_or(false)
+        })
+    }
+}

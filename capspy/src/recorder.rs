@@ -1,0 +1,292 @@
+//! The recording daemon's loop: sweep the kernel map, attribute each cgroup to a container, a
+//! service or the host, and write batches to the store.
+//!
+//! The kernel map holds counts since the program was loaded; each sweep writes them as this
+//! session's cumulative values, so a batch written twice, or a daemon killed between batches,
+//! never counts a check twice.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::attribution::{CgroupIndex, Owner, Runtime};
+use crate::caps::CapSet;
+use crate::collector::{Collector, Observation};
+use crate::docker::{self, Docker};
+use crate::hook::Tracer;
+use crate::profile::BootClock;
+use crate::store::{CheckRecord, Store, Subject, SubjectKind};
+
+/// What became of one cgroup id.
+#[derive(Clone)]
+struct Attributed {
+    key: String,
+    /// Relative to the v2 root; None when the cgroup was gone before we looked.
+    path: Option<String>,
+    /// Set once the subject row is written; containers are refreshed until enriched.
+    enriched: bool,
+}
+
+pub struct Recorder {
+    collector: Collector,
+    store: Store,
+    session: i64,
+    index: CgroupIndex,
+    v2_root: PathBuf,
+    docker: Option<Docker>,
+    clock: BootClock,
+    kallsyms: Option<crate::kallsyms::Kallsyms>,
+    cgroups: HashMap<u64, Attributed>,
+    /// Containers seen running, to mark them ended when their cgroup goes away.
+    running: HashSet<String>,
+}
+
+impl Recorder {
+    pub async fn new(
+        tracer: &mut Tracer,
+        store: Store,
+        v2_root: PathBuf,
+        kallsyms: Option<crate::kallsyms::Kallsyms>,
+    ) -> Result<Self> {
+        let collector = Collector::new(tracer)?;
+        let mut store = store;
+        let session = store.begin_session(tracer.method.name(), now_ms())?;
+        Ok(Self {
+            collector,
+            store,
+            session,
+            index: CgroupIndex::new(v2_root.clone()),
+            v2_root,
+            docker: Docker::connect().await,
+            clock: BootClock::now(),
+            kallsyms,
+            cgroups: HashMap::new(),
+            running: HashSet::new(),
+        })
+    }
+
+    /// Runs until SIGINT/SIGTERM or `duration`, flushing every `interval`.
+    pub async fn run(&mut self, interval: Duration, duration: Option<Duration>) -> Result<()> {
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut tick = tokio::time::interval(interval);
+        let deadline = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.flush().await?,
+                r = self.collector.next_sightings() => {
+                    r.context("reading the ring buffer")?;
+                    // Attribute new cgroups while they still exist: short-lived containers
+                    // may be gone by the next sweep.
+                    self.attribute_new().await;
+                }
+                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break,
+                () = &mut deadline => break,
+            }
+        }
+        self.flush().await
+    }
+
+    /// One sweep: every key of the kernel map, attributed, written in one transaction.
+    pub async fn flush(&mut self) -> Result<()> {
+        let observations = self.collector.sweep(|_| true);
+        let ids: HashSet<u64> = observations.iter().map(|o| o.key.cgroup_id).collect();
+        for id in ids {
+            self.attribute(id).await;
+        }
+        let records: Vec<CheckRecord> = observations.iter().map(|o| self.record(o)).collect();
+        self.store
+            .write_checks(self.session, &records)
+            .context("writing to the store")?;
+        self.mark_ended()?;
+        Ok(())
+    }
+
+    async fn attribute_new(&mut self) {
+        for id in self.collector.take_new_cgroups() {
+            self.attribute(id).await;
+        }
+    }
+
+    /// Maps a cgroup id to its subject and writes the subject row (again, until a container's
+    /// metadata could be read).
+    async fn attribute(&mut self, cgroup_id: u64) {
+        if self.cgroups.get(&cgroup_id).is_some_and(|a| a.enriched) {
+            return;
+        }
+        let path = self.index.resolve(cgroup_id);
+        let owner = path
+            .as_deref()
+            .map_or(Owner::Host, crate::attribution::owner_from_path);
+        let mut subject = subject_of(&owner, now_ms());
+        let mut enriched = !matches!(owner, Owner::Container { .. });
+        if let (Owner::Container { runtime, id, .. }, Some(path)) = (&owner, path.as_deref()) {
+            let (eff, bnd) = granted_caps(&self.v2_root, path);
+            subject.cap_eff = eff;
+            subject.cap_bnd = bnd;
+            subject.running = true;
+            if *runtime == Runtime::Docker
+                && let Some(docker) = &self.docker
+                && let Ok(Some(info)) = docker.inspect(id).await
+            {
+                subject.name = Some(info.name.clone());
+                subject.image = Some(info.image.clone());
+                subject.workload = Some(docker::workload_of(&info).key);
+                subject.labels = info.labels.clone();
+                enriched = true;
+            }
+            if subject.workload.is_none() {
+                // Without the engine, the container is its own workload.
+                subject.workload = Some(format!("container:{}", short_id(id)));
+            }
+            enriched &= eff.is_some();
+            self.running.insert(subject.key.clone());
+        }
+        if path.is_none() {
+            // Removed before we could see where it was: keep the id visible.
+            subject.key = format!("cgroup:{cgroup_id}");
+            enriched = true;
+        }
+        if let Err(e) = self.store.upsert_subject(cgroup_id, &subject) {
+            log::warn!("storing subject {}: {e}", subject.key);
+            return;
+        }
+        self.cgroups.insert(
+            cgroup_id,
+            Attributed {
+                key: subject.key,
+                path,
+                enriched,
+            },
+        );
+    }
+
+    fn record(&self, o: &Observation) -> CheckRecord {
+        let row =
+            crate::profile::CheckRow::from_observation(o, &self.clock, self.kallsyms.as_ref());
+        CheckRecord {
+            cgroup_id: o.key.cgroup_id,
+            cap: o.key.cap,
+            verdict: o.key.verdict,
+            audit: o.key.audit,
+            userns: o.key.userns,
+            bucket: o.key.bucket,
+            classifier: o.stats.classifier,
+            count: o.stats.count,
+            first_seen_ms: system_ms(row.first_seen),
+            last_seen_ms: system_ms(row.last_seen),
+            pid: o.stats.first_pid,
+            tgid: o.stats.first_tgid,
+            uid: o.stats.first_uid,
+            comm: row.example.comm,
+            call_path: row.call_path,
+        }
+    }
+
+    /// Containers whose cgroup is gone have ended.
+    fn mark_ended(&mut self) -> Result<()> {
+        let root = &self.v2_root;
+        let gone: Vec<String> = self
+            .cgroups
+            .values()
+            .filter(|a| self.running.contains(&a.key))
+            .filter(|a| {
+                a.path
+                    .as_deref()
+                    .is_none_or(|p| !root.join(p.trim_start_matches('/')).exists())
+            })
+            .map(|a| a.key.clone())
+            .collect();
+        for key in gone {
+            self.store.mark_ended(&key, now_ms())?;
+            self.running.remove(&key);
+        }
+        Ok(())
+    }
+}
+
+fn subject_of(owner: &Owner, now: i64) -> Subject {
+    let (kind, key, runtime) = match owner {
+        Owner::Container { runtime, id, .. } => (
+            SubjectKind::Container,
+            id.clone(),
+            Some(runtime.to_string()),
+        ),
+        Owner::Service { unit } => (SubjectKind::Service, unit.clone(), None),
+        Owner::Host => (SubjectKind::Host, "host".to_string(), None),
+    };
+    Subject {
+        kind,
+        key,
+        runtime,
+        name: None,
+        image: None,
+        workload: None,
+        labels: std::collections::BTreeMap::new(),
+        cap_eff: None,
+        cap_bnd: None,
+        first_seen_ms: now,
+        last_seen_ms: now,
+        running: false,
+        ended_ms: None,
+    }
+}
+
+/// The union of `CapEff` and of `CapBnd` over the workload's processes in a cgroup; the
+/// runtime's own setup processes (which still hold everything) are skipped, so (None, None)
+/// until the entrypoint runs.
+fn granted_caps(v2_root: &Path, cgroup_path: &str) -> (Option<u64>, Option<u64>) {
+    let procs = v2_root
+        .join(cgroup_path.trim_start_matches('/'))
+        .join("cgroup.procs");
+    let Ok(text) = std::fs::read_to_string(procs) else {
+        return (None, None);
+    };
+    let mut eff = None;
+    let mut bnd = None;
+    for pid in text.lines().filter(|l| !l.is_empty()) {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let name = status.lines().find_map(|l| l.strip_prefix("Name:"));
+        if name.is_some_and(|n| crate::hook::is_runtime_comm(n.trim())) {
+            continue;
+        }
+        for line in status.lines() {
+            let slot = if line.starts_with("CapEff:") {
+                &mut eff
+            } else if line.starts_with("CapBnd:") {
+                &mut bnd
+            } else {
+                continue;
+            };
+            if let Ok(set) = CapSet::from_hex(&line[7..]) {
+                *slot = Some(slot.unwrap_or(0) | set.0);
+            }
+        }
+    }
+    (eff, bnd)
+}
+
+fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+fn now_ms() -> i64 {
+    system_ms(SystemTime::now())
+}
+
+fn system_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

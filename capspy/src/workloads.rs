@@ -1,0 +1,201 @@
+//! What the store knows, as people ask for it: workloads and their container instances, found by
+//! name, with their profiles.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::caps::{CapSet, Capability};
+use crate::profile::{CheckRow, ProcessRef, Profile, RawCheck};
+use crate::render::Subject as ReportSubject;
+use crate::store::{CheckRecord, Store, StoreError, Subject, SubjectKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no workload or container named {name:?} in the store{}", known_hint(.known))]
+    NotFound { name: String, known: Vec<String> },
+    #[error("{name:?} is ambiguous: it matches {}", .matches.join(", "))]
+    Ambiguous { name: String, matches: Vec<String> },
+}
+
+fn known_hint(known: &[String]) -> String {
+    if known.is_empty() {
+        " (it is empty: is `capspy record` running?)".into()
+    } else {
+        format!(" (known: {})", known.join(", "))
+    }
+}
+
+/// Containers grouped by workload key.
+pub struct Inventory {
+    pub workloads: BTreeMap<String, Vec<Subject>>,
+    /// Services and the host: recorded, never mixed into container profiles.
+    pub others: Vec<Subject>,
+}
+
+impl Inventory {
+    pub fn load(store: &Store) -> Result<Self, StoreError> {
+        let mut workloads: BTreeMap<String, Vec<Subject>> = BTreeMap::new();
+        let mut others = Vec::new();
+        for s in store.subjects()? {
+            match (&s.kind, &s.workload) {
+                (SubjectKind::Container, Some(w)) => {
+                    workloads.entry(w.clone()).or_default().push(s);
+                }
+                _ => others.push(s),
+            }
+        }
+        Ok(Self { workloads, others })
+    }
+
+    /// Finds what NAME means, in this order: a workload key; a container name (several
+    /// instances of one name, e.g. after restarts, mean their workload); a container id prefix;
+    /// the last part of a workload key (`pinger` for `image:busybox/pinger`).
+    pub fn find(&self, name: &str) -> Result<Target<'_>, LookupError> {
+        if let Some((key, containers)) = self.workloads.get_key_value(name) {
+            return Ok(Target::Workload { key, containers });
+        }
+        let containers = || self.workloads.values().flatten();
+        let by_name: Vec<&Subject> = containers()
+            .filter(|c| c.name.as_deref() == Some(name))
+            .collect();
+        match by_name.as_slice() {
+            [one] => return Ok(Target::Container(one)),
+            [first, ..] if same_workload(&by_name) => {
+                if let Some(target) = first.workload.as_deref().and_then(|w| self.workload(w)) {
+                    return Ok(target);
+                }
+            }
+            [] => {}
+            many => return Err(ambiguous(name, many.iter().map(|c| c.key.clone()))),
+        }
+        if name.len() >= 4 {
+            let by_id: Vec<&Subject> = containers().filter(|c| c.key.starts_with(name)).collect();
+            match by_id.as_slice() {
+                [one] => return Ok(Target::Container(one)),
+                [] => {}
+                many => return Err(ambiguous(name, many.iter().map(|c| c.key.clone()))),
+            }
+        }
+        let by_tail: Vec<&String> = self
+            .workloads
+            .keys()
+            .filter(|k| k.rsplit('/').next() == Some(name))
+            .collect();
+        let not_found = || LookupError::NotFound {
+            name: name.into(),
+            known: self.workloads.keys().cloned().collect(),
+        };
+        match by_tail.as_slice() {
+            [key] => self.workload(key).ok_or_else(not_found),
+            [] => Err(not_found()),
+            many => Err(ambiguous(name, many.iter().map(|k| (*k).clone()))),
+        }
+    }
+
+    fn workload(&self, key: &str) -> Option<Target<'_>> {
+        let (key, containers) = self.workloads.get_key_value(key)?;
+        Some(Target::Workload { key, containers })
+    }
+}
+
+fn ambiguous(name: &str, matches: impl Iterator<Item = String>) -> LookupError {
+    LookupError::Ambiguous {
+        name: name.into(),
+        matches: matches.collect(),
+    }
+}
+
+fn same_workload(subjects: &[&Subject]) -> bool {
+    // Two instances of one name in one workload: a restart, not an ambiguity.
+    subjects.windows(2).all(|w| w[0].workload == w[1].workload)
+}
+
+pub enum Target<'a> {
+    Workload {
+        key: &'a str,
+        containers: &'a [Subject],
+    },
+    Container(&'a Subject),
+}
+
+impl Target<'_> {
+    pub fn profile(&self, store: &Store) -> Result<Profile, StoreError> {
+        let records = match self {
+            Target::Workload { key, .. } => store.checks_for_workload(key)?,
+            Target::Container(c) => store.checks_for_subject(&c.key)?,
+        };
+        Ok(profile_from_records(&records))
+    }
+
+    pub fn report_subject(&self) -> ReportSubject {
+        match self {
+            Target::Workload { key, containers } => ReportSubject::Workload {
+                key: (*key).to_string(),
+                containers: containers.iter().map(|c| c.key.clone()).collect(),
+            },
+            Target::Container(c) => ReportSubject::Container {
+                id: c.key.clone(),
+                name: c.name.clone(),
+                image: c.image.clone(),
+                workload: c.workload.clone(),
+            },
+        }
+    }
+
+    /// What the containers were granted: the union of their bounding and effective sets.
+    pub fn granted(&self) -> Option<CapSet> {
+        let containers: &[Subject] = match self {
+            Target::Workload { containers, .. } => containers,
+            Target::Container(c) => std::slice::from_ref(*c),
+        };
+        granted_of(containers)
+    }
+}
+
+pub fn granted_of(containers: &[Subject]) -> Option<CapSet> {
+    containers
+        .iter()
+        .filter_map(|c| match (c.cap_bnd, c.cap_eff) {
+            (None, None) => None,
+            (b, e) => Some(b.unwrap_or(0) | e.unwrap_or(0)),
+        })
+        .reduce(|a, b| a | b)
+        .map(CapSet)
+}
+
+pub fn profile_from_records(records: &[CheckRecord]) -> Profile {
+    Profile::from_checks(records.iter().map(row_from_record).collect())
+}
+
+fn row_from_record(r: &CheckRecord) -> CheckRow {
+    let time = |ms: i64| UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    CheckRow::from_raw(
+        RawCheck {
+            cap: r.cap,
+            verdict: r.verdict,
+            audit: r.audit,
+            userns: r.userns,
+            bucket: r.bucket,
+            classifier: r.classifier,
+        },
+        r.count,
+        (time(r.first_seen_ms), time(r.last_seen_ms)),
+        ProcessRef {
+            pid: r.pid,
+            tgid: r.tgid,
+            uid: r.uid,
+            comm: r.comm.clone(),
+        },
+        r.call_path.clone(),
+    )
+}
+
+/// Granted capabilities that were never required: what `--cap-drop` can take away.
+pub fn droppable(granted: CapSet, profile: &Profile) -> Vec<Capability> {
+    granted
+        .iter()
+        .filter(|c| !profile.required.contains(c))
+        .collect()
+}

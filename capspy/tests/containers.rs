@@ -1,0 +1,411 @@
+//! The recording daemon against a real Docker engine: real containers, real cgroups, the real
+//! BPF program. Needs root and `dockerd`/`docker` installed (CI installs them); the engine is
+//! started here if none is running, and then stopped here.
+//!
+//! One test function runs the scenarios in sequence: they share one engine, one image and one
+//! daemon, and containers must not overlap with another test's in time.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
+const IMAGE: &str = "capspy-test/busybox:1";
+
+/// Stops what it started, by pid or id, even when an assertion fails.
+struct Cleanup {
+    dockerd: Option<Child>,
+    containers: Vec<String>,
+    dir: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = Command::new("docker").args(["rm", "-f", c]).output();
+        }
+        if let Some(mut d) = self.dockerd.take() {
+            signal(&d, libc::SIGTERM);
+            let _ = d.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: signalling a child we started, by pid.
+    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), sig) };
+}
+
+fn docker(args: &[&str]) -> Output {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker client");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn docker_up() -> bool {
+    Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Uses the running engine, or starts one with loopback-only networking.
+fn ensure_dockerd(cleanup: &mut Cleanup) {
+    if docker_up() {
+        return;
+    }
+    let log = std::fs::File::create(cleanup.dir.join("dockerd.log")).unwrap();
+    let child = Command::new("dockerd")
+        .args([
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-forward=false",
+            "--ip-masq=false",
+        ])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("dockerd is installed");
+    cleanup.dockerd = Some(child);
+    let start = Instant::now();
+    while !docker_up() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "dockerd did not start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A busybox-static image made with `docker import` (no registry is reachable).
+fn ensure_image(dir: &Path) {
+    let exists = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if exists {
+        return;
+    }
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static installed");
+    for applet in ["sh", "ping", "chown", "touch", "sleep", "true", "cat", "id"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    let tarball = dir.join("rootfs.tar");
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    docker(&[
+        "import",
+        "--change",
+        "ENV PATH=/bin",
+        tarball.to_str().unwrap(),
+        IMAGE,
+    ]);
+}
+
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn start(store: &Path) -> Self {
+        let child = Command::new(CAPSPY)
+            .args(["record", "--interval", "200ms", "--store"])
+            .arg(store)
+            .spawn()
+            .unwrap();
+        // Recording has begun once the store holds a session; give the loader a moment.
+        std::thread::sleep(Duration::from_millis(1500));
+        Self { child }
+    }
+
+    /// SIGINT, and the daemon's exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        signal(&self.child, libc::SIGINT);
+        self.child.wait().unwrap()
+    }
+
+    fn kill(mut self) {
+        signal(&self.child, libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        signal(&self.child, libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+fn capspy(store: &Path, args: &[&str]) -> Output {
+    Command::new(CAPSPY)
+        .args(args)
+        .arg("--store")
+        .arg(store)
+        .output()
+        .unwrap()
+}
+
+fn profile(store: &Path, name: &str) -> Value {
+    let out = capspy(store, &["profile", name, "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "profile {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn required(report: &Value) -> Vec<String> {
+    report["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn count_of(report: &Value, cap: &str) -> u64 {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["capability"] == cap && c["bucket"] == "app")
+        .map(|c| c["count"].as_u64().unwrap())
+        .sum()
+}
+
+fn run_container(cleanup: &mut Cleanup, name: &str, script: &str) {
+    docker(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        name,
+        IMAGE,
+        "sh",
+        "-c",
+        script,
+    ]);
+    cleanup.containers.push(name.to_string());
+}
+
+fn wait_exited(names: &[&str]) {
+    for name in names {
+        docker(&["wait", name]);
+    }
+}
+
+/// What the scenarios share.
+struct Ctx {
+    cleanup: Cleanup,
+    dir: PathBuf,
+    store: PathBuf,
+    tag: String,
+    ping: String,
+    chown: String,
+    sleep: String,
+}
+
+#[test]
+fn daemon_profiles_real_containers() {
+    let dir = std::env::temp_dir().join(format!("capspy-containers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cleanup = Cleanup {
+        dockerd: None,
+        containers: Vec::new(),
+        dir: dir.clone(),
+    };
+    ensure_dockerd(&mut cleanup);
+    ensure_image(&dir);
+    // Letters only: a trailing -N is read as a replica index.
+    let tag: String = std::process::id()
+        .to_string()
+        .bytes()
+        .map(|d| char::from(b'a' + (d - b'0')))
+        .collect();
+    let mut t = Ctx {
+        cleanup,
+        store: dir.join("store/capspy.db"),
+        dir,
+        ping: format!("capspy-t-ping-{tag}"),
+        chown: format!("capspy-t-chown-{tag}"),
+        sleep: format!("capspy-t-sleep-{tag}"),
+        tag,
+    };
+
+    let daemon = Daemon::start(&t.store);
+    three_containers_three_profiles(&mut t);
+    ls_shows_granted_against_used(&t);
+    restarts_and_replicas_merge(&mut t);
+    let daemon = kill_and_restart_keeps_counts(&t, daemon);
+    assert!(daemon.stop().success());
+    run_container_profiles_what_the_command_started(&mut t);
+}
+
+fn three_containers_three_profiles(t: &mut Ctx) {
+    // Three containers at once: no cross-attribution.
+    run_container(&mut t.cleanup, &t.ping, "ping -c 2 127.0.0.1 && sleep 1");
+    run_container(
+        &mut t.cleanup,
+        &t.chown,
+        "touch /tmp/f && chown 1234 /tmp/f && sleep 1",
+    );
+    run_container(&mut t.cleanup, &t.sleep, "sleep 2");
+    wait_exited(&[&t.ping, &t.chown, &t.sleep]);
+    std::thread::sleep(Duration::from_millis(800));
+
+    let p = profile(&t.store, &t.ping);
+    assert_eq!(required(&p), ["NET_RAW"], "{p:#}");
+    let c = profile(&t.store, &t.chown);
+    assert_eq!(required(&c), ["CHOWN"], "{c:#}");
+    let s = profile(&t.store, &t.sleep);
+    assert!(required(&s).is_empty(), "{s:#}");
+    // runc's own setup checks are recorded, in the runtime bucket only.
+    let runtime: Vec<&Value> = s["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["bucket"] == "runtime")
+        .collect();
+    assert!(!runtime.is_empty(), "no runtime checks recorded: {s:#}");
+    assert!(
+        runtime
+            .iter()
+            .all(|c| c["example"]["comm"].as_str().unwrap().starts_with("runc")),
+        "{s:#}"
+    );
+}
+
+fn ls_shows_granted_against_used(t: &Ctx) {
+    // ls: the Docker default set (14 capabilities), by name, against the used set.
+    let out = capspy(&t.store, &["ls", "--format", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ping_line = lines
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| {
+            l["kind"] == "workload" && l["workload"].as_str().unwrap().contains(t.ping.as_str())
+        })
+        .unwrap_or_else(|| panic!("no workload line for {}: {lines:#}", t.ping));
+    let granted: Vec<&str> = ping_line["granted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(granted.len(), 14, "{ping_line:#}");
+    assert!(
+        granted.contains(&"NET_RAW") && granted.contains(&"CHOWN"),
+        "{granted:?}"
+    );
+    assert_eq!(ping_line["used"], serde_json::json!(["NET_RAW"]));
+    assert_eq!(ping_line["droppable"], 13);
+    let text = capspy(&t.store, &["ls"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("used: NET_RAW") && text.contains("can drop: 13"),
+        "{text}"
+    );
+}
+
+fn restarts_and_replicas_merge(t: &mut Ctx) {
+    // A restart under the same name, and a second replica, merge into one workload.
+    docker(&["rm", &t.ping]);
+    run_container(&mut t.cleanup, &t.ping, "ping -c 1 127.0.0.1");
+    let replica = format!("{}-2", t.ping);
+    run_container(&mut t.cleanup, &replica, "ping -c 1 127.0.0.1");
+    wait_exited(&[&t.ping, &replica]);
+    std::thread::sleep(Duration::from_millis(800));
+    let merged = profile(&t.store, &t.ping);
+    assert_eq!(merged["subject"]["kind"], "workload", "{merged:#}");
+    assert_eq!(
+        merged["subject"]["containers"].as_array().unwrap().len(),
+        3,
+        "{merged:#}"
+    );
+    assert_eq!(required(&merged), ["NET_RAW"]);
+}
+
+fn kill_and_restart_keeps_counts(t: &Ctx, daemon: Daemon) -> Daemon {
+    // SIGKILL and restart: what was stored is neither lost nor counted twice.
+    let before = count_of(&profile(&t.store, &t.ping), "NET_RAW");
+    assert!(before >= 3, "{before}");
+    daemon.kill();
+    let daemon = Daemon::start(&t.store);
+    std::thread::sleep(Duration::from_millis(600));
+    let after = count_of(&profile(&t.store, &t.ping), "NET_RAW");
+    assert_eq!(before, after);
+    daemon
+}
+
+fn run_container_profiles_what_the_command_started(t: &mut Ctx) {
+    // One container from start to exit, in one command: its profile, not the docker client's.
+    let out = Command::new(CAPSPY)
+        .args(["run", "--container", "--format", "json", "--output"])
+        .arg(t.dir.join("run.json"))
+        .args(["--", "docker", "run", "--rm", "--network", "none", IMAGE])
+        .args([
+            "sh",
+            "-c",
+            "ping -c 1 127.0.0.1 >/dev/null && touch /tmp/x && chown 7 /tmp/x",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let run: Value =
+        serde_json::from_str(&std::fs::read_to_string(t.dir.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["subject"]["kind"], "container", "{run:#}");
+    assert_eq!(required(&run), ["CHOWN", "NET_RAW"], "{run:#}");
+
+    // `docker run -d` returns at once: capspy waits for the container itself.
+    let detached = format!("capspy-t-detached-{}", t.tag);
+    t.cleanup.containers.push(detached.clone());
+    let out = Command::new(CAPSPY)
+        .args(["run", "--container", "--format", "docker", "--"])
+        .args([
+            "docker",
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            &detached,
+            IMAGE,
+        ])
+        .args(["sh", "-c", "sleep 1; ping -c 1 127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).ends_with("--cap-drop ALL --cap-add NET_RAW\n"),
+        "{out:?}"
+    );
+}
