@@ -1130,6 +1130,21 @@ mod tests {
         cmd
     }
 
+    /// Reopens a store this process had open. A child forked by a parallel test holds a copy
+    /// of our lock's file description until it execs, so the lock can outlive our drop for a
+    /// moment.
+    fn reopen_writer(path: &Path) -> Result<Store, StoreError> {
+        let start = Instant::now();
+        loop {
+            match Store::open_writer(path) {
+                Err(StoreError::Locked { .. }) if start.elapsed() < Duration::from_secs(5) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn bytes(path: &Path) -> Vec<u8> {
         fs::read(path).unwrap()
     }
@@ -1217,7 +1232,7 @@ mod tests {
         let path = dir.db();
         drop(small_store(&path)); // session 1: c1 on cgroup 7, CHOWN x3 at 1100..1200
 
-        let mut store = Store::open_writer(&path).unwrap();
+        let mut store = reopen_writer(&path).unwrap();
         let s2 = store.begin_session("tp_btf", 5_000).unwrap();
         // The daemon restarted: the kernel counts restart from zero.
         let mut c1 = container("c1", "image:busybox/web");
@@ -1346,7 +1361,7 @@ mod tests {
             3
         );
         drop(first);
-        let again = Store::open_writer(&path).unwrap();
+        let again = reopen_writer(&path).unwrap();
         assert_eq!(again.checks_for_subject("c1").unwrap()[0].count, 3);
     }
 
@@ -1382,7 +1397,7 @@ mod tests {
     /// file to be unchanged.
     fn assert_refused(path: &Path, check: impl Fn(&StoreError) -> bool) {
         let before = bytes(path);
-        for result in [Store::open_writer(path), Store::open_reader(path)] {
+        for result in [reopen_writer(path), Store::open_reader(path)] {
             match result {
                 Err(e) => {
                     assert!(check(&e), "unexpected error: {e}");
@@ -1594,7 +1609,7 @@ mod tests {
             sibling(&path, "-wal").exists(),
             "the kill left an uncheckpointed WAL"
         );
-        let store = Store::open_writer(&path).unwrap();
+        let store = reopen_writer(&path).unwrap();
         assert_eq!(store.checks_for_workload("w").unwrap().len(), 5);
         assert!(
             store
@@ -1616,7 +1631,7 @@ mod tests {
             x ^= x << 17;
             run_and_kill(&path, None, Duration::from_millis(x % 150));
         }
-        let store = Store::open_writer(&path).unwrap();
+        let store = reopen_writer(&path).unwrap();
         let sessions = store.sessions().unwrap();
         assert_eq!(sessions.len(), 10);
         // Sweeps are atomic: within a session every key holds the same sweep's count.
@@ -1703,7 +1718,7 @@ mod tests {
         // database's mode when the writer next opens it.
         drop(writer);
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        writer = Store::open_writer(&path).unwrap();
+        writer = reopen_writer(&path).unwrap();
         let session = writer.begin_session("tp_btf", 2_000).unwrap();
         writer.upsert_subject(7, &container("c1", "w")).unwrap();
         writer
@@ -1755,7 +1770,7 @@ mod tests {
         drop(store);
 
         let t = Instant::now();
-        let store = Store::open_writer(&path).unwrap();
+        let store = reopen_writer(&path).unwrap();
         let reopen = t.elapsed();
         drop(store);
 
