@@ -1,5 +1,6 @@
-//! Developer tasks for capspy: `cargo xtask <setup|build|run|test>`.
+//! Developer tasks for capspy: `cargo xtask <setup|build|run|test|bench>`.
 
+mod bench;
 mod build;
 mod cmd;
 mod setup;
@@ -33,6 +34,8 @@ enum Command {
     Test(test::Options),
     /// Build, then prove the fexit and kprobe hooks in a Debian 6.1 VM and the tracepoint natively.
     VmTest(vm::Options),
+    /// Build, then measure capspy's cost against the floor and its peers; writes BENCHMARKS.md.
+    Bench(bench::Options),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Command::Run { args } => build::run(&args),
         Command::Test(opts) => test::test(&opts),
         Command::VmTest(opts) => vm::vm_test(&opts),
+        Command::Bench(opts) => bench::bench(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
