@@ -37,6 +37,8 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     let kernel = KernelInfo::probe();
     let mut tracer = Tracer::attach(args.hook, &kernel)?;
     let mut recorder = Recorder::new(&mut tracer, store, root, kernel.kallsyms).await?;
+    // Attached, maps and store open: nothing left needs a capability.
+    privilege::drop_all()?;
     eprintln!(
         "capspy: recording with hook {} into {}; stop with Ctrl-C",
         tracer.method,

@@ -1,0 +1,286 @@
+//! The daemon under kills, contention and load, with the real BPF program (root needed).
+//!
+//! Load comes from processes this test forks into cgroups it makes under the v2 root, named like
+//! Docker's (`/docker/<64 hex>`) so the daemon attributes them as containers without an engine.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
+
+fn v2_root() -> PathBuf {
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    if unified.join("cgroup.procs").exists() {
+        unified.to_path_buf()
+    } else {
+        PathBuf::from("/sys/fs/cgroup")
+    }
+}
+
+/// A fake container cgroup, removed (after killing what is left in it) on drop.
+struct FakeContainer {
+    id: String,
+    path: PathBuf,
+    children: Vec<i32>,
+}
+
+impl FakeContainer {
+    fn new(n: u32) -> Self {
+        let id = format!("{:0>56}{n:08x}", format!("{:x}", std::process::id()));
+        let path = v2_root().join("docker").join(&id);
+        std::fs::create_dir_all(&path).unwrap();
+        Self {
+            id,
+            path,
+            children: Vec::new(),
+        }
+    }
+
+    /// Forks a child into this cgroup that makes `count` CAP_SETUID checks (`setuid(0)` as root
+    /// makes exactly one each) and then `forever` more SETGID checks until killed.
+    fn spawn(&mut self, count: u64, forever: bool) -> i32 {
+        let procs =
+            std::ffi::CString::new(self.path.join("cgroup.procs").to_str().unwrap().as_bytes())
+                .unwrap();
+        // SAFETY: the child only makes raw syscalls (open, write, setuid, setgid, _exit) on
+        // memory prepared before the fork.
+        unsafe {
+            let pid = libc::fork();
+            assert!(pid >= 0);
+            if pid == 0 {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    libc::_exit(3);
+                }
+                libc::close(fd);
+                for _ in 0..count {
+                    libc::setuid(0);
+                }
+                if forever {
+                    loop {
+                        libc::setgid(0);
+                    }
+                }
+                libc::_exit(0);
+            }
+            self.children.push(pid);
+            pid
+        }
+    }
+
+    fn wait_all(&mut self) {
+        for pid in self.children.drain(..) {
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &raw mut status, 0) };
+        }
+    }
+}
+
+impl Drop for FakeContainer {
+    fn drop(&mut self) {
+        for &pid in &self.children {
+            // SAFETY: killing and reaping our own children.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+struct Daemon(Child);
+
+impl Daemon {
+    fn start(store: &Path) -> Self {
+        let child = Command::new(CAPSPY)
+            .args(["record", "--interval", "200ms", "--store"])
+            .arg(store)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let d = Self(child);
+        d.wait_attached();
+        d
+    }
+
+    /// Waits for the line the daemon prints once its program is attached.
+    fn wait_attached(&self) {
+        let start = Instant::now();
+        let status = format!("/proc/{}/status", self.0.id());
+        // Attached means it has dropped its capabilities (it does so right after attaching).
+        while std::fs::read_to_string(&status)
+            .map_or(true, |s| !s.contains("CapEff:\t0000000000000000"))
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "daemon never attached"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(mut self) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(i32::try_from(self.0.id()).unwrap(), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: as above.
+        unsafe { libc::kill(i32::try_from(self.0.id()).unwrap(), libc::SIGINT) };
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: as above; harmless if it already exited.
+        unsafe { libc::kill(i32::try_from(self.0.id()).unwrap(), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+fn capspy(store: &Path, args: &[&str]) -> Output {
+    Command::new(CAPSPY)
+        .args(args)
+        .arg("--store")
+        .arg(store)
+        .output()
+        .unwrap()
+}
+
+/// The stored CAP_SETUID count of a container, or None if the store does not know it yet.
+fn setuid_count(store: &Path, id: &str) -> Option<u64> {
+    let out = capspy(store, &["profile", id, "--format", "json"]);
+    if !out.status.success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(
+        v["checks"]
+            .as_array()?
+            .iter()
+            .filter(|c| c["capability"] == "SETUID" && c["bucket"] == "app")
+            .map(|c| c["count"].as_u64().unwrap_or(0))
+            .sum(),
+    )
+}
+
+fn wait_for_count(store: &Path, id: &str, want: u64) {
+    let start = Instant::now();
+    loop {
+        let got = setuid_count(store, id);
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "store has {got:?} SETUID checks for {id}, expected {want}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("capspy-rel-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn the_daemon_runs_without_any_capability() {
+    let dir = scratch("caps");
+    let daemon = Daemon::start(&dir.join("s.db"));
+    let pid = daemon.0.id();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        for set in ["CapEff", "CapPrm", "CapBnd", "CapAmb", "CapInh"] {
+            assert!(
+                status.contains(&format!("{set}:\t0000000000000000")),
+                "{set} not empty: {status}"
+            );
+        }
+    }
+    // And it still records: a container's checks reach the store.
+    let mut c = FakeContainer::new(1);
+    c.spawn(5, false);
+    c.wait_all();
+    wait_for_count(&dir.join("s.db"), &c.id, 5);
+    assert!(daemon.stop().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_second_daemon_on_the_same_store_is_refused() {
+    let dir = scratch("lock");
+    let store = dir.join("s.db");
+    let first = Daemon::start(&store);
+    let second = Command::new(CAPSPY)
+        .args(["record", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(2), "{second:?}");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("lock") || err.contains("in use"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // The first one is unharmed: it still records.
+    let mut c = FakeContainer::new(2);
+    c.spawn(7, false);
+    c.wait_all();
+    wait_for_count(&store, &c.id, 7);
+    assert!(first.stop().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// 20 SIGKILLs at random moments while 6 cgroups hammer the daemon with checks; each round
+/// makes a known number of SETUID checks in one more cgroup and waits until the store has them.
+/// Afterwards the store must hold exactly the sum: nothing lost, nothing counted twice.
+#[test]
+fn sigkill_at_random_moments_loses_and_doubles_nothing() {
+    let dir = scratch("kill");
+    let store = dir.join("s.db");
+    let mut noise: Vec<FakeContainer> = (100..106).map(FakeContainer::new).collect();
+    for c in &mut noise {
+        c.spawn(0, true);
+    }
+    let mut counted = FakeContainer::new(99);
+    let per_round = 1000;
+    let mut rng = std::process::id().wrapping_mul(2_654_435_761);
+    for round in 1..=20u64 {
+        let daemon = Daemon::start(&store);
+        counted.spawn(per_round, false);
+        counted.wait_all();
+        wait_for_count(&store, &counted.id, per_round * round);
+        // xorshift: a random moment within the next few flushes.
+        rng ^= rng << 13;
+        rng ^= rng >> 17;
+        rng ^= rng << 5;
+        std::thread::sleep(Duration::from_millis(u64::from(rng % 700)));
+        daemon.kill();
+        let ls = capspy(&store, &["ls", "--format", "json"]);
+        assert!(
+            ls.status.success(),
+            "round {round}: store does not open: {ls:?}"
+        );
+        let _ = std::io::stderr().write_all(format!("round {round} ok\n").as_bytes());
+    }
+    let daemon = Daemon::start(&store);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(setuid_count(&store, &counted.id), Some(per_round * 20));
+    assert!(daemon.stop().success());
+    drop(noise);
+    let _ = std::fs::remove_dir_all(&dir);
+}
