@@ -40,6 +40,8 @@ pub struct Collector {
     stacks: StdHashMap<CheckKey, Vec<u64>>,
     /// cgroups of first sightings not yet handed out by [`Collector::take_new_cgroups`].
     new_cgroups: Vec<u64>,
+    /// First sightings kept for [`Collector::take_sightings`]; None unless asked for (drift).
+    sightings_out: Option<Vec<(CheckKey, CheckStats)>>,
 }
 
 impl Collector {
@@ -58,6 +60,7 @@ impl Collector {
             counters,
             stacks: StdHashMap::new(),
             new_cgroups: Vec::new(),
+            sightings_out: None,
         })
     }
 
@@ -83,6 +86,9 @@ impl Collector {
                     .collect();
                 self.stacks.insert(sighting.key, stack);
                 self.new_cgroups.push(sighting.key.cgroup_id);
+                if let Some(out) = &mut self.sightings_out {
+                    out.push((sighting.key, sighting.stats));
+                }
             }
         }
     }
@@ -110,6 +116,19 @@ impl Collector {
         ids.sort_unstable();
         ids.dedup();
         ids
+    }
+
+    /// Keeps first sightings (key, first process) for [`Collector::take_sightings`].
+    pub fn keep_sightings(&mut self) {
+        self.sightings_out.get_or_insert_with(Vec::new);
+    }
+
+    /// First sightings since the last call, in arrival order (empty unless kept).
+    pub fn take_sightings(&mut self) -> Vec<(CheckKey, CheckStats)> {
+        self.sightings_out
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     pub fn losses(&self) -> LossCounters {
