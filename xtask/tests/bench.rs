@@ -1,0 +1,63 @@
+//! Smoke test of `cargo xtask bench`: the quick run goes through every phase (variants attached
+//! and stopped, fake containers made and removed, stores written and read) and prints every
+//! table. It asserts no timing: those belong in BENCHMARKS.md, not in a pass/fail.
+//!
+//! Needs root (BPF programs, cgroups), bpftrace and gcc, as CI has.
+
+use std::process::Command;
+
+#[test]
+fn quick_bench_prints_every_table_and_cleans_up() {
+    let dir = std::env::temp_dir().join(format!("capspy-bench-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let report = dir.join("BENCHMARKS.md");
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["bench", "--quick", "--output"])
+        .arg(&report)
+        .output()
+        .expect("running xtask");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "xtask bench --quick failed: {}\n{stderr}",
+        out.status
+    );
+    for needle in [
+        "### 1. Per-check cost",
+        "| baseline |",
+        "| floor |",
+        "| capspy |",
+        "| bpftrace |",
+        "| stream |",
+        "| capspy / floor |",
+        "| capspy / bpftrace |",
+        "### 2. The daemon's own cost",
+        "### 3. Scale",
+        "| attributed exactly",
+        "| CHECKS |",
+        "### 4. Reading",
+        "`capspy ls`",
+    ] {
+        assert!(stdout.contains(needle), "no {needle:?} in:\n{stdout}");
+    }
+    // Every fake container was attributed: the quick run makes 20.
+    assert!(
+        stdout.contains("| 20 / 20 | all | **met** |"),
+        "attribution:\n{stdout}"
+    );
+    let written = std::fs::read_to_string(&report).unwrap();
+    assert!(written.contains("## Reproduce") && written.contains(stdout.trim()));
+    // Nothing of the bench is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir("/sys/fs/cgroup/unified/docker")
+        .or_else(|_| std::fs::read_dir("/sys/fs/cgroup/docker"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.get(8..12) == Some("be4c"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "cgroups left: {leftovers:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
