@@ -16,6 +16,8 @@ pub mod maps {
     /// `Array<u8>`: audit class per call site (see [`super::SYSCALL_SLOTS`]), for hooks
     /// without `opts`; the loader marks some slots [`super::SITE_ALWAYS_WALK`].
     pub const CALL_SITE_CLASS: &str = "CALL_SITE_CLASS";
+    /// `RingBuf` of [`super::NewCgroup`]: cgroup v2 directories as they are made.
+    pub const NEW_CGROUPS: &str = "NEW_CGROUPS";
     /// `HashMap<u64, KprobeArgs>`: `cap_capable`'s arguments between kprobe and kretprobe.
     pub const KPROBE_ARGS: &str = "KPROBE_ARGS";
 }
@@ -46,6 +48,8 @@ pub mod programs {
     pub const TP_BTF: &str = "cap_capable_tp_btf";
     pub const RAW_TRACEPOINT: &str = "cap_capable_raw_tp";
     pub const TRACEPOINT: &str = "cap_capable_tracepoint";
+    /// `cgroup:cgroup_mkdir`, for attribution.
+    pub const CGROUP_MKDIR: &str = "cgroup_mkdir";
 }
 
 /// How `cap_capable`'s last argument is laid out (decided from BTF by the loader).
@@ -166,6 +170,19 @@ pub const SITE_AUDITED: u8 = 1;
 pub const SITE_ADVISORY: u8 = 2;
 pub const SITE_ALWAYS_WALK: u8 = 3;
 
+pub const CGROUPS_BYTES: u32 = 256 * 1024;
+/// Longest cgroup path kept (container paths are well under it).
+pub const CGROUP_PATH_LEN: usize = 256;
+
+/// A cgroup v2 directory just made: its id and path below the hierarchy's root.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NewCgroup {
+    pub id: u64,
+    /// NUL-terminated.
+    pub path: [u8; CGROUP_PATH_LEN],
+}
+
 /// `[start, end)` of a kernel function's text.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -194,5 +211,6 @@ mod pod {
     unsafe impl aya::Pod for FirstSighting {}
     unsafe impl aya::Pod for AddrRange {}
     unsafe impl aya::Pod for CommPrefix {}
+    unsafe impl aya::Pod for super::NewCgroup {}
     unsafe impl aya::Pod for KprobeArgs {}
 }

@@ -9,6 +9,8 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod cgroups;
+
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{

@@ -244,6 +244,18 @@ impl CgroupIndex {
         None
     }
 
+    /// Learns a cgroup from its creation (the kernel's `cgroup_mkdir`), before any walk could.
+    pub fn learn(&mut self, id: u64, path: String) {
+        self.misses.remove(&id);
+        self.entries.insert(
+            id,
+            Entry {
+                path,
+                gone_since: None,
+            },
+        );
+    }
+
     /// Walks the hierarchy now: learns new cgroups and forgets long-removed ones.
     pub fn rescan(&mut self) -> io::Result<()> {
         self.rescan_at(Instant::now())

@@ -4,10 +4,10 @@
 //! The ring buffer may drop records when it is full; the map sweep still finds every key, so a
 //! lost record costs evidence, never a check.
 
-use std::collections::HashMap as StdHashMap;
+use std::collections::{HashMap as StdHashMap, HashSet};
 
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
-use capspy_common::{CheckKey, CheckStats, FirstSighting, counter, maps};
+use capspy_common::{CheckKey, CheckStats, FirstSighting, NewCgroup, counter, maps};
 use tokio::io::unix::AsyncFd;
 
 use crate::hook::{HookError, Tracer};
@@ -40,6 +40,9 @@ pub struct Collector {
     stacks: StdHashMap<CheckKey, Vec<u64>>,
     /// cgroups of first sightings not yet handed out by [`Collector::take_new_cgroups`].
     new_cgroups: Vec<u64>,
+    /// Cgroup v2 directories as the kernel made them, when the `cgroup_mkdir` program attached.
+    made_cgroups: Option<RingBuf<MapData>>,
+    made_paths: Vec<(u64, String)>,
     /// First sightings kept for [`Collector::take_sightings`]; None unless asked for (drift).
     sightings_out: Option<Vec<(CheckKey, CheckStats)>>,
 }
@@ -60,6 +63,8 @@ impl Collector {
             counters,
             stacks: StdHashMap::new(),
             new_cgroups: Vec::new(),
+            made_cgroups: tracer.take_map(maps::NEW_CGROUPS).ok(),
+            made_paths: Vec::new(),
             sightings_out: None,
         })
     }
@@ -75,9 +80,23 @@ impl Collector {
 
     /// Takes every record now in the ring buffer, without waiting.
     pub fn drain_sightings(&mut self) {
+        // Cgroups first: a new cgroup's mkdir record precedes its first check's sighting.
+        if let Some(ring) = &mut self.made_cgroups {
+            while let Some(item) = ring.next() {
+                if let Some(made) = decode::<NewCgroup>(&item) {
+                    let end = made
+                        .path
+                        .iter()
+                        .position(|b| *b == 0)
+                        .unwrap_or(made.path.len());
+                    let path = String::from_utf8_lossy(&made.path[..end]).into_owned();
+                    self.made_paths.push((made.id, path));
+                }
+            }
+        }
         let ring = self.sightings.get_mut();
         while let Some(item) = ring.next() {
-            if let Some(sighting) = decode_sighting(&item) {
+            if let Some(sighting) = decode::<FirstSighting>(&item) {
                 let stack = sighting
                     .stack
                     .iter()
@@ -108,6 +127,31 @@ impl Collector {
         }
         out.sort_by_key(|o| o.key);
         out
+    }
+
+    /// Removes every kernel map entry of these cgroups (after their final counts were stored).
+    pub fn forget_cgroups(&mut self, cgroups: &HashSet<u64>) {
+        let doomed: Vec<CheckKey> = self
+            .checks
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| cgroups.contains(&k.cgroup_id))
+            .collect();
+        for key in &doomed {
+            // Already gone is fine: nothing else removes entries.
+            let _ = self.checks.remove(key);
+            self.stacks.remove(key);
+        }
+    }
+
+    /// Entries in the kernel map now.
+    pub fn entries(&self) -> usize {
+        self.checks.keys().filter_map(Result::ok).count()
+    }
+
+    /// Cgroup v2 directories made since the last call, with their paths.
+    pub fn take_made_cgroups(&mut self) -> Vec<(u64, String)> {
+        std::mem::take(&mut self.made_paths)
     }
 
     /// The cgroups of first sightings since the last call, each once.
@@ -146,11 +190,11 @@ impl Collector {
 }
 
 /// Copies a ring buffer record out, if it has the expected size.
-fn decode_sighting(bytes: &[u8]) -> Option<FirstSighting> {
-    if bytes.len() < size_of::<FirstSighting>() {
+fn decode<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
         return None;
     }
-    // SAFETY: FirstSighting is plain repr(C) data; any bit pattern is a valid value and the
-    // length was checked. The record may be unaligned, hence read_unaligned.
-    Some(unsafe { bytes.as_ptr().cast::<FirstSighting>().read_unaligned() })
+    // SAFETY: T is plain repr(C) data (Pod); any bit pattern is a valid value and the length
+    // was checked. The record may be unaligned, hence read_unaligned.
+    Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
 }

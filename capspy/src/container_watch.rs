@@ -44,7 +44,10 @@ impl ContainerWatch {
 
     /// Looks at cgroups that made their first checks; keeps the new container ones. Called as
     /// first sightings arrive, while short-lived containers still exist.
-    pub async fn observe(&mut self, cgroup_ids: Vec<u64>) {
+    pub async fn observe(&mut self, made: Vec<(u64, String)>, cgroup_ids: Vec<u64>) {
+        for (id, path) in made {
+            self.index.learn(id, path);
+        }
         for id in cgroup_ids {
             if self.before.contains(&id) || self.started.contains_key(&id) {
                 continue;

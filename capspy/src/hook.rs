@@ -181,6 +181,24 @@ impl KernelInfo {
     }
 }
 
+/// Sizes of the kernel maps; smaller than the defaults only to test what happens when they fill.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSizes {
+    /// Entries of the aggregation map.
+    pub checks: u32,
+    /// Bytes of the first-sighting ring buffer (a power of two, at least a page).
+    pub sightings_bytes: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        Self {
+            checks: capspy_common::CHECKS_CAPACITY,
+            sightings_bytes: capspy_common::SIGHTINGS_BYTES,
+        }
+    }
+}
+
 /// The program, loaded and attached. Dropping it detaches.
 pub struct Tracer {
     pub ebpf: Ebpf,
@@ -192,10 +210,23 @@ pub struct Tracer {
 impl Tracer {
     /// Tries each method allowed by `choice` in order and keeps the first that attaches.
     pub fn attach(choice: HookChoice, kernel: &KernelInfo) -> Result<Self, HookError> {
+        Self::attach_sized(choice, kernel, MapSizes::default())
+    }
+
+    pub fn attach_sized(
+        choice: HookChoice,
+        kernel: &KernelInfo,
+        sizes: MapSizes,
+    ) -> Result<Self, HookError> {
         let mut failures = Vec::new();
         for &method in Method::candidates(choice) {
-            match attach_method(method, kernel) {
-                Ok(ebpf) => {
+            match attach_method(method, kernel, sizes) {
+                Ok(mut ebpf) => {
+                    if let Err(why) = attach_cgroup_mkdir(&mut ebpf) {
+                        // Attribution still works by walking cgroupfs; very short-lived
+                        // cgroups may then stay unattributed.
+                        log::warn!("cgroup creation is not traced ({why})");
+                    }
                     return Ok(Self {
                         ebpf,
                         method,
@@ -222,7 +253,7 @@ impl Tracer {
 }
 
 /// Loads and attaches one method; the error is a one-line reason for `doctor` and error messages.
-pub fn attach_method(method: Method, kernel: &KernelInfo) -> Result<Ebpf, String> {
+pub fn attach_method(method: Method, kernel: &KernelInfo, sizes: MapSizes) -> Result<Ebpf, String> {
     if method.has_opts() && kernel.abi.is_none() {
         // Without BTF we cannot tell `opts` from the pre-5.1 `audit` argument.
         let why = kernel
@@ -231,7 +262,7 @@ pub fn attach_method(method: Method, kernel: &KernelInfo) -> Result<Ebpf, String
             .unwrap_or_else(|| "cap_capable's last parameter is neither opts nor audit".into());
         return Err(format!("cannot decode cap_capable's audit argument: {why}"));
     }
-    let mut ebpf = load_object(kernel).map_err(|e| format!("loading the object: {e}"))?;
+    let mut ebpf = load_object(kernel, sizes).map_err(|e| format!("loading the object: {e}"))?;
     let attached = match method {
         Method::Fexit => attach_fexit(&mut ebpf, kernel),
         Method::Kprobe => attach_kprobe(&mut ebpf),
@@ -246,7 +277,7 @@ pub fn attach_method(method: Method, kernel: &KernelInfo) -> Result<Ebpf, String
     Ok(ebpf)
 }
 
-fn load_object(kernel: &KernelInfo) -> Result<Ebpf, aya::EbpfError> {
+fn load_object(kernel: &KernelInfo, sizes: MapSizes) -> Result<Ebpf, aya::EbpfError> {
     let self_tgid = std::process::id();
     let abi = match kernel.abi {
         Some(btf::CapCapableAbi::LegacyAudit) => abi::LEGACY_AUDIT,
@@ -258,6 +289,8 @@ fn load_object(kernel: &KernelInfo) -> Result<Ebpf, aya::EbpfError> {
     }
     EbpfLoader::new()
         .btf(kernel.btf.as_ref())
+        .map_max_entries(maps::CHECKS, sizes.checks)
+        .map_max_entries(maps::SIGHTINGS, sizes.sightings_bytes)
         .override_global(globals::SELF_TGID, &self_tgid, true)
         .override_global(globals::CAP_CAPABLE_ABI, &abi, true)
         .override_global(
@@ -308,6 +341,30 @@ fn runtime_comm_prefixes() -> [CommPrefix; RUNTIME_COMMS_CAPACITY] {
 }
 
 type AttachResult = Result<(), aya::programs::ProgramError>;
+
+/// The `cgroup:cgroup_mkdir` tracepoint, for attribution of short-lived cgroups. Classic
+/// tracepoints need tracefs, which is not mounted everywhere: mount it if we may.
+fn attach_cgroup_mkdir(ebpf: &mut Ebpf) -> Result<(), String> {
+    const TRACEFS: &str = "/sys/kernel/tracing";
+    if !std::path::Path::new(TRACEFS).join("events").exists() {
+        let (src, target, fstype) = (c"nodev", c"/sys/kernel/tracing", c"tracefs");
+        // SAFETY: mount(2) with NUL-terminated strings; failure is reported by the attach below.
+        unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                std::ptr::null(),
+            );
+        }
+    }
+    let prog: &mut TracePoint = program(ebpf, programs::CGROUP_MKDIR).map_err(|e| describe(&e))?;
+    prog.load().map_err(|e| describe(&e))?;
+    prog.attach("cgroup", "cgroup_mkdir")
+        .map_err(|e| describe(&e))?;
+    Ok(())
+}
 
 fn require_btf(kernel: &KernelInfo) -> Result<&aya::Btf, aya::programs::ProgramError> {
     kernel.btf.as_ref().ok_or_else(|| {

@@ -56,7 +56,11 @@ CREATE TABLE sessions (
     pid INTEGER NOT NULL,
     started_ms INTEGER NOT NULL,
     last_write_ms INTEGER,
-    ended_ms INTEGER
+    ended_ms INTEGER,
+    -- The kernel program's loss counters, cumulative for the session.
+    sightings_lost INTEGER NOT NULL DEFAULT 0,
+    checks_overflow INTEGER NOT NULL DEFAULT 0,
+    unclassified INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE subjects (
     id INTEGER PRIMARY KEY,
@@ -245,6 +249,7 @@ pub struct Session {
     pub last_write_ms: Option<i64>,
     /// Set by a clean stop; `None` for the running session or one that was killed.
     pub ended_ms: Option<i64>,
+    pub losses: crate::collector::LossCounters,
 }
 
 pub struct Store {
@@ -529,9 +534,30 @@ impl Store {
         Ok(n)
     }
 
+    /// The kernel program's loss counters for this session (cumulative, so idempotent).
+    pub fn write_losses(
+        &mut self,
+        session: i64,
+        losses: &crate::collector::LossCounters,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE sessions SET sightings_lost = ?2, checks_overflow = ?3, unclassified = ?4
+             WHERE id = ?1",
+            (
+                session,
+                u64_to_sql(losses.sightings_lost),
+                u64_to_sql(losses.checks_overflow),
+                u64_to_sql(losses.unclassified),
+            ),
+        )?;
+        Ok(())
+    }
+
     pub fn sessions(&self) -> Result<Vec<Session>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, hook, pid, started_ms, last_write_ms, ended_ms FROM sessions ORDER BY id",
+            "SELECT id, hook, pid, started_ms, last_write_ms, ended_ms,
+                    sightings_lost, checks_overflow, unclassified
+             FROM sessions ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(Session {
@@ -541,6 +567,11 @@ impl Store {
                 started_ms: r.get(3)?,
                 last_write_ms: r.get(4)?,
                 ended_ms: r.get(5)?,
+                losses: crate::collector::LossCounters {
+                    sightings_lost: u64_from_sql(r.get(6)?),
+                    checks_overflow: u64_from_sql(r.get(7)?),
+                    unclassified: u64_from_sql(r.get(8)?),
+                },
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -43,6 +43,12 @@ impl FakeContainer {
     /// Forks a child into this cgroup that makes `count` CAP_SETUID checks (`setuid(0)` as root
     /// makes exactly one each) and then `forever` more SETGID checks until killed.
     fn spawn(&mut self, count: u64, forever: bool) -> i32 {
+        self.spawn_gated(count, forever, None)
+    }
+
+    /// Like `spawn`, but the child first blocks reading `gate` until its write end is closed,
+    /// so that many children can start their checks at the same instant.
+    fn spawn_gated(&mut self, count: u64, forever: bool, gate: Option<&Gate>) -> i32 {
         let procs =
             std::ffi::CString::new(self.path.join("cgroup.procs").to_str().unwrap().as_bytes())
                 .unwrap();
@@ -57,6 +63,12 @@ impl FakeContainer {
                     libc::_exit(3);
                 }
                 libc::close(fd);
+                if let Some(gate) = gate {
+                    // Our copy of the write end would keep the pipe open forever.
+                    libc::close(gate.write);
+                    let mut byte = 0u8;
+                    libc::read(gate.read, (&raw mut byte).cast(), 1);
+                }
                 for _ in 0..count {
                     libc::setuid(0);
                 }
@@ -99,13 +111,44 @@ impl Drop for FakeContainer {
     }
 }
 
+/// A pipe whose read end children block on until `open` closes the write end.
+struct Gate {
+    read: i32,
+    write: i32,
+}
+
+impl Gate {
+    fn new() -> Self {
+        let mut fds = [0; 2];
+        // SAFETY: pipe writes two fds into the array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        Self {
+            read: fds[0],
+            write: fds[1],
+        }
+    }
+
+    fn open(self) {
+        // SAFETY: closing our own fds; children see EOF and go.
+        unsafe {
+            libc::close(self.write);
+            libc::close(self.read);
+        }
+    }
+}
+
 struct Daemon(Child);
 
 impl Daemon {
     fn start(store: &Path) -> Self {
+        Self::start_with(store, &[])
+    }
+
+    fn start_with(store: &Path, extra: &[&str]) -> Self {
         let child = Command::new(CAPSPY)
             .args(["record", "--interval", "200ms", "--store"])
             .arg(store)
+            .args(extra)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -134,6 +177,18 @@ impl Daemon {
         // SAFETY: signalling our own child by pid.
         unsafe { libc::kill(i32::try_from(self.0.id()).unwrap(), libc::SIGKILL) };
         let _ = self.0.wait();
+    }
+
+    /// SIGINT; the daemon's last words on stderr.
+    fn stop_output(mut self) -> (std::process::ExitStatus, String) {
+        // SAFETY: as above.
+        unsafe { libc::kill(i32::try_from(self.0.id()).unwrap(), libc::SIGINT) };
+        let status = self.0.wait().unwrap();
+        let mut err = String::new();
+        if let Some(mut e) = self.0.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        (status, err)
     }
 
     fn stop(mut self) -> std::process::ExitStatus {
@@ -282,5 +337,129 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     assert_eq!(setuid_count(&store, &counted.id), Some(per_round * 20));
     assert!(daemon.stop().success());
     drop(noise);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The ring buffer made tiny (one page) and 200 cgroups starting at the same instant: most
+/// first-sighting records are lost, yet every key reaches the store with its exact count
+/// (the map sweep recovers them), and the loss is counted and reported.
+#[test]
+fn a_flood_loses_ring_buffer_records_but_no_checks() {
+    let dir = scratch("flood");
+    let store = dir.join("s.db");
+    let daemon = Daemon::start_with(&store, &["--ring-buffer-bytes", "4096"]);
+    let gate = Gate::new();
+    let mut containers: Vec<FakeContainer> = (1000..1200).map(FakeContainer::new).collect();
+    for (i, c) in (0u64..).zip(&mut containers) {
+        c.spawn_gated(10_000 + i, false, Some(&gate));
+    }
+    gate.open();
+    for c in &mut containers {
+        c.wait_all();
+    }
+    for (i, c) in (0u64..).zip(&containers) {
+        wait_for_count(&store, &c.id, 10_000 + i);
+    }
+    assert!(daemon.stop().success());
+    let ls = capspy(&store, &["ls"]);
+    let err = String::from_utf8_lossy(&ls.stderr);
+    assert!(err.contains("first-sighting records were lost"), "{err}");
+    drop(containers);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A kernel map of 64 entries and 200 cgroups: what does not fit is counted as overflow and
+/// reported. Once those cgroups are gone, their entries are flushed and freed: new cgroups fit
+/// again and are attributed exactly.
+#[test]
+fn a_full_map_is_reported_and_freed_when_cgroups_go() {
+    let dir = scratch("full");
+    let store = dir.join("s.db");
+    let daemon = Daemon::start_with(&store, &["--map-entries", "64"]);
+    let mut first: Vec<FakeContainer> = (2000..2200).map(FakeContainer::new).collect();
+    for c in &mut first {
+        c.spawn(3, false);
+        c.wait_all();
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    drop(first);
+    // Two flushes: one notices the cgroups are gone, frees their entries.
+    std::thread::sleep(Duration::from_millis(800));
+    let mut second: Vec<FakeContainer> = (2200..2240).map(FakeContainer::new).collect();
+    for (i, c) in (0u64..).zip(&mut second) {
+        c.spawn(5 + i, false);
+        c.wait_all();
+    }
+    for (i, c) in (0u64..).zip(&second) {
+        wait_for_count(&store, &c.id, 5 + i);
+    }
+    assert!(daemon.stop().success());
+    let ls = capspy(&store, &["ls"]);
+    let err = String::from_utf8_lossy(&ls.stderr);
+    assert!(err.contains("did not fit the kernel map"), "{err}");
+    drop(second);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// 1,000 cgroups started and removed while the daemon runs: every one's checks are stored
+/// exactly, and the daemon's memory returns to about where it started.
+#[test]
+fn churn_of_a_thousand_cgroups_is_recorded_and_leaves_no_growth() {
+    let dir = scratch("churn");
+    let store = dir.join("s.db");
+    let daemon = Daemon::start(&store);
+    let rss = |pid: u32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap()
+    };
+    let pid = daemon.0.id();
+    let mut ids = Vec::new();
+    for batch in 0..10u32 {
+        let mut batch_containers: Vec<FakeContainer> = (0..100)
+            .map(|i| FakeContainer::new(3000 + batch * 100 + i))
+            .collect();
+        for c in &mut batch_containers {
+            c.spawn(2, false);
+        }
+        for c in &mut batch_containers {
+            c.wait_all();
+            ids.push(c.id.clone());
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let after_churn = rss(pid);
+    for id in &ids {
+        wait_for_count(&store, id, 2);
+    }
+    // Steady state after the churn, and again after more of it: no growth per cgroup.
+    for batch in 10..15u32 {
+        let mut more: Vec<FakeContainer> = (0..100)
+            .map(|i| FakeContainer::new(3000 + batch * 100 + i))
+            .collect();
+        for c in &mut more {
+            c.spawn(2, false);
+            c.wait_all();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let later = rss(pid);
+    assert!(
+        later < after_churn + 4 * 1024,
+        "daemon RSS grew from {after_churn} kB to {later} kB over 500 more cgroups"
+    );
+    // The kernel map holds only what still exists (the host's own keys), not 1,500 cgroups'.
+    let (status, err) = daemon.stop_output();
+    assert!(status.success());
+    let entries: usize = err
+        .split(" kernel map entries")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no map entry count in {err:?}"));
+    assert!(entries < 200, "{entries} map entries left after the churn");
     let _ = std::fs::remove_dir_all(&dir);
 }

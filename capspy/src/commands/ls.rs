@@ -70,6 +70,25 @@ pub fn ls(args: &LsArgs) -> Result<i32> {
         LsFormat::Text => table(&lines, inventory.others.len()),
     };
     print!("{out}");
+    // Never a silent loss: say what the kernel program could not keep.
+    let lost = store.sessions()?.iter().fold((0, 0), |(s, o), session| {
+        (
+            s + session.losses.sightings_lost,
+            o + session.losses.checks_overflow,
+        )
+    });
+    if lost.1 > 0 {
+        eprintln!(
+            "capspy: warning: {} checks did not fit the kernel map and are only counted, not attributed (map full)",
+            lost.1
+        );
+    }
+    if lost.0 > 0 {
+        eprintln!(
+            "capspy: note: {} first-sighting records were lost; their counts were recovered from the map",
+            lost.0
+        );
+    }
     Ok(0)
 }
 

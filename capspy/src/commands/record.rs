@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
-use crate::hook::{HookChoice, KernelInfo, Tracer};
+use crate::hook::{HookChoice, KernelInfo, MapSizes, Tracer};
 use crate::recorder::Recorder;
 use crate::store::{self, Store};
 use crate::{cgroup, privilege};
@@ -26,6 +26,19 @@ pub struct RecordArgs {
     /// How often to write to the store.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub interval: Duration,
+    /// Entries of the kernel aggregation map (tests make it small to fill it).
+    #[arg(long, hide = true, default_value_t = capspy_common::CHECKS_CAPACITY)]
+    pub map_entries: u32,
+    /// Bytes of the first-sighting ring buffer: a power of two, at least 4096 (tests shrink it).
+    #[arg(long, hide = true, default_value_t = capspy_common::SIGHTINGS_BYTES, value_parser = parse_ring_bytes)]
+    pub ring_buffer_bytes: u32,
+}
+
+fn parse_ring_bytes(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n >= 4096 && n.is_power_of_two() => Ok(n),
+        _ => Err(format!("{s:?} is not a power of two of at least 4096")),
+    }
 }
 
 pub async fn record(args: RecordArgs) -> Result<i32> {
@@ -35,7 +48,11 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         .with_context(|| format!("opening the store {}", args.store.display()))?;
     let root = cgroup::v2_root()?;
     let kernel = KernelInfo::probe();
-    let mut tracer = Tracer::attach(args.hook, &kernel)?;
+    let sizes = MapSizes {
+        checks: args.map_entries,
+        sightings_bytes: args.ring_buffer_bytes,
+    };
+    let mut tracer = Tracer::attach_sized(args.hook, &kernel, sizes)?;
     let mut recorder = Recorder::new(&mut tracer, store, root, kernel.kallsyms).await?;
     // Attached, maps and store open: nothing left needs a capability.
     privilege::drop_all()?;
@@ -45,7 +62,10 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         args.store.display()
     );
     recorder.run(args.interval, args.duration).await?;
-    eprintln!("capspy: stopped; the store is complete");
+    eprintln!(
+        "capspy: stopped; the store is complete ({} kernel map entries in use)",
+        recorder.map_entries()
+    );
     Ok(0)
 }
 

@@ -186,7 +186,8 @@ async fn supervise(
             r = collector.next_sightings() => {
                 r.context("reading the ring buffer")?;
                 if let Some(w) = watch.as_deref_mut() {
-                    w.observe(collector.take_new_cgroups()).await;
+                    w.observe(collector.take_made_cgroups(), collector.take_new_cgroups())
+                        .await;
                 }
             }
         }
@@ -216,7 +217,8 @@ async fn supervise(
         }
         collector.drain_sightings();
         if let Some(w) = watch.as_deref_mut() {
-            w.observe(collector.take_new_cgroups()).await;
+            w.observe(collector.take_made_cgroups(), collector.take_new_cgroups())
+                .await;
         }
     }
     Ok((exit_code, interrupted))
