@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use capspy::commands::{bench_probe, doctor, ls, profile, record, run};
+use capspy::commands::{bench_probe, doctor, ls, profile, record, run, verify};
 
 /// Observe the Linux capability checks a command makes, and print the least privilege it needs.
 #[derive(Debug, Parser)]
@@ -24,6 +24,8 @@ enum Command {
     Profile(profile::ProfileArgs),
     /// Report which hook methods load on this kernel, and why the others do not.
     Doctor,
+    /// Run a container under its profile (and each capability removed): does it still work?
+    Verify(verify::VerifyArgs),
     /// Attach a benchmark comparison program until stopped (used by `cargo xtask bench`).
     #[command(hide = true)]
     BenchProbe(bench_probe::BenchProbeArgs),
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
             Command::Ls(args) => ls::ls(&args),
             Command::Profile(args) => profile::profile(&args),
             Command::Doctor => doctor::doctor(),
+            Command::Verify(args) => verify::verify(args).await,
             Command::BenchProbe(args) => bench_probe::bench_probe(&args).await,
         }
     });

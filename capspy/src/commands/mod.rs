@@ -6,3 +6,4 @@ pub mod ls;
 pub mod profile;
 pub mod record;
 pub mod run;
+pub mod verify;
