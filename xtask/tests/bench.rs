@@ -4,13 +4,24 @@
 //!
 //! Needs root (BPF programs, cgroups), bpftrace and gcc, as CI has.
 
+use std::path::PathBuf;
 use std::process::Command;
+
+/// Removed on drop, so a failing run leaves nothing in /tmp either.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 #[test]
 fn quick_bench_prints_every_table_and_cleans_up() {
-    let dir = std::env::temp_dir().join(format!("capspy-bench-smoke-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let report = dir.join("BENCHMARKS.md");
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("capspy-bench-smoke-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let report = dir.0.join("BENCHMARKS.md");
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["bench", "--quick", "--output"])
         .arg(&report)
@@ -59,5 +70,4 @@ fn quick_bench_prints_every_table_and_cleans_up() {
         })
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "cgroups left: {leftovers:?}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
