@@ -5,6 +5,7 @@
 //! [`collector`] reads what it recorded, [`profile`] applies the rules, [`render`] prints.
 
 pub mod attribution;
+pub mod baseline;
 pub mod btf;
 pub mod caps;
 pub mod cgroup;
@@ -12,8 +13,10 @@ pub mod collector;
 pub mod commands;
 pub mod container_watch;
 pub mod docker;
+pub mod drift;
 pub mod hook;
 pub mod kallsyms;
+pub mod metrics;
 pub mod privilege;
 pub mod profile;
 pub mod recorder;

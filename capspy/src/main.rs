@@ -2,7 +2,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use capspy::commands::{bench_probe, doctor, ls, profile, record, run, verify};
+use capspy::commands::{baseline, diff, watch};
+
+use capspy::commands::{bench_probe, caps, decode, doctor, ls, profile, record, run, verify};
 
 /// Observe the Linux capability checks a command makes, and print the least privilege it needs.
 #[derive(Debug, Parser)]
@@ -24,6 +26,16 @@ enum Command {
     Profile(profile::ProfileArgs),
     /// Report which hook methods load on this kernel, and why the others do not.
     Doctor,
+    /// Print the capability names of a mask such as /proc/PID/status shows (e.g. 00000000a80425fb).
+    Decode(decode::DecodeArgs),
+    /// Show the five capability sets of a process, or of every process of a container.
+    Caps(caps::CapsArgs),
+    /// Record like `record`, and alert when a workload goes beyond its baseline.
+    Watch(watch::WatchArgs),
+    /// Save workloads' profiles from the store as baseline files, or check a folder of them.
+    Baseline(baseline::BaselineArgs),
+    /// Exit 0 when CURRENT needs nothing beyond BASELINE, 1 on drift, 2 on error.
+    Diff(diff::DiffArgs),
     /// Run a container under its profile (and each capability removed): does it still work?
     Verify(verify::VerifyArgs),
     /// Attach a benchmark comparison program until stopped (used by `cargo xtask bench`).
@@ -54,6 +66,11 @@ fn main() -> ExitCode {
             Command::Ls(args) => ls::ls(&args),
             Command::Profile(args) => profile::profile(&args),
             Command::Doctor => doctor::doctor(),
+            Command::Decode(args) => decode::decode(&args),
+            Command::Caps(args) => caps::caps(args).await,
+            Command::Watch(args) => watch::watch(args).await,
+            Command::Baseline(args) => baseline::baseline(&args),
+            Command::Diff(args) => diff::diff(&args),
             Command::Verify(args) => verify::verify(args).await,
             Command::BenchProbe(args) => bench_probe::bench_probe(&args).await,
         }
@@ -61,8 +78,24 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(EXIT_ERROR)),
         Err(e) => {
-            eprintln!("capspy: {e:#}");
+            eprintln!("capspy: {}", one_line(&e));
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// The error and its causes on one line, without repeating a cause its parent already quotes.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

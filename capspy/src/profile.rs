@@ -10,7 +10,7 @@ use capspy_common::{
 };
 use serde::{Serialize, Serializer};
 
-use crate::caps::Capability;
+use crate::caps::{CapSet, Capability};
 use crate::collector::Observation;
 use crate::kallsyms::Kallsyms;
 
@@ -93,12 +93,15 @@ pub struct CheckRow {
 }
 
 impl CheckRow {
-    /// The rule of this first rule set: a granted, audited check means the capability is needed.
-    /// Advisory and denied checks are shown, never required.
+    /// The base rule: a granted, audited check of the workload itself against the initial user
+    /// namespace (or one that could not be told apart) means the capability is needed. Advisory
+    /// and denied checks are shown, never required; so are grants inside another user
+    /// namespace, which a host-level cap_add does not give.
     pub fn makes_required(&self) -> bool {
         self.bucket == Bucket::App
             && self.verdict == Verdict::Granted
             && self.audit == AuditClass::Audited
+            && self.user_namespace != UserNs::Other
     }
 
     pub fn from_observation(obs: &Observation, clock: &BootClock, syms: Option<&Kallsyms>) -> Self {
@@ -186,21 +189,676 @@ pub struct RawCheck {
 /// What a workload needs, with the evidence.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Profile {
+    /// The capabilities to add after dropping all: host-level `cap_add`.
     #[serde(serialize_with = "serialize_caps")]
     pub required: BTreeSet<Capability>,
+    /// One plain-language reason per required capability, in `required`'s order.
+    pub explanations: Vec<Finding>,
+    /// Only ever denied: not required, but the workload may need it (verify without it).
+    pub refused: Vec<Finding>,
+    /// Granted only against a user namespace other than the initial one: not a host-level
+    /// `cap_add`.
+    pub userns_only: Vec<Finding>,
+    /// Seen only in advisory (noaudit) checks: never required.
+    #[serde(serialize_with = "serialize_caps")]
+    pub advisory: BTreeSet<Capability>,
+    /// What the subject was granted (bounding | effective), when known.
+    #[serde(serialize_with = "serialize_opt_caps")]
+    pub granted: Option<BTreeSet<Capability>>,
+    /// Granted but not required: what to drop. Known when `granted` is.
+    #[serde(serialize_with = "serialize_opt_caps")]
+    pub droppable: Option<BTreeSet<Capability>>,
     pub checks: Vec<CheckRow>,
+}
+
+/// A capability with the reason it is listed and the observations behind it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    #[serde(serialize_with = "serialize_cap")]
+    pub capability: Capability,
+    pub reason: String,
+    /// `other` for checks against a user namespace other than the initial one.
+    pub user_namespace: UserNs,
+    pub evidence: Evidence,
+}
+
+/// The observations a finding rests on, summed over its rows.
+#[derive(Clone, Debug, Serialize)]
+pub struct Evidence {
+    pub count: u64,
+    #[serde(serialize_with = "serialize_time")]
+    pub first_seen: SystemTime,
+    #[serde(serialize_with = "serialize_time")]
+    pub last_seen: SystemTime,
+    /// The first process of each row, earliest first, without repeats.
+    pub processes: Vec<ProcessRef>,
+    /// The call path of the earliest row that has one (only a key's first check has one).
+    pub call_path: Vec<String>,
+}
+
+impl Evidence {
+    fn of(rows: &[&CheckRow]) -> Self {
+        let mut sorted: Vec<&CheckRow> = rows.to_vec();
+        sorted.sort_by_key(|r| r.first_seen);
+        let mut processes: Vec<ProcessRef> = Vec::new();
+        for r in &sorted {
+            if !processes
+                .iter()
+                .any(|p| p.tgid == r.example.tgid && p.comm == r.example.comm)
+            {
+                processes.push(r.example.clone());
+            }
+        }
+        Self {
+            count: rows.iter().map(|r| r.count).sum(),
+            first_seen: sorted
+                .first()
+                .map_or(SystemTime::UNIX_EPOCH, |r| r.first_seen),
+            last_seen: rows
+                .iter()
+                .map(|r| r.last_seen)
+                .max()
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+            processes,
+            call_path: sorted
+                .iter()
+                .find(|r| !r.call_path.is_empty())
+                .map(|r| r.call_path.clone())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 impl Profile {
     pub fn from_checks(mut checks: Vec<CheckRow>) -> Self {
         checks.sort_by_key(|c| (c.bucket, c.capability, c.verdict, c.audit, c.user_namespace));
-        let required = checks
+        let rows = |cap: Capability, want: &dyn Fn(&CheckRow) -> bool| -> Vec<&CheckRow> {
+            checks
+                .iter()
+                .filter(|c| c.capability == cap && want(c))
+                .collect()
+        };
+        let host_granted: BTreeSet<Capability> = checks
             .iter()
             .filter(|c| c.makes_required())
             .map(|c| c.capability)
             .collect();
-        Self { required, checks }
+        let dac = dac_decision(&checks, &host_granted);
+        let mut required = host_granted.clone();
+        if dac == Some(Dac::ReadsOnly) {
+            required.remove(&Capability::DAC_OVERRIDE);
+            required.insert(Capability::DAC_READ_SEARCH);
+        }
+
+        let explanations = required
+            .iter()
+            .map(|&cap| {
+                // The reads DAC_READ_SEARCH will serve are the DAC_OVERRIDE grants seen.
+                let evidence_cap =
+                    if cap == Capability::DAC_READ_SEARCH && dac == Some(Dac::ReadsOnly) {
+                        Capability::DAC_OVERRIDE
+                    } else {
+                        cap
+                    };
+                let r = rows(evidence_cap, &|c| c.makes_required());
+                finding(cap, &r, explain(cap, &r, dac.as_ref()))
+            })
+            .collect();
+
+        // Denials the DAC decision already accounts for: the read that DAC_OVERRIDE (or now
+        // DAC_READ_SEARCH) served.
+        let covered: BTreeSet<Capability> = if required.contains(&Capability::DAC_OVERRIDE) {
+            BTreeSet::from([Capability::DAC_READ_SEARCH])
+        } else if dac == Some(Dac::ReadsOnly) {
+            BTreeSet::from([Capability::DAC_OVERRIDE])
+        } else {
+            BTreeSet::new()
+        };
+        let (refused, userns_only) = side_findings(&checks, &required, &covered);
+        let caps: BTreeSet<Capability> = checks.iter().map(|c| c.capability).collect();
+        let advisory = caps
+            .iter()
+            .copied()
+            .filter(|&cap| {
+                let app = rows(cap, &|c| c.bucket == Bucket::App);
+                !app.is_empty() && app.iter().all(|c| c.audit == AuditClass::Advisory)
+            })
+            .collect();
+        Self {
+            required,
+            explanations,
+            refused,
+            userns_only,
+            advisory,
+            granted: None,
+            droppable: None,
+            checks,
+        }
     }
+
+    /// Adds what the subject was granted, and so what it can drop.
+    #[must_use]
+    pub fn with_granted(mut self, granted: Option<CapSet>) -> Self {
+        self.granted = granted.map(|g| g.iter().collect());
+        self.droppable = self
+            .granted
+            .as_ref()
+            .map(|g| g.difference(&self.required).copied().collect());
+        self
+    }
+}
+
+/// Refusals (only ever denied) and grants inside another user namespace, for capabilities
+/// not required and not `covered` by the DAC decision.
+fn side_findings(
+    checks: &[CheckRow],
+    required: &BTreeSet<Capability>,
+    covered: &BTreeSet<Capability>,
+) -> (Vec<Finding>, Vec<Finding>) {
+    let app_audited = |c: &&CheckRow| c.bucket == Bucket::App && c.audit == AuditClass::Audited;
+    let ever_granted: BTreeSet<Capability> = checks
+        .iter()
+        .filter(app_audited)
+        .filter(|c| c.verdict == Verdict::Granted)
+        .map(|c| c.capability)
+        .collect();
+    let caps: BTreeSet<Capability> = checks.iter().map(|c| c.capability).collect();
+    let mut refused = Vec::new();
+    let mut userns_only = Vec::new();
+    for cap in caps {
+        if required.contains(&cap) || covered.contains(&cap) {
+            continue;
+        }
+        let rows = |verdict: Verdict, other_ns: bool| -> Vec<&CheckRow> {
+            checks
+                .iter()
+                .filter(app_audited)
+                .filter(|c| {
+                    c.capability == cap
+                        && c.verdict == verdict
+                        && (c.user_namespace == UserNs::Other) == other_ns
+                })
+                .collect()
+        };
+        if !ever_granted.contains(&cap) {
+            // The host's denials first; else those inside another user namespace.
+            let (denied, other_ns) = match rows(Verdict::Denied, false) {
+                host if host.is_empty() => (rows(Verdict::Denied, true), true),
+                host => (host, false),
+            };
+            if !denied.is_empty() {
+                refused.push(finding(
+                    cap,
+                    &denied,
+                    refusal_reason(cap, &denied, other_ns),
+                ));
+            }
+        }
+        let nested = rows(Verdict::Granted, true);
+        if !nested.is_empty() {
+            let reason = format!(
+                "granted only against a user namespace other than the initial one{}: a \
+                 capability held inside that namespace, not a host-level cap_add",
+                asked_by(&nested[0].call_path)
+                    .map(|a| format!(" (asked by {a})"))
+                    .unwrap_or_default()
+            );
+            userns_only.push(finding(cap, &nested, reason));
+        }
+    }
+    (refused, userns_only)
+}
+
+fn finding(cap: Capability, rows: &[&CheckRow], reason: String) -> Finding {
+    let user_namespace = if rows.iter().all(|r| r.user_namespace == UserNs::Other) {
+        UserNs::Other
+    } else if rows.iter().any(|r| r.user_namespace == UserNs::Unknown) {
+        UserNs::Unknown
+    } else {
+        UserNs::Initial
+    };
+    Finding {
+        capability: cap,
+        reason,
+        user_namespace,
+        evidence: Evidence::of(rows),
+    }
+}
+
+fn refusal_reason(cap: Capability, rows: &[&CheckRow], other_ns: bool) -> String {
+    let count: u64 = rows.iter().map(|r| r.count).sum();
+    format!(
+        "refused: the workload may need it ({cap} was denied {count} time{}{} and never \
+         granted{}; programs often fall back, so verify by running without it)",
+        if count == 1 { "" } else { "s" },
+        if other_ns {
+            " against a user namespace other than the initial one"
+        } else {
+            ""
+        },
+        rows.iter()
+            .find_map(|r| asked_by(&r.call_path))
+            .map(|a| format!(", asked by {a}"))
+            .unwrap_or_default(),
+    )
+}
+
+/// How DAC_OVERRIDE grants were read. On kernels since 4.16, `generic_permission` checks
+/// DAC_READ_SEARCH first for a read or a directory search and then DAC_OVERRIDE; a write or an
+/// exec checks DAC_OVERRIDE alone. The stacks of the DAC_OVERRIDE check are the same for a read
+/// and a write (same call site), so the evidence is the pairing: every read that reached
+/// DAC_OVERRIDE left a denied DAC_READ_SEARCH check before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Dac {
+    /// Every DAC_OVERRIDE check can be paired with a denied DAC_READ_SEARCH check at a file
+    /// permission check: reads and searches only, DAC_READ_SEARCH suffices.
+    ReadsOnly,
+    /// `unpaired` of `checks` DAC_OVERRIDE checks had no DAC_READ_SEARCH check before them:
+    /// writes, execs, or another kind of override.
+    Unpaired { unpaired: u64, checks: u64 },
+    /// DAC_READ_SEARCH was granted, so reads stopped there: DAC_OVERRIDE served other access.
+    ReadSearchHeld,
+    /// The first DAC_OVERRIDE check was not a file permission check.
+    Elsewhere { asked_by: String },
+    /// No call path shows where the checks came from.
+    Unproven,
+}
+
+/// None unless DAC_OVERRIDE is required by the base rule.
+fn dac_decision(checks: &[CheckRow], host_granted: &BTreeSet<Capability>) -> Option<Dac> {
+    if !host_granted.contains(&Capability::DAC_OVERRIDE) {
+        return None;
+    }
+    let host = |cap: Capability| {
+        checks.iter().filter(move |c| {
+            c.capability == cap
+                && c.bucket == Bucket::App
+                && c.audit == AuditClass::Audited
+                && c.user_namespace != UserNs::Other
+        })
+    };
+    if host_granted.contains(&Capability::DAC_READ_SEARCH) {
+        return Some(Dac::ReadSearchHeld);
+    }
+    let overrides: Vec<&CheckRow> = host(Capability::DAC_OVERRIDE).collect();
+    let searches: Vec<&CheckRow> = host(Capability::DAC_READ_SEARCH)
+        .filter(|c| c.verdict == Verdict::Denied)
+        .collect();
+    let n_overrides: u64 = overrides.iter().map(|c| c.count).sum();
+    let n_searches: u64 = searches.iter().map(|c| c.count).sum();
+    let permission_check = |c: &&CheckRow| has_frame(&c.call_path, &["generic_permission"]);
+    let granted = overrides.iter().filter(|c| c.verdict == Verdict::Granted);
+    if granted.clone().any(|c| c.call_path.is_empty()) {
+        return Some(Dac::Unproven);
+    }
+    if let Some(c) = granted.clone().find(|c| !permission_check(c)) {
+        return Some(Dac::Elsewhere {
+            asked_by: asked_by(&c.call_path).unwrap_or_else(|| "an unknown caller".into()),
+        });
+    }
+    if n_overrides > n_searches {
+        return Some(Dac::Unpaired {
+            unpaired: n_overrides - n_searches,
+            checks: n_overrides,
+        });
+    }
+    if searches.iter().any(|c| !permission_check(c)) {
+        return Some(Dac::Unproven);
+    }
+    Some(Dac::ReadsOnly)
+}
+
+/// Kernel function names of a call path: `generic_permission+0x11a` → `generic_permission`,
+/// compiler suffixes (`.isra.0`, `.cold`) dropped.
+fn frame_names(call_path: &[String]) -> impl Iterator<Item = &str> {
+    call_path.iter().map(|f| {
+        let name = f.split('+').next().unwrap_or(f);
+        name.split('.').next().unwrap_or(name)
+    })
+}
+
+fn has_frame(call_path: &[String], names: &[&str]) -> bool {
+    frame_names(call_path).any(|f| names.iter().any(|n| f.contains(n)))
+}
+
+/// The generic capability plumbing between a caller and `cap_capable`: it says nothing about
+/// who asked.
+const PLUMBING: &[&str] = &[
+    "security_capable",
+    "cap_capable",
+    "ns_capable",
+    "ns_capable_common",
+    "ns_capable_noaudit",
+    "ns_capable_setid",
+    "capable",
+    "has_capability",
+    "has_ns_capability",
+    "has_capability_noaudit",
+    "has_ns_capability_noaudit",
+    "file_ns_capable",
+    "capable_wrt_inode_uidgid",
+    "privileged_wrt_inode_uidgid",
+    "inode_owner_or_capable",
+    "sk_ns_capable",
+    "sk_capable",
+    "sk_net_capable",
+    "sockopt_ns_capable",
+    "sockopt_capable",
+    "netlink_ns_capable",
+    "__netlink_ns_capable",
+    "netlink_capable",
+    "netlink_net_capable",
+    "perfmon_capable",
+    "bpf_capable",
+    "checkpoint_restore_ns_capable",
+    "apparmor_capable",
+    "selinux_capable",
+    "cred_has_capability",
+];
+
+/// The first two callers past the plumbing: `inet_create <- __sock_create`.
+fn asked_by(call_path: &[String]) -> Option<String> {
+    let callers: Vec<&str> = frame_names(call_path)
+        .filter(|f| !PLUMBING.contains(f) && !f.starts_with("0x"))
+        .take(2)
+        .collect();
+    (!callers.is_empty()).then(|| callers.join(" <- "))
+}
+
+/// One plain-language reason for a required capability, from what it is and who asked.
+fn explain(cap: Capability, rows: &[&CheckRow], dac: Option<&Dac>) -> String {
+    let path: &[String] = rows
+        .iter()
+        .find(|r| !r.call_path.is_empty())
+        .map_or(&[], |r| r.call_path.as_slice());
+    let on = |names: &[&str]| has_frame(path, names);
+    let count: u64 = rows.iter().map(|r| r.count).sum();
+    let (what, advice): (String, &str) = match cap.name().as_str() {
+        "DAC_OVERRIDE" => (dac_override_reason(dac, count), CHECK_FILES),
+        "DAC_READ_SEARCH" => (dac_read_search_reason(dac, on), CHECK_FILES),
+        "NET_RAW" => (
+            net_raw_reason(on),
+            "ping over an unprivileged ICMP socket (net.ipv4.ping_group_range) needs none",
+        ),
+        "NET_ADMIN" => (net_admin_reason(on), ""),
+        "SYS_ADMIN" => (
+            sys_admin_reason(on),
+            "look for a narrower capability or remove the need",
+        ),
+        name => PLAIN.iter().find(|(n, ..)| *n == name).map_or_else(
+            || (format!("made a granted check of {cap}"), ""),
+            |(_, what, advice)| ((*what).to_string(), *advice),
+        ),
+    };
+    let mut reason = what;
+    match asked_by(path) {
+        Some(a) => reason = format!("{reason} (asked by {a})"),
+        None if cap == Capability::SYS_ADMIN => reason.push_str(" (no call path was recorded)"),
+        None => {}
+    }
+    if rows.iter().any(|r| r.user_namespace == UserNs::Unknown) {
+        reason.push_str(" [user namespace unknown: counted as the host's]");
+    }
+    if !advice.is_empty() {
+        reason = format!("{reason}; {advice}");
+    }
+    reason
+}
+
+/// What a capability lets a process do, and the guide's advice, for those whose call path adds
+/// nothing the name does not say (the others have their own functions below).
+const PLAIN: &[(&str, &str, &str)] = &[
+    (
+        "CHOWN",
+        "changed the owner or group of a file (chown)",
+        "or create the files as the right user in the image",
+    ),
+    (
+        "FOWNER",
+        "acted on a file it does not own (chmod, utimes, flags, ACLs)",
+        CHECK_FILES,
+    ),
+    (
+        "FSETID",
+        "kept a setuid/setgid bit on a file it changed, or set setgid for another group",
+        "",
+    ),
+    ("KILL", "sent a signal to a process of another user", ""),
+    (
+        "SETGID",
+        "changed its group IDs (setgid, setgroups), e.g. to drop root for a service user",
+        "or start it as that user instead (--user)",
+    ),
+    (
+        "SETUID",
+        "changed its user IDs (setuid), e.g. to drop root for a service user",
+        "or start it as that user instead (--user)",
+    ),
+    (
+        "SETPCAP",
+        "changed capability sets or securebits (capset, prctl)",
+        "",
+    ),
+    (
+        "LINUX_IMMUTABLE",
+        "set or cleared a file's immutable or append-only flag",
+        "",
+    ),
+    (
+        "NET_BIND_SERVICE",
+        "bound a port below 1024",
+        "or listen on a high port instead",
+    ),
+    (
+        "NET_BROADCAST",
+        "used broadcast or multicast privileges",
+        "",
+    ),
+    (
+        "IPC_LOCK",
+        "locked memory beyond RLIMIT_MEMLOCK (mlock, huge pages)",
+        "or raise the memlock limit (--ulimit memlock=...)",
+    ),
+    ("IPC_OWNER", "used System V IPC objects of another user", ""),
+    (
+        "SYS_MODULE",
+        "loaded or unloaded a kernel module",
+        "avoid in production: load modules on the host",
+    ),
+    (
+        "SYS_RAWIO",
+        "performed raw I/O (I/O ports, /dev/mem, low mmap addresses)",
+        "",
+    ),
+    ("SYS_CHROOT", "called chroot", ""),
+    (
+        "SYS_PTRACE",
+        "traced or inspected a process of another user (ptrace, /proc/PID)",
+        "",
+    ),
+    ("SYS_PACCT", "configured process accounting (acct)", ""),
+    (
+        "SYS_BOOT",
+        "rebooted or loaded a new kernel (reboot, kexec)",
+        "",
+    ),
+    (
+        "SYS_NICE",
+        "raised a priority, chose a real-time scheduler or set another process's CPU affinity",
+        "",
+    ),
+    (
+        "SYS_RESOURCE",
+        "exceeded or raised a resource limit (setrlimit, quotas, reserved space)",
+        "or raise the limit for the container (--ulimit)",
+    ),
+    ("SYS_TIME", "set the system clock", ""),
+    ("SYS_TTY_CONFIG", "configured a terminal (vhangup)", ""),
+    (
+        "MKNOD",
+        "created a device node (mknod)",
+        "or pass the device in (--device)",
+    ),
+    ("LEASE", "took a lease on a file it does not own", ""),
+    (
+        "AUDIT_WRITE",
+        "wrote a record to the kernel audit log (e.g. login, sudo, sshd)",
+        "",
+    ),
+    ("AUDIT_CONTROL", "configured kernel auditing", ""),
+    (
+        "SETFCAP",
+        "set file capabilities (setcap), or mapped root into a new user namespace",
+        "",
+    ),
+    (
+        "MAC_OVERRIDE",
+        "overrode the mandatory access control policy",
+        "",
+    ),
+    (
+        "MAC_ADMIN",
+        "configured mandatory access control (AppArmor, SELinux, Smack)",
+        "",
+    ),
+    (
+        "SYSLOG",
+        "read or configured the kernel log (dmesg, klogctl)",
+        "",
+    ),
+    ("WAKE_ALARM", "set an alarm that wakes the system", ""),
+    (
+        "BLOCK_SUSPEND",
+        "kept the system from suspending (EPOLLWAKEUP)",
+        "",
+    ),
+    ("AUDIT_READ", "read the audit log over netlink", ""),
+    (
+        "PERFMON",
+        "used performance monitoring beyond the unprivileged limits (perf_event_open)",
+        "",
+    ),
+    ("BPF", "loaded BPF programs or created BPF maps", ""),
+    (
+        "CHECKPOINT_RESTORE",
+        "chose PIDs or restored a process (clone3 set_tid, ns_last_pid)",
+        "",
+    ),
+];
+
+fn net_raw_reason(on: impl Fn(&[&str]) -> bool) -> String {
+    if on(&["packet_create"]) {
+        "opened a packet socket (AF_PACKET), as packet capture does"
+    } else if on(&["inet_create", "inet6_create"]) {
+        "opened a raw IP or ICMP socket, as ping does"
+    } else if on(&["setsockopt"]) {
+        "set a socket option reserved to raw networking (e.g. SO_BINDTODEVICE, IP_TRANSPARENT)"
+    } else {
+        "used raw sockets (raw IP, ICMP or packet sockets, e.g. ping)"
+    }
+    .to_string()
+}
+
+fn net_admin_reason(on: impl Fn(&[&str]) -> bool) -> String {
+    if on(&["dev_ifsioc", "dev_ioctl", "dev_change_flags"]) {
+        "changed a network interface's settings (e.g. promiscuous mode for packet capture, link \
+         state)"
+    } else if on(&["rtnetlink", "rtnl_", "do_setlink"]) {
+        "changed network configuration over netlink (links, addresses, routes)"
+    } else if on(&["nf_", "nft_", "ipt_", "ip6t_", "do_ipt", "xt_"]) {
+        "changed firewall rules"
+    } else if on(&["setsockopt"]) {
+        "set a socket option reserved to network administration"
+    } else {
+        "administered the network (interfaces, routes, firewall, privileged socket options)"
+    }
+    .to_string()
+}
+
+const CHECK_FILES: &str = "check file ownership and permissions first";
+
+fn dac_override_reason(dac: Option<&Dac>, count: u64) -> String {
+    let base = "opened, wrote or executed files its permissions did not allow";
+    match dac {
+        Some(Dac::Unpaired { unpaired, checks }) if unpaired == checks => format!(
+            "{base}: none of the {checks} DAC_OVERRIDE check(s) followed a DAC_READ_SEARCH \
+             check, so they were writes or execs, which DAC_READ_SEARCH does not cover"
+        ),
+        Some(Dac::Unpaired { unpaired, checks }) => format!(
+            "{base}: {unpaired} of {checks} DAC_OVERRIDE checks had no DAC_READ_SEARCH check \
+             before them (a read checks DAC_READ_SEARCH first), so a write or exec needed it"
+        ),
+        Some(Dac::ReadSearchHeld) => format!(
+            "{base}: reads were served by DAC_READ_SEARCH, so these {count} check(s) were writes \
+             or execs"
+        ),
+        Some(Dac::Elsewhere { asked_by }) => format!(
+            "overrode file permissions (asked by {asked_by}, not a plain file permission check \
+             that DAC_READ_SEARCH could serve)"
+        ),
+        Some(Dac::Unproven | Dac::ReadsOnly) | None => format!(
+            "{base}: kept rather than DAC_READ_SEARCH because the call paths do not show these \
+             were only reads"
+        ),
+    }
+}
+
+fn dac_read_search_reason(dac: Option<&Dac>, on: impl Fn(&[&str]) -> bool) -> String {
+    if dac == Some(&Dac::ReadsOnly) {
+        return "read files or searched directories its permissions did not allow: every \
+                DAC_OVERRIDE grant followed a denied DAC_READ_SEARCH check in \
+                generic_permission, the kernel's order for reads and searches, and no write or \
+                exec needed an override, so DAC_READ_SEARCH alone suffices (only the first \
+                check of each kind has a call path: if a write fails, add DAC_OVERRIDE)"
+            .into();
+    }
+    if on(&["handle_to_path", "do_handle_open", "may_decode_fh"]) {
+        return "opened a file by handle (open_by_handle_at)".into();
+    }
+    "read files or searched directories its permissions did not allow".into()
+}
+
+fn sys_admin_reason(on: impl Fn(&[&str]) -> bool) -> String {
+    let what = if on(&[
+        "path_mount",
+        "do_mount",
+        "do_new_mount",
+        "fsconfig",
+        "fsopen",
+        "fsmount",
+        "move_mount",
+        "mount_setattr",
+    ]) {
+        "mounted a filesystem"
+    } else if on(&["path_umount", "ksys_umount"]) {
+        "unmounted a filesystem"
+    } else if on(&[
+        "create_new_namespaces",
+        "unshare_nsproxy_namespaces",
+        "ksys_unshare",
+        "copy_namespaces",
+        "setns",
+        "validate_nsset",
+    ]) {
+        "created or entered namespaces (unshare, clone, setns)"
+    } else if on(&["sethostname", "setdomainname"]) {
+        "set the hostname or domain name"
+    } else if on(&["seccomp"]) {
+        "installed a seccomp filter without no_new_privs (set no_new_privs first instead)"
+    } else if on(&["swapon", "swapoff"]) {
+        "enabled or disabled swap"
+    } else if on(&["bpf"]) {
+        "used bpf() beyond the unprivileged limits"
+    } else if on(&["quotactl"]) {
+        "managed disk quotas"
+    } else if on(&["keyctl", "key_"]) {
+        "managed kernel keyrings"
+    } else if on(&["fanotify"]) {
+        "watched filesystems with fanotify"
+    } else {
+        "allowed an administrative operation"
+    };
+    format!("the new root, a catch-all for administrative operations: here it {what}")
 }
 
 /// Converts the kernel's `bpf_ktime_get_boot_ns` to wall-clock time.
@@ -267,6 +925,17 @@ fn serialize_cap<S: Serializer>(cap: &Capability, s: S) -> Result<S::Ok, S::Erro
 
 fn serialize_caps<S: Serializer>(caps: &BTreeSet<Capability>, s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(caps.iter().map(ToString::to_string))
+}
+
+#[expect(clippy::ref_option, reason = "serde passes fields by reference")]
+fn serialize_opt_caps<S: Serializer>(
+    caps: &Option<BTreeSet<Capability>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match caps {
+        Some(caps) => serialize_caps(caps, s),
+        None => s.serialize_none(),
+    }
 }
 
 fn serialize_time<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -382,6 +1051,278 @@ pub(crate) mod tests {
         ]);
         assert_eq!(p.required, BTreeSet::from([Capability::NET_RAW]));
         assert_eq!(p.checks.last().unwrap().bucket, Bucket::Runtime);
+    }
+
+    fn with_path(mut r: CheckRow, path: &[&str]) -> CheckRow {
+        r.call_path = path.iter().map(ToString::to_string).collect();
+        r
+    }
+
+    /// The stacks measured on 6.18 (`capspy run` of `cat`/`sh -c 'echo >>'` on a mode-000 file
+    /// of another user, DAC_READ_SEARCH dropped as under Docker's defaults): the read's pair and
+    /// the write's lone DAC_OVERRIDE come from the same call site.
+    const READ_SEARCH_PATH: &[&str] = &[
+        "security_capable+0x3b",
+        "capable_wrt_inode_uidgid+0x39",
+        "generic_permission+0x1cf",
+        "inode_permission+0x3a",
+        "may_open+0x7b",
+        "path_openat+0x3f7",
+    ];
+    const OVERRIDE_PATH: &[&str] = &[
+        "security_capable+0x3b",
+        "capable_wrt_inode_uidgid+0x39",
+        "generic_permission+0x11a",
+        "inode_permission+0x3a",
+        "may_open+0x7b",
+        "path_openat+0x3f7",
+    ];
+
+    fn dac_rows(read_search: (Verdict, u64), overrides: u64) -> Vec<CheckRow> {
+        vec![
+            with_path(
+                row(
+                    Capability::DAC_READ_SEARCH,
+                    read_search.0,
+                    AuditClass::Audited,
+                    read_search.1,
+                ),
+                READ_SEARCH_PATH,
+            ),
+            with_path(
+                row(
+                    Capability::DAC_OVERRIDE,
+                    Verdict::Granted,
+                    AuditClass::Audited,
+                    overrides,
+                ),
+                OVERRIDE_PATH,
+            ),
+        ]
+    }
+
+    #[test]
+    fn reads_that_needed_an_override_need_only_dac_read_search() {
+        // Three reads under Docker's defaults: READ_SEARCH denied, then OVERRIDE granted.
+        let p = Profile::from_checks(dac_rows((Verdict::Denied, 3), 3));
+        assert_eq!(p.required, BTreeSet::from([Capability::DAC_READ_SEARCH]));
+        let why = &p.explanations[0];
+        assert_eq!(why.capability, Capability::DAC_READ_SEARCH);
+        assert!(why.reason.contains("alone suffices"), "{}", why.reason);
+        assert!(
+            why.reason.contains("check file ownership"),
+            "{}",
+            why.reason
+        );
+        assert_eq!(why.evidence.count, 3);
+        // The denial is the read DAC_READ_SEARCH will now serve: not a refusal.
+        assert!(p.refused.is_empty(), "{:?}", p.refused);
+    }
+
+    #[test]
+    fn an_override_without_a_read_search_before_it_was_a_write() {
+        // One read (the pair) and one write (OVERRIDE alone).
+        let p = Profile::from_checks(dac_rows((Verdict::Denied, 1), 2));
+        assert_eq!(p.required, BTreeSet::from([Capability::DAC_OVERRIDE]));
+        let reason = &p.explanations[0].reason;
+        assert!(reason.contains("1 of 2"), "{reason}");
+        assert!(reason.contains("check file ownership"), "{reason}");
+        assert!(
+            p.refused.is_empty(),
+            "covered by DAC_OVERRIDE: {:?}",
+            p.refused
+        );
+
+        // Only writes: no DAC_READ_SEARCH check at all.
+        let p = Profile::from_checks(vec![with_path(
+            row(
+                Capability::DAC_OVERRIDE,
+                Verdict::Granted,
+                AuditClass::Audited,
+                4,
+            ),
+            OVERRIDE_PATH,
+        )]);
+        assert_eq!(p.required, BTreeSet::from([Capability::DAC_OVERRIDE]));
+        assert!(p.explanations[0].reason.contains("writes or execs"));
+    }
+
+    #[test]
+    fn without_call_paths_dac_override_is_kept() {
+        let mut rows = dac_rows((Verdict::Denied, 5), 1);
+        rows[1].call_path.clear();
+        let p = Profile::from_checks(rows);
+        assert_eq!(p.required, BTreeSet::from([Capability::DAC_OVERRIDE]));
+
+        // A DAC_READ_SEARCH denial from elsewhere (open_by_handle_at) proves nothing.
+        let mut rows = dac_rows((Verdict::Denied, 5), 1);
+        rows[0].call_path = vec!["security_capable+0x3b".into(), "handle_to_path+0x40".into()];
+        let p = Profile::from_checks(rows);
+        assert_eq!(p.required, BTreeSet::from([Capability::DAC_OVERRIDE]));
+
+        // An override that is not a file permission check.
+        let mut rows = dac_rows((Verdict::Denied, 5), 1);
+        rows[1].call_path = vec![
+            "security_capable+0x3b".into(),
+            "proc_sys_permission+0x1".into(),
+        ];
+        let p = Profile::from_checks(rows);
+        assert_eq!(p.required, BTreeSet::from([Capability::DAC_OVERRIDE]));
+        assert!(p.explanations[0].reason.contains("proc_sys_permission"));
+    }
+
+    #[test]
+    fn with_both_granted_both_stay() {
+        // Root on the host: reads stop at READ_SEARCH, writes reach OVERRIDE.
+        let p = Profile::from_checks(dac_rows((Verdict::Granted, 2), 1));
+        assert_eq!(
+            p.required,
+            BTreeSet::from([Capability::DAC_OVERRIDE, Capability::DAC_READ_SEARCH])
+        );
+        assert!(
+            p.explanations[0]
+                .reason
+                .contains("served by DAC_READ_SEARCH")
+        );
+    }
+
+    #[test]
+    fn only_denied_is_refused_with_evidence() {
+        let mut denied = row(Capability(25), Verdict::Denied, AuditClass::Audited, 2); // SYS_TIME
+        denied.call_path = vec![
+            "security_capable+0x3b".into(),
+            "do_settimeofday64+0x20".into(),
+            "__x64_sys_settimeofday+0x50".into(),
+        ];
+        denied.example.comm = "date".into();
+        let p = Profile::from_checks(vec![
+            denied,
+            // Advisory denials (the overcommit heuristic) are not refusals.
+            row(
+                Capability::SYS_ADMIN,
+                Verdict::Denied,
+                AuditClass::Advisory,
+                50,
+            ),
+            // Denied and later granted: required, not refused.
+            row(Capability::CHOWN, Verdict::Denied, AuditClass::Audited, 1),
+            row(Capability::CHOWN, Verdict::Granted, AuditClass::Audited, 1),
+        ]);
+        assert_eq!(p.required, BTreeSet::from([Capability::CHOWN]));
+        assert_eq!(p.refused.len(), 1, "{:?}", p.refused);
+        let r = &p.refused[0];
+        assert_eq!(r.capability.to_string(), "SYS_TIME");
+        assert!(
+            r.reason.starts_with("refused: the workload may need it"),
+            "{}",
+            r.reason
+        );
+        assert!(r.reason.contains("do_settimeofday64"), "{}", r.reason);
+        assert_eq!(r.evidence.count, 2);
+        assert_eq!(r.evidence.processes[0].comm, "date");
+        assert_eq!(p.advisory, BTreeSet::from([Capability::SYS_ADMIN]));
+    }
+
+    #[test]
+    fn grants_inside_another_user_namespace_are_not_host_cap_adds() {
+        let mut nested = row(
+            Capability::SYS_ADMIN,
+            Verdict::Granted,
+            AuditClass::Audited,
+            3,
+        );
+        nested.user_namespace = UserNs::Other;
+        nested.call_path = vec!["security_capable+0x3b".into(), "path_mount+0x60".into()];
+        let mut unknown = row(
+            Capability::NET_RAW,
+            Verdict::Granted,
+            AuditClass::Audited,
+            1,
+        );
+        unknown.user_namespace = UserNs::Unknown;
+        let p = Profile::from_checks(vec![nested, unknown]);
+        // Unknown counts as the host's: sufficiency first.
+        assert_eq!(p.required, BTreeSet::from([Capability::NET_RAW]));
+        assert_eq!(p.explanations[0].user_namespace, UserNs::Unknown);
+        assert_eq!(p.userns_only.len(), 1);
+        assert_eq!(p.userns_only[0].capability, Capability::SYS_ADMIN);
+        assert_eq!(p.userns_only[0].user_namespace, UserNs::Other);
+        assert!(p.userns_only[0].reason.contains("path_mount"));
+    }
+
+    #[test]
+    fn droppable_is_granted_minus_required() {
+        let docker_default = CapSet::from_hex("00000000a80425fb").unwrap();
+        let p = Profile::from_checks(vec![row(
+            Capability::NET_RAW,
+            Verdict::Granted,
+            AuditClass::Audited,
+            1,
+        )])
+        .with_granted(Some(docker_default));
+        assert_eq!(p.granted.as_ref().unwrap().len(), 14);
+        let drop = p.droppable.unwrap();
+        assert_eq!(drop.len(), 13);
+        assert!(!drop.contains(&Capability::NET_RAW));
+        assert!(Profile::default().with_granted(None).droppable.is_none());
+    }
+
+    #[test]
+    fn every_required_capability_gets_a_reason() {
+        for cap in Capability::all() {
+            let p = Profile::from_checks(vec![row(cap, Verdict::Granted, AuditClass::Audited, 1)]);
+            assert_eq!(p.explanations.len(), 1, "{cap}");
+            let reason = &p.explanations[0].reason;
+            assert!(
+                !reason.starts_with("made a granted check"),
+                "{cap}: {reason}"
+            );
+        }
+        let bind = Profile::from_checks(vec![row(
+            Capability::NET_BIND_SERVICE,
+            Verdict::Granted,
+            AuditClass::Audited,
+            1,
+        )]);
+        assert!(
+            bind.explanations[0]
+                .reason
+                .contains("bound a port below 1024; or listen on a high port instead")
+        );
+        let mut ping = row(
+            Capability::NET_RAW,
+            Verdict::Granted,
+            AuditClass::Audited,
+            1,
+        );
+        ping.call_path = vec![
+            "security_capable+0x3b".into(),
+            "ns_capable+0x2d".into(),
+            "inet_create+0x10b".into(),
+            "__sock_create+0x1e9".into(),
+        ];
+        let p = Profile::from_checks(vec![ping]);
+        assert!(
+            p.explanations[0].reason.contains(
+                "raw IP or ICMP socket, as ping does (asked by inet_create <- __sock_create)"
+            ),
+            "{}",
+            p.explanations[0].reason
+        );
+        let mut mount = row(
+            Capability::SYS_ADMIN,
+            Verdict::Granted,
+            AuditClass::Audited,
+            1,
+        );
+        mount.call_path = vec!["security_capable+0x3b".into(), "path_mount+0x60".into()];
+        let p = Profile::from_checks(vec![mount]);
+        let reason = &p.explanations[0].reason;
+        assert!(reason.contains("the new root"), "{reason}");
+        assert!(
+            reason.contains("mounted a filesystem (asked by path_mount)"),
+            "{reason}"
+        );
     }
 
     #[test]

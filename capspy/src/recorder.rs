@@ -16,6 +16,7 @@ use crate::attribution::{CgroupIndex, Owner, Runtime};
 use crate::caps::CapSet;
 use crate::collector::{Collector, Observation};
 use crate::docker::{self, Docker};
+use crate::drift::{Source, Watch, Who};
 use crate::hook::Tracer;
 use crate::profile::BootClock;
 use crate::store::{CheckRecord, Store, Subject, SubjectKind};
@@ -28,6 +29,9 @@ struct Attributed {
     path: Option<String>,
     /// Set once the subject row is written; containers are refreshed until enriched.
     enriched: bool,
+    /// Containers only: the workload key and the container's name, for drift detection.
+    workload: Option<String>,
+    name: Option<String>,
 }
 
 pub struct Recorder {
@@ -42,6 +46,8 @@ pub struct Recorder {
     cgroups: HashMap<u64, Attributed>,
     /// Containers seen running, to mark them ended when their cgroup goes away.
     running: HashSet<String>,
+    /// `capspy watch`: baselines, alerts and metrics.
+    watch: Option<Watch>,
 }
 
 impl Recorder {
@@ -65,6 +71,7 @@ impl Recorder {
             kallsyms,
             cgroups: HashMap::new(),
             running: HashSet::new(),
+            watch: None,
         })
     }
 
@@ -88,6 +95,7 @@ impl Recorder {
                     // Attribute new cgroups while they still exist: short-lived containers
                     // may be gone by the next sweep.
                     self.attribute_new().await;
+                    self.judge_sightings();
                 }
                 _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
@@ -97,22 +105,41 @@ impl Recorder {
         self.flush().await
     }
 
+    /// Entries in the kernel aggregation map now.
+    pub fn map_entries(&self) -> usize {
+        self.collector.entries()
+    }
+
     /// One sweep: every key of the kernel map, attributed, written in one transaction.
     pub async fn flush(&mut self) -> Result<()> {
         let observations = self.collector.sweep(|_| true);
+        for (id, path) in self.collector.take_made_cgroups() {
+            self.index.learn(id, path);
+        }
         let ids: HashSet<u64> = observations.iter().map(|o| o.key.cgroup_id).collect();
         for id in ids {
             self.attribute(id).await;
         }
+        self.judge_sightings();
+        self.judge_sweep(&observations);
         let records: Vec<CheckRecord> = observations.iter().map(|o| self.record(o)).collect();
         self.store
             .write_checks(self.session, &records)
             .context("writing to the store")?;
-        self.mark_ended()?;
+        self.store
+            .write_losses(self.session, &self.collector.losses())
+            .context("writing to the store")?;
+        self.retire_removed()?;
+        if let Some(watch) = &mut self.watch {
+            watch.retain_cgroups(|id| self.cgroups.contains_key(&id));
+        }
         Ok(())
     }
 
     async fn attribute_new(&mut self) {
+        for (id, path) in self.collector.take_made_cgroups() {
+            self.index.learn(id, path);
+        }
         for id in self.collector.take_new_cgroups() {
             self.attribute(id).await;
         }
@@ -124,6 +151,12 @@ impl Recorder {
         if self.cgroups.get(&cgroup_id).is_some_and(|a| a.enriched) {
             return;
         }
+        // What an earlier look learnt from the engine; a later look after the container is gone
+        // (`--rm`) must not replace its workload with the engine-less fallback.
+        let known = self
+            .cgroups
+            .get(&cgroup_id)
+            .map(|a| (a.workload.clone(), a.name.clone()));
         let path = self.index.resolve(cgroup_id);
         let owner = path
             .as_deref()
@@ -145,7 +178,7 @@ impl Recorder {
                 subject.labels = info.labels.clone();
                 enriched = true;
             }
-            if subject.workload.is_none() {
+            if subject.workload.is_none() && known.as_ref().is_none_or(|k| k.0.is_none()) {
                 // Without the engine, the container is its own workload.
                 subject.workload = Some(format!("container:{}", short_id(id)));
             }
@@ -161,12 +194,18 @@ impl Recorder {
             log::warn!("storing subject {}: {e}", subject.key);
             return;
         }
+        let container = subject.kind == SubjectKind::Container;
         self.cgroups.insert(
             cgroup_id,
             Attributed {
                 key: subject.key,
                 path,
                 enriched,
+                workload: subject
+                    .workload
+                    .filter(|_| container)
+                    .or_else(|| known.as_ref().and_then(|k| k.0.clone())),
+                name: subject.name.or_else(|| known.and_then(|k| k.1)),
             },
         );
     }
@@ -193,25 +232,87 @@ impl Recorder {
         }
     }
 
-    /// Containers whose cgroup is gone have ended.
-    fn mark_ended(&mut self) -> Result<()> {
+    /// Cgroups that no longer exist: their final counts were just written, so their kernel map
+    /// entries and memory are freed (container churn must not fill the map), and a container
+    /// none of whose cgroups remain has ended.
+    fn retire_removed(&mut self) -> Result<()> {
         let root = &self.v2_root;
-        let gone: Vec<String> = self
+        let gone: HashSet<u64> = self
             .cgroups
-            .values()
-            .filter(|a| self.running.contains(&a.key))
-            .filter(|a| {
+            .iter()
+            .filter(|(_, a)| {
                 a.path
                     .as_deref()
                     .is_none_or(|p| !root.join(p.trim_start_matches('/')).exists())
             })
-            .map(|a| a.key.clone())
+            .map(|(id, _)| *id)
             .collect();
-        for key in gone {
-            self.store.mark_ended(&key, now_ms())?;
-            self.running.remove(&key);
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let keys: HashSet<String> = gone.iter().map(|id| self.cgroups[id].key.clone()).collect();
+        self.cgroups.retain(|id, _| !gone.contains(id));
+        self.collector.forget_cgroups(&gone);
+        for key in keys {
+            let remaining = self.cgroups.values().any(|a| a.key == key);
+            if !remaining && self.running.remove(&key) {
+                self.store.mark_ended(&key, now_ms())?;
+            }
         }
         Ok(())
+    }
+}
+
+/// `capspy watch`: drift detection on first sightings, with the sweep as the fallback.
+impl Recorder {
+    /// Judges every check against `watch`'s baselines from now on.
+    pub fn watch(&mut self, watch: Watch) {
+        self.collector.keep_sightings();
+        self.watch = Some(watch);
+    }
+
+    pub fn watching(&self) -> Option<&Watch> {
+        self.watch.as_ref()
+    }
+
+    fn judge_sightings(&mut self) {
+        let Some(watch) = &mut self.watch else {
+            return;
+        };
+        for (key, stats) in self.collector.take_sightings() {
+            // Not attributed yet (its subject could not be stored): the sweep tries again.
+            if let Some(a) = self.cgroups.get(&key.cgroup_id) {
+                watch.on_check(who(a), &key, &stats, &self.clock, Source::RingBuffer);
+            }
+        }
+    }
+
+    fn judge_sweep(&mut self, observations: &[Observation]) {
+        let Some(watch) = &mut self.watch else {
+            return;
+        };
+        for o in observations {
+            if let Some(a) = self.cgroups.get(&o.key.cgroup_id) {
+                watch.on_check(who(a), &o.key, &o.stats, &self.clock, Source::Sweep);
+            }
+        }
+        watch.after_sweep(self.collector.losses(), observations.len());
+    }
+}
+
+fn who(a: &Attributed) -> Who<'_> {
+    // A cgroup gone before it was resolved would add one label value per id.
+    let label = if a.key.starts_with("cgroup:") {
+        "unknown"
+    } else {
+        a.workload.as_deref().unwrap_or(&a.key)
+    };
+    Who {
+        label,
+        container: a
+            .workload
+            .as_deref()
+            .map(|w| (w, a.key.as_str(), a.name.as_deref())),
     }
 }
 

@@ -1,21 +1,40 @@
-//! Turning a profile into what people read or paste: a text table, a JSON document, docker flags.
+//! Turning a profile into what people read or paste: a text table, a JSON document, and the
+//! snippets each deployment takes (docker flags, compose, Kubernetes, OCI, systemd), all from the
+//! one [`Report`].
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::caps::Capability;
 use crate::collector::LossCounters;
-use crate::profile::{AuditClass, Bucket, CheckRow, Classifier, Profile, UserNs, Verdict};
+use crate::profile::{
+    AuditClass, Bucket, CheckRow, Classifier, Finding, ProcessRef, Profile, UserNs, Verdict,
+};
 
-/// Version of the JSON document; bumped on incompatible changes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the JSON document (`schema/capspy-report.schema.json`); bumped on incompatible
+/// changes. 2: `required` follows the DAC and user-namespace rules; findings and over-privilege
+/// were added.
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// A table of the checks and a reason per required capability.
     Text,
+    /// The versioned JSON document.
     Json,
+    /// `docker run` flags.
     Docker,
+    /// A docker compose `services:` block.
+    Compose,
+    /// A Kubernetes container's `securityContext`.
+    K8s,
+    /// An OCI runtime spec's `process.capabilities`.
+    Oci,
+    /// systemd `[Service]` capability settings.
+    Systemd,
 }
 
 /// What was traced.
@@ -57,32 +76,259 @@ pub struct Report {
     pub losses: LossCounters,
     /// Caveats that apply to this report (e.g. the hook's blind spots).
     pub notes: Vec<String>,
+    /// The service or container name the compose, Kubernetes and systemd outputs use; derived
+    /// from the subject unless set (a compose service label, say).
+    #[serde(skip)]
+    pub service_name: Option<String>,
 }
 
 impl Report {
     pub fn new(subject: Subject, hook: &str, profile: Profile, losses: LossCounters) -> Self {
+        let mut notes = hook_notes(hook);
+        notes.extend(profile_notes(&profile));
         Self {
             schema_version: SCHEMA_VERSION,
             subject,
             hook: hook.to_string(),
             docker_flags: docker_flags(&profile),
-            notes: hook_notes(hook),
+            notes,
             profile,
             losses,
+            service_name: None,
+        }
+    }
+
+    #[must_use]
+    pub fn with_service_name(mut self, name: Option<String>) -> Self {
+        self.service_name = name;
+        self
+    }
+
+    /// The name compose and Kubernetes outputs give this subject.
+    pub fn name(&self) -> String {
+        if let Some(name) = &self.service_name {
+            return name.clone();
+        }
+        match &self.subject {
+            Subject::Command { argv, .. } => argv
+                .first()
+                .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
+                .unwrap_or_default(),
+            Subject::Container { id, name, .. } => name
+                .clone()
+                .unwrap_or_else(|| id[..id.len().min(12)].to_string()),
+            // `compose:project/service`, `k8s:ns/owner/container`, `image:ref/name`.
+            Subject::Workload { key, .. } => key.rsplit('/').next().unwrap_or(key).to_string(),
         }
     }
 
     pub fn render(&self, format: Format) -> String {
         match format {
             Format::Text => text(self),
-            Format::Json => {
-                let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
-                s.push('\n');
-                s
-            }
+            Format::Json => json(self),
             Format::Docker => format!("{}\n", self.docker_flags),
+            Format::Compose => compose(std::slice::from_ref(self)),
+            Format::K8s => k8s(self),
+            Format::Oci => oci(self),
+            Format::Systemd => systemd(self),
         }
     }
+}
+
+fn json<T: Serialize>(value: &T) -> String {
+    // Serializing these plain structs cannot fail; say so rather than print nothing.
+    let mut s = serde_json::to_string_pretty(value)
+        .unwrap_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()));
+    s.push('\n');
+    s
+}
+
+fn yaml<T: Serialize>(value: &T) -> String {
+    serde_saphyr::to_string(value).unwrap_or_else(|e| format!("# capspy: YAML error: {e}\n"))
+}
+
+/// A capability as docker, compose and Kubernetes take it: `NET_RAW`.
+fn bare_names(caps: &BTreeSet<Capability>) -> Vec<String> {
+    caps.iter().map(ToString::to_string).collect()
+}
+
+/// A capability as OCI and systemd take it: `CAP_NET_RAW`.
+fn cap_names(caps: &BTreeSet<Capability>) -> Vec<String> {
+    caps.iter()
+        .map(|c| {
+            let name = c.to_string();
+            if name.starts_with("CAP_") {
+                name
+            } else {
+                format!("CAP_{name}")
+            }
+        })
+        .collect()
+}
+
+/// For `# ...` lines of YAML and systemd output: a name with line breaks (including YAML 1.1's
+/// NEL, LS, PS) or other control characters would end the comment early.
+fn comment_safe(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+                c.escape_unicode().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+#[cfg_attr(test, derive(serde::Deserialize, Debug, PartialEq))]
+struct ComposeFile {
+    services: BTreeMap<String, ComposeService>,
+}
+
+#[derive(Serialize, Default)]
+#[cfg_attr(test, derive(serde::Deserialize, Debug, PartialEq))]
+struct ComposeService {
+    cap_drop: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    cap_add: Vec<String>,
+}
+
+/// `services.<name>.cap_drop: [ALL]` and `cap_add`, one service per report; two reports with
+/// one name (should not happen) get the union, which is sufficient for both.
+pub fn compose(reports: &[Report]) -> String {
+    let mut required: BTreeMap<String, BTreeSet<Capability>> = BTreeMap::new();
+    for r in reports {
+        required
+            .entry(r.name())
+            .or_default()
+            .extend(r.profile.required.iter().copied());
+    }
+    let file = ComposeFile {
+        services: required
+            .into_iter()
+            .map(|(name, caps)| {
+                let service = ComposeService {
+                    cap_drop: vec!["ALL".into()],
+                    cap_add: bare_names(&caps),
+                };
+                (name, service)
+            })
+            .collect(),
+    };
+    let mut out = String::from(
+        "# capspy: least privilege observed; merge into your compose file's services\n",
+    );
+    out.push_str(&yaml(&file));
+    out
+}
+
+#[derive(Serialize)]
+#[cfg_attr(test, derive(serde::Deserialize, Debug, PartialEq))]
+struct K8sContainer {
+    name: String,
+    #[serde(rename = "securityContext")]
+    security_context: K8sSecurityContext,
+}
+
+#[derive(Serialize)]
+#[cfg_attr(test, derive(serde::Deserialize, Debug, PartialEq))]
+struct K8sSecurityContext {
+    capabilities: K8sCapabilities,
+}
+
+#[derive(Serialize)]
+#[cfg_attr(test, derive(serde::Deserialize, Debug, PartialEq))]
+struct K8sCapabilities {
+    drop: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    add: Vec<String>,
+}
+
+/// A `containers:` list item with the container's `securityContext.capabilities`.
+fn k8s(report: &Report) -> String {
+    let container = K8sContainer {
+        name: report.name(),
+        security_context: K8sSecurityContext {
+            capabilities: K8sCapabilities {
+                drop: vec!["ALL".into()],
+                add: bare_names(&report.profile.required),
+            },
+        },
+    };
+    let mut out =
+        String::from("# capspy: least privilege observed; merge into the pod spec's containers\n");
+    out.push_str(&yaml(&[container]));
+    out
+}
+
+/// An OCI runtime spec's `process.capabilities`: the required set in the three sets the kernel
+/// checks and bounds with; nothing inherited or ambient.
+#[derive(Serialize)]
+#[cfg_attr(test, derive(serde::Deserialize, Debug, PartialEq))]
+struct OciCapabilities {
+    bounding: Vec<String>,
+    effective: Vec<String>,
+    permitted: Vec<String>,
+    inheritable: Vec<String>,
+    ambient: Vec<String>,
+}
+
+fn oci(report: &Report) -> String {
+    let caps = cap_names(&report.profile.required);
+    json(&OciCapabilities {
+        bounding: caps.clone(),
+        effective: caps.clone(),
+        permitted: caps,
+        inheritable: Vec::new(),
+        ambient: Vec::new(),
+    })
+}
+
+/// A `[Service]` drop-in. The empty assignments first reset what the unit set (systemd merges
+/// repeated capability settings); an empty bounding set means no capabilities at all. Ambient
+/// capabilities give the set to a service that runs as a non-root `User=`.
+fn systemd(report: &Report) -> String {
+    let caps = cap_names(&report.profile.required).join(" ");
+    let mut out = format!(
+        "# capspy: least privilege observed for {}\n[Service]\nCapabilityBoundingSet=\n",
+        comment_safe(&report.name())
+    );
+    if !caps.is_empty() {
+        let _ = writeln!(out, "CapabilityBoundingSet={caps}");
+    }
+    out.push_str("AmbientCapabilities=\n");
+    if !caps.is_empty() {
+        let _ = writeln!(out, "AmbientCapabilities={caps}");
+    }
+    out
+}
+
+/// Caveats that follow from the profile itself.
+fn profile_notes(profile: &Profile) -> Vec<String> {
+    let mut notes = Vec::new();
+    if !profile.userns_only.is_empty() {
+        notes.push(
+            "userns-only capabilities were granted against a user namespace other than the \
+             initial one, such as one the workload created (unshare, sandboxes): held there \
+             without any cap_add. If the workload itself runs in a user namespace (Docker \
+             userns-remap, rootless Docker or Podman), its engine's --cap-add still governs \
+             them: add them there"
+                .to_string(),
+        );
+    }
+    if profile
+        .explanations
+        .iter()
+        .any(|f| f.user_namespace == UserNs::Unknown)
+    {
+        notes.push(
+            "the kernel had no BTF to tell user namespaces apart: checks of unknown user \
+             namespace count as the host's"
+                .to_string(),
+        );
+    }
+    notes
 }
 
 /// Symbol-based hooks miss the call sites where the compiler inlined `cap_capable`
@@ -135,26 +381,52 @@ fn text(report: &Report) -> String {
         );
         table(&mut out, &borrowed);
     }
-    let advisory = app.iter().any(|c| c.audit == AuditClass::Advisory);
+    let profile = &report.profile;
     let denied = app.iter().any(|c| c.verdict == Verdict::Denied);
     out.push('\n');
-    if report.profile.required.is_empty() {
+    if profile.required.is_empty() {
         out.push_str("Required: none\n");
     } else {
-        let names: Vec<String> = report
-            .profile
-            .required
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let names = bare_names(&profile.required);
         let _ = writeln!(out, "Required: {}", names.join(", "));
+        findings(&mut out, &profile.explanations, false);
     }
-    if advisory {
-        out.push_str("Advisory (noaudit) checks only choose a behaviour: never required.\n");
+    if !profile.refused.is_empty() {
+        out.push_str(
+            "Refused (only ever denied; not required, but the workload may need it: verify by \
+             running without it):\n",
+        );
+        findings(&mut out, &profile.refused, true);
     }
-    if denied {
+    if !profile.userns_only.is_empty() {
+        out.push_str(
+            "User namespace only (granted inside a user namespace other than the initial one; \
+             not a host-level cap_add):\n",
+        );
+        findings(&mut out, &profile.userns_only, true);
+    }
+    if !profile.advisory.is_empty() {
+        let _ = writeln!(
+            out,
+            "Advisory only: {} (noaudit checks only choose a behaviour: never required)",
+            bare_names(&profile.advisory).join(", ")
+        );
+    }
+    if denied && profile.refused.is_empty() {
         out.push_str(
             "Denied checks are not required on their own (programs often fall back); verify by running without them.\n",
+        );
+    }
+    if let (Some(granted), Some(droppable)) = (&profile.granted, &profile.droppable) {
+        let _ = writeln!(
+            out,
+            "Granted: {} of 41; droppable (granted, never required): {}",
+            granted.len(),
+            if droppable.is_empty() {
+                "none".to_string()
+            } else {
+                bare_names(droppable).join(", ")
+            }
         );
     }
     let l = &report.losses;
@@ -183,7 +455,7 @@ fn header(out: &mut String, report: &Report) {
             let _ = writeln!(
                 out,
                 "capspy: `{}` exited with {exit_code}{}; hook {}",
-                argv.join(" "),
+                printable(&argv.join(" ")),
                 if *interrupted {
                     " (interrupted: partial profile)"
                 } else {
@@ -201,16 +473,17 @@ fn header(out: &mut String, report: &Report) {
             let _ = writeln!(
                 out,
                 "capspy: container {} ({}), image {}, workload {}",
-                name.as_deref().unwrap_or("?"),
-                &id[..id.len().min(12)],
-                image.as_deref().unwrap_or("?"),
-                workload.as_deref().unwrap_or("?"),
+                printable(name.as_deref().unwrap_or("?")),
+                printable(&id[..id.len().min(12)]),
+                printable(image.as_deref().unwrap_or("?")),
+                printable(workload.as_deref().unwrap_or("?")),
             );
         }
         Subject::Workload { key, containers } => {
             let _ = writeln!(
                 out,
-                "capspy: workload {key}, {} container instance(s)",
+                "capspy: workload {}, {} container instance(s)",
+                printable(key),
                 containers.len()
             );
         }
@@ -220,14 +493,19 @@ fn header(out: &mut String, report: &Report) {
 fn table(out: &mut String, checks: &[&CheckRow]) {
     let _ = writeln!(
         out,
-        "\n{:<20} {:<8} {:<9} {:<13} {:<8} {:>8}  {:<30} CALL PATH",
-        "CAPABILITY", "VERDICT", "AUDIT", "CLASSIFIED BY", "USERNS", "COUNT", "FIRST PROCESS"
+        "\n{:<20} {:<8} {:<9} {:<13} {:<8} {:>8}  {:<19}  {:<19}  {:<30} CALL PATH",
+        "CAPABILITY",
+        "VERDICT",
+        "AUDIT",
+        "CLASSIFIED BY",
+        "USERNS",
+        "COUNT",
+        "FIRST SEEN (UTC)",
+        "LAST SEEN",
+        "FIRST PROCESS"
     );
     for c in checks {
-        let process = format!(
-            "{} (pid {}, uid {})",
-            c.example.comm, c.example.tgid, c.example.uid
-        );
+        let process = process_str(&c.example);
         // The generic frames say nothing about who asked; show the first callers past them.
         let path: Vec<&str> = c
             .call_path
@@ -238,17 +516,68 @@ fn table(out: &mut String, checks: &[&CheckRow]) {
             .collect();
         let _ = writeln!(
             out,
-            "{:<20} {:<8} {:<9} {:<13} {:<8} {:>8}  {:<30} {}",
+            "{:<20} {:<8} {:<9} {:<13} {:<8} {:>8}  {:<19}  {:<19}  {:<30} {}",
             c.capability.to_string(),
             verdict_str(c.verdict),
             audit_str(c.audit),
             classifier_str(c.classified_by),
             userns_str(c.user_namespace),
             c.count,
+            seconds(c.first_seen),
+            seconds(c.last_seen),
             process,
             path.join(" <- ")
         );
     }
+}
+
+/// `  NET_RAW  reason [evidence]` lines of a findings section.
+fn findings(out: &mut String, list: &[Finding], with_evidence: bool) {
+    for f in list {
+        let _ = write!(out, "  {:<18} {}", f.capability.to_string(), f.reason);
+        if with_evidence {
+            let e = &f.evidence;
+            let processes: Vec<String> = e.processes.iter().take(3).map(process_str).collect();
+            let _ = write!(
+                out,
+                " [{} check(s) {} .. {}, by {}{}]",
+                e.count,
+                seconds(e.first_seen),
+                seconds(e.last_seen),
+                processes.join(", "),
+                if e.processes.len() > 3 { ", ..." } else { "" }
+            );
+        }
+        out.push('\n');
+    }
+}
+
+fn process_str(p: &ProcessRef) -> String {
+    format!("{} (pid {}, uid {})", printable(&p.comm), p.tgid, p.uid)
+}
+
+/// Names come from processes and labels: control characters (a newline, a terminal escape)
+/// would forge lines or recolour the terminal, so they are shown escaped.
+fn printable(s: &str) -> String {
+    if s.chars().any(char::is_control) {
+        s.chars()
+            .flat_map(|c| {
+                if c.is_control() {
+                    c.escape_default().collect::<Vec<_>>()
+                } else {
+                    vec![c]
+                }
+            })
+            .collect()
+    } else {
+        s.to_string()
+    }
+}
+
+/// `2026-11-29 00:18:02`: the text table's time, to the second.
+fn seconds(t: SystemTime) -> String {
+    let full = rfc3339(t);
+    full.get(..19).unwrap_or(&full).replacen('T', " ", 1)
 }
 
 fn verdict_str(v: Verdict) -> &'static str {
@@ -311,7 +640,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::caps::Capability;
+    use crate::caps::CapSet;
     use crate::profile::tests::row;
 
     fn report(rows: Vec<crate::profile::CheckRow>) -> Report {
@@ -374,7 +703,7 @@ mod tests {
             ),
         ]);
         let v: serde_json::Value = serde_json::from_str(&r.render(Format::Json)).unwrap();
-        assert_eq!(v["schema_version"], 1);
+        assert_eq!(v["schema_version"], SCHEMA_VERSION);
         assert_eq!(v["required"], serde_json::json!(["NET_RAW"]));
         assert_eq!(v["subject"]["kind"], "command");
         assert_eq!(v["subject"]["exit_code"], 0);
@@ -416,6 +745,338 @@ mod tests {
             LossCounters::default(),
         );
         assert!(r.render(Format::Text).contains("PR_SET_SECUREBITS"));
+    }
+
+    /// Names that break naive YAML, JSON, shell or terminal output.
+    const HOSTILE: &[&str] = &[
+        "web",
+        "a\nb: c",
+        "\"quoted' name",
+        "- item",
+        "key: value",
+        "#comment",
+        "&anchor *alias",
+        "!!python/object",
+        "yes",
+        "off",
+        "null",
+        "~",
+        "0x10",
+        " padded ",
+        "line\u{2028}separator",
+        "next\u{85}line",
+        "tab\there",
+        "",
+        "{flow}",
+        "[seq]",
+        "$(rm -rf /); `id` | x > y",
+        "crlf\r\ninjected: true",
+        "nul\u{0}byte",
+        "\u{1b}[31mred",
+        "---",
+        "? complex",
+    ];
+
+    /// A report with every list filled: required with reasons, a refusal, a userns-only grant,
+    /// advisory checks, granted and droppable, and a runtime row.
+    fn full_report(subject: Subject) -> Report {
+        let mut nested = row(
+            Capability::SYS_ADMIN,
+            Verdict::Granted,
+            AuditClass::Audited,
+            2,
+        );
+        nested.user_namespace = UserNs::Other;
+        let mut runc = row(
+            Capability(8), // SETPCAP
+            Verdict::Granted,
+            AuditClass::Audited,
+            3,
+        );
+        runc.bucket = Bucket::Runtime;
+        runc.example.comm = "runc:[2:INIT]".into();
+        let profile = Profile::from_checks(vec![
+            row(
+                Capability::NET_RAW,
+                Verdict::Granted,
+                AuditClass::Audited,
+                1,
+            ),
+            row(
+                Capability::NET_BIND_SERVICE,
+                Verdict::Granted,
+                AuditClass::Audited,
+                1,
+            ),
+            row(Capability::SYSLOG, Verdict::Denied, AuditClass::Audited, 4),
+            row(
+                Capability::SYS_ADMIN,
+                Verdict::Denied,
+                AuditClass::Advisory,
+                40,
+            ),
+            nested,
+            runc,
+        ])
+        .with_granted(Some(CapSet::from_hex("00000000a80425fb").unwrap()));
+        Report::new(subject, "tp_btf", profile, LossCounters::default())
+    }
+
+    fn subjects(name: &str) -> Vec<Subject> {
+        vec![
+            Subject::Command {
+                argv: vec![name.into(), "-c1".into()],
+                exit_code: 0,
+                interrupted: false,
+            },
+            Subject::Container {
+                id: "0123456789abcdef".repeat(4),
+                name: Some(name.into()),
+                image: Some(format!("{name}:latest")),
+                workload: Some(format!("compose:{name}/{name}")),
+            },
+            Subject::Workload {
+                key: format!("image:busybox/{name}"),
+                containers: vec!["0123456789ab".into()],
+            },
+        ]
+    }
+
+    #[test]
+    fn json_reports_validate_against_the_schema_file() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../schema/capspy-report.schema.json")).unwrap();
+        let validator = jsonschema::validator_for(&schema).expect("the schema is valid");
+        let mut reports = vec![
+            report(vec![]),
+            Report::new(
+                Subject::Command {
+                    argv: vec![],
+                    exit_code: 130,
+                    interrupted: true,
+                },
+                "fexit",
+                Profile::default(),
+                LossCounters {
+                    sightings_lost: 1,
+                    checks_overflow: 2,
+                    unclassified: 3,
+                },
+            ),
+        ];
+        for name in HOSTILE {
+            reports.extend(subjects(name).into_iter().map(full_report));
+        }
+        for r in &reports {
+            let v: serde_json::Value = serde_json::from_str(&r.render(Format::Json)).unwrap();
+            let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{errors:#?}\n{v:#}");
+        }
+        // The schema is strict: a field it does not document fails.
+        let mut v: serde_json::Value =
+            serde_json::from_str(&reports[0].render(Format::Json)).unwrap();
+        v["surprise"] = serde_json::json!(1);
+        assert!(!validator.is_valid(&v));
+    }
+
+    #[test]
+    fn json_carries_findings_and_over_privilege() {
+        let r = full_report(subjects("pinger").remove(1));
+        let v: serde_json::Value = serde_json::from_str(&r.render(Format::Json)).unwrap();
+        assert_eq!(
+            v["required"],
+            serde_json::json!(["NET_BIND_SERVICE", "NET_RAW"])
+        );
+        assert_eq!(v["explanations"][0]["capability"], "NET_BIND_SERVICE");
+        assert!(
+            v["explanations"][0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("listen on a high port instead")
+        );
+        assert_eq!(v["refused"][0]["capability"], "SYSLOG");
+        assert_eq!(v["refused"][0]["evidence"]["count"], 4);
+        assert_eq!(v["userns_only"][0]["capability"], "SYS_ADMIN");
+        assert_eq!(v["userns_only"][0]["user_namespace"], "other");
+        assert_eq!(v["advisory"], serde_json::json!([]));
+        assert_eq!(v["granted"].as_array().unwrap().len(), 14);
+        // NET_BIND_SERVICE and NET_RAW are in Docker's default set: 12 left to drop.
+        assert_eq!(v["droppable"].as_array().unwrap().len(), 12);
+        assert!(v["notes"][0].as_str().unwrap().contains("userns-remap"));
+        let plain = report(vec![]);
+        let v: serde_json::Value = serde_json::from_str(&plain.render(Format::Json)).unwrap();
+        assert!(v["granted"].is_null() && v["droppable"].is_null());
+    }
+
+    #[test]
+    fn compose_round_trips_for_hostile_service_names() {
+        for name in HOSTILE {
+            for subject in subjects(name) {
+                let r = full_report(subject);
+                let out = r.render(Format::Compose);
+                let body: String = out
+                    .lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let parsed: ComposeFile = serde_saphyr::from_str(&body)
+                    .unwrap_or_else(|e| panic!("{name:?}: {e}\n{out}"));
+                let service = &parsed.services[&r.name()];
+                assert_eq!(service.cap_drop, ["ALL"], "{out}");
+                assert_eq!(service.cap_add, ["NET_BIND_SERVICE", "NET_RAW"], "{out}");
+                assert_eq!(parsed.services.len(), 1);
+            }
+        }
+    }
+
+    #[test]
+    fn compose_is_the_guides_block() {
+        let r = report(vec![row(
+            Capability::NET_BIND_SERVICE,
+            Verdict::Granted,
+            AuditClass::Audited,
+            1,
+        )])
+        .with_service_name(Some("api".into()));
+        assert_eq!(
+            r.render(Format::Compose),
+            "# capspy: least privilege observed; merge into your compose file's services\n\
+             services:\n  api:\n    cap_drop:\n    - ALL\n    cap_add:\n    - NET_BIND_SERVICE\n"
+        );
+        // Nothing required: no empty cap_add.
+        let none = report(vec![]).with_service_name(Some("nginx".into()));
+        assert!(
+            none.render(Format::Compose)
+                .ends_with("services:\n  nginx:\n    cap_drop:\n    - ALL\n")
+        );
+    }
+
+    #[test]
+    fn compose_project_lists_every_service() {
+        let api = report(vec![row(
+            Capability::NET_BIND_SERVICE,
+            Verdict::Granted,
+            AuditClass::Audited,
+            1,
+        )])
+        .with_service_name(Some("api".into()));
+        let nginx = report(vec![]).with_service_name(Some("nginx".into()));
+        let parsed: ComposeFile = serde_saphyr::from_str(&compose(&[api, nginx])).unwrap();
+        assert_eq!(parsed.services.len(), 2);
+        assert_eq!(parsed.services["api"].cap_add, ["NET_BIND_SERVICE"]);
+        assert!(parsed.services["nginx"].cap_add.is_empty());
+    }
+
+    #[test]
+    fn k8s_round_trips_for_hostile_container_names() {
+        for name in HOSTILE {
+            for subject in subjects(name) {
+                let r = full_report(subject);
+                let out = r.render(Format::K8s);
+                let parsed: Vec<K8sContainer> =
+                    serde_saphyr::from_str(&out).unwrap_or_else(|e| panic!("{name:?}: {e}\n{out}"));
+                assert_eq!(parsed.len(), 1);
+                assert_eq!(parsed[0].name, r.name());
+                let caps = &parsed[0].security_context.capabilities;
+                assert_eq!(caps.drop, ["ALL"]);
+                assert_eq!(caps.add, ["NET_BIND_SERVICE", "NET_RAW"]);
+            }
+        }
+        let r = report(vec![]).with_service_name(Some("web".into()));
+        assert!(
+            r.render(Format::K8s).ends_with(
+                "- name: web\n  securityContext:\n    capabilities:\n      drop:\n      - ALL\n"
+            ),
+            "{}",
+            r.render(Format::K8s)
+        );
+    }
+
+    #[test]
+    fn oci_is_the_process_capabilities_object() {
+        let r = full_report(subjects("x").remove(0));
+        let parsed: OciCapabilities = serde_json::from_str(&r.render(Format::Oci)).unwrap();
+        let want = vec![
+            "CAP_NET_BIND_SERVICE".to_string(),
+            "CAP_NET_RAW".to_string(),
+        ];
+        assert_eq!(
+            parsed,
+            OciCapabilities {
+                bounding: want.clone(),
+                effective: want.clone(),
+                permitted: want,
+                inheritable: vec![],
+                ambient: vec![],
+            }
+        );
+    }
+
+    #[test]
+    fn systemd_resets_then_sets_both_lines() {
+        let r = full_report(subjects("x").remove(0));
+        let out = r.render(Format::Systemd);
+        let lines: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            lines,
+            [
+                "[Service]",
+                "CapabilityBoundingSet=",
+                "CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_NET_RAW",
+                "AmbientCapabilities=",
+                "AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_RAW",
+            ]
+        );
+        let none = report(vec![]).render(Format::Systemd);
+        assert!(none.ends_with("[Service]\nCapabilityBoundingSet=\nAmbientCapabilities=\n"));
+    }
+
+    #[test]
+    fn hostile_names_cannot_add_lines_to_text_or_comments() {
+        for name in HOSTILE {
+            for subject in subjects(name) {
+                let r = full_report(subject);
+                for format in [Format::Systemd, Format::Docker] {
+                    let out = r.render(format);
+                    // Every line is one the renderer wrote: a comment, a section or a setting.
+                    for line in out.lines() {
+                        assert!(
+                            line.starts_with('#')
+                                || line.starts_with('[')
+                                || line.starts_with("Capability")
+                                || line.starts_with("Ambient")
+                                || line.starts_with("--cap-drop ALL"),
+                            "{name:?}: {line:?}"
+                        );
+                    }
+                }
+                let text = r.render(Format::Text);
+                assert!(!text.contains('\u{1b}'), "{name:?}");
+                assert!(!text.contains("\ninjected"), "{name:?}");
+                assert!(text.lines().next().unwrap().starts_with("capspy: "));
+            }
+        }
+    }
+
+    #[test]
+    fn text_gives_reasons_refusals_and_what_to_drop() {
+        let t = full_report(subjects("pinger").remove(1)).render(Format::Text);
+        assert!(t.contains("Required: NET_BIND_SERVICE, NET_RAW"), "{t}");
+        assert!(
+            t.contains("bound a port below 1024; or listen on a high port instead"),
+            "{t}"
+        );
+        assert!(t.contains("Refused"), "{t}");
+        assert!(t.contains("SYSLOG"), "{t}");
+        assert!(t.contains("User namespace only"), "{t}");
+        assert!(
+            t.contains("droppable (granted, never required): CHOWN, DAC_OVERRIDE"),
+            "{t}"
+        );
+        assert!(t.contains("FIRST SEEN"), "{t}");
+        assert!(t.contains("2023-11-14 22:13:20"), "{t}");
+        assert!(t.contains("Container runtime setup"), "{t}");
+        assert!(t.contains("Apply: --cap-drop ALL --cap-add NET_BIND_SERVICE --cap-add NET_RAW"));
     }
 
     #[test]

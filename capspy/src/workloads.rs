@@ -19,12 +19,30 @@ pub enum LookupError {
     Ambiguous { name: String, matches: Vec<String> },
 }
 
+const COMPOSE_PROJECT: &str = "com.docker.compose.project";
+const COMPOSE_SERVICE: &str = "com.docker.compose.service";
+const K8S_CONTAINER: &str = "io.kubernetes.container.name";
+
 fn known_hint(known: &[String]) -> String {
     if known.is_empty() {
         " (it is empty: is `capspy record` running?)".into()
     } else {
+        let known: Vec<String> = known.iter().map(|k| one_line(k)).collect();
         format!(" (known: {})", known.join(", "))
     }
+}
+
+/// Keys come from labels: a newline in one must not split the one-line error.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 /// Containers grouped by workload key.
@@ -94,6 +112,21 @@ impl Inventory {
         }
     }
 
+    /// Every workload of a compose project, by the project label of its containers (a
+    /// workload key is only a hint: labels can hold any character, `/` included). Empty when
+    /// NAME is no compose project.
+    pub fn compose_project(&self, project: &str) -> Vec<Target<'_>> {
+        self.workloads
+            .iter()
+            .filter(|(_, containers)| {
+                containers
+                    .iter()
+                    .any(|c| c.labels.get(COMPOSE_PROJECT).map(String::as_str) == Some(project))
+            })
+            .map(|(key, containers)| Target::Workload { key, containers })
+            .collect()
+    }
+
     fn workload(&self, key: &str) -> Option<Target<'_>> {
         let (key, containers) = self.workloads.get_key_value(key)?;
         Some(Target::Workload { key, containers })
@@ -103,7 +136,7 @@ impl Inventory {
 fn ambiguous(name: &str, matches: impl Iterator<Item = String>) -> LookupError {
     LookupError::Ambiguous {
         name: name.into(),
-        matches: matches.collect(),
+        matches: matches.map(|m| one_line(&m)).collect(),
     }
 }
 
@@ -126,7 +159,29 @@ impl Target<'_> {
             Target::Workload { key, .. } => store.checks_for_workload(key)?,
             Target::Container(c) => store.checks_for_subject(&c.key)?,
         };
-        Ok(profile_from_records(&records))
+        Ok(profile_from_records(&records).with_granted(self.granted()))
+    }
+
+    /// The name a compose service or Kubernetes container of this target has: its compose
+    /// service or Kubernetes container label, else the container's name. None when neither is
+    /// known (the report then derives one from the subject).
+    pub fn service_name(&self) -> Option<String> {
+        let containers: &[Subject] = match self {
+            Target::Workload { containers, .. } => containers,
+            Target::Container(c) => std::slice::from_ref(*c),
+        };
+        let label = |key: &str| {
+            containers
+                .iter()
+                .find_map(|c| c.labels.get(key).filter(|v| !v.is_empty()).cloned())
+        };
+        label(COMPOSE_SERVICE)
+            .or_else(|| label(K8S_CONTAINER))
+            .or_else(|| match self {
+                // A workload's key already has the name without its replica index.
+                Target::Container(c) => c.name.clone(),
+                Target::Workload { .. } => None,
+            })
     }
 
     pub fn report_subject(&self) -> ReportSubject {
@@ -198,4 +253,70 @@ pub fn droppable(granted: CapSet, profile: &Profile) -> Vec<Capability> {
         .iter()
         .filter(|c| !profile.required.contains(c))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn container(key: &str, workload: &str, labels: &[(&str, &str)]) -> Subject {
+        Subject {
+            kind: SubjectKind::Container,
+            key: key.into(),
+            runtime: Some("docker".into()),
+            name: Some(format!("{key}-name")),
+            image: Some("busybox".into()),
+            workload: Some(workload.into()),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            cap_eff: None,
+            cap_bnd: None,
+            first_seen_ms: 0,
+            last_seen_ms: 0,
+            running: true,
+            ended_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_compose_project_is_found_by_its_label_and_names_its_services() {
+        let project = "shop/\n\"x\"";
+        let inventory = Inventory {
+            workloads: BTreeMap::from([
+                (
+                    "compose:a/api".to_string(),
+                    vec![container(
+                        "c1",
+                        "compose:a/api",
+                        &[(COMPOSE_PROJECT, project), (COMPOSE_SERVICE, "api")],
+                    )],
+                ),
+                (
+                    "compose:a/db".to_string(),
+                    vec![container(
+                        "c2",
+                        "compose:a/db",
+                        &[(COMPOSE_PROJECT, project), (COMPOSE_SERVICE, "db: x")],
+                    )],
+                ),
+                (
+                    "image:busybox/other".to_string(),
+                    vec![container("c3", "image:busybox/other", &[])],
+                ),
+            ]),
+            others: Vec::new(),
+        };
+        let targets = inventory.compose_project(project);
+        let names: Vec<Option<String>> = targets.iter().map(Target::service_name).collect();
+        assert_eq!(names, [Some("api".into()), Some("db: x".into())]);
+        assert!(inventory.compose_project("a").is_empty());
+        let other = inventory.find("c3-name").unwrap();
+        assert_eq!(other.service_name(), Some("c3-name".into()));
+        let other = inventory.find("image:busybox/other").unwrap();
+        assert_eq!(other.service_name(), None);
+    }
 }

@@ -55,7 +55,7 @@ pub fn doctor() -> Result<i32> {
     out.push_str("\nhook methods, in the order `--hook auto` tries them:\n");
     let mut usable = Vec::new();
     for method in Method::ALL {
-        match hook::attach_method(method, &kernel) {
+        match hook::attach_method(method, &kernel, hook::MapSizes::default()) {
             Ok(ebpf) => {
                 drop(ebpf);
                 usable.push(method);

@@ -1,0 +1,499 @@
+//! Prometheus metrics of the watch daemon, in the OpenMetrics text format, and the tiny HTTP
+//! server that serves them on `GET /metrics`.
+//!
+//! The server is a hand-written HTTP/1.1 responder rather than hyper: one read-only route on a
+//! loopback address, one request per connection (`Connection: close`), no keep-alive, TLS,
+//! chunking or request bodies. That is ~80 lines we can read in full, against five crates
+//! (hyper, hyper-util, http, http-body, http-body-util) for features this endpoint refuses
+//! anyway. Requests are bounded in size, time and number.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::caps::Capability;
+use crate::collector::LossCounters;
+use crate::drift::AlertKind;
+use crate::profile::{Bucket, Verdict};
+
+/// The port of `--metrics PORT`; 9464 is the one commonly used by Prometheus exporters of
+/// this kind.
+pub const DEFAULT_PORT: u16 = 9464;
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const MAX_REQUEST: usize = 8 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_CONNECTIONS: usize = 16;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AddrError {
+    #[error(
+        "--metrics {0:?}: {1} is every interface; name the address to serve on (e.g. \
+         127.0.0.1:{DEFAULT_PORT}, or this host's address on the monitoring network)"
+    )]
+    Wildcard(String, IpAddr),
+    #[error(
+        "--metrics {0:?}: expected PORT, 127.0.0.1:PORT, [::1]:PORT or another IP address with \
+         a port (host names are not resolved)"
+    )]
+    Invalid(String),
+}
+
+/// The address to serve metrics on, by this rule: a bare `PORT` or `localhost:PORT` means
+/// 127.0.0.1; a loopback address is used as given; any other address is used only because the
+/// user typed it (a specific address, never implied); the wildcards `0.0.0.0` and `[::]`, which
+/// name no address but every interface, are refused, and host names are not resolved.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, AddrError> {
+    let t = s.trim();
+    let port = |p: &str| p.parse::<u16>().map_err(|_| AddrError::Invalid(s.into()));
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port(t)?));
+    }
+    if let Some(p) = t.strip_prefix("localhost:") {
+        return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port(p)?));
+    }
+    let addr: SocketAddr = t.parse().map_err(|_| AddrError::Invalid(s.into()))?;
+    if addr.ip().is_unspecified() {
+        return Err(AddrError::Wildcard(s.into(), addr.ip()));
+    }
+    Ok(addr)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    workload: String,
+    capability: String,
+    verdict: VerdictLabel,
+    bucket: BucketLabel,
+}
+
+/// Whose check: the application's, the container runtime's setup, or the kernel's on borrowed
+/// credentials (only the first can make a capability required).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum BucketLabel {
+    app,
+    runtime,
+    borrowed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum VerdictLabel {
+    granted,
+    denied,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    kind: KindLabel,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutsideLabels {
+    workload: String,
+    capability: String,
+    kind: KindLabel,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum KindLabel {
+    drift,
+    attempted,
+    new_workload,
+}
+
+impl From<AlertKind> for KindLabel {
+    fn from(k: AlertKind) -> Self {
+        match k {
+            AlertKind::Drift => Self::drift,
+            AlertKind::Attempted => Self::attempted,
+            AlertKind::NewWorkload => Self::new_workload,
+        }
+    }
+}
+
+/// Every metric the daemon exports. Counters count from the daemon's start.
+pub struct Metrics {
+    registry: Registry,
+    checks: Family<CheckLabels, Counter>,
+    alerts: Family<AlertLabels, Counter>,
+    outside: Family<OutsideLabels, Counter>,
+    ring_lost: Counter,
+    overflow: Counter,
+    entries: Gauge,
+    /// The kernel's cumulative loss counters at the last update, to count the difference.
+    last_losses: Mutex<LossCounters>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    pub fn new(hook: &str, map_capacity: u32, baselines: usize) -> Self {
+        let mut registry = Registry::with_prefix("capspy");
+        let checks = Family::<CheckLabels, Counter>::default();
+        registry.register(
+            "checks",
+            "Capability checks seen since the daemon started, by workload (or service, host), capability, verdict and bucket (app, runtime, borrowed)",
+            checks.clone(),
+        );
+        let alerts = Family::<AlertLabels, Counter>::default();
+        registry.register(
+            "drift_alerts",
+            "Alerts emitted: one per workload and capability (drift, attempted) or per workload (new_workload)",
+            alerts.clone(),
+        );
+        let outside = Family::<OutsideLabels, Counter>::default();
+        registry.register(
+            "drift_checks",
+            "Checks outside the workload's baseline: the alerted first one and every repeat",
+            outside.clone(),
+        );
+        let ring_lost = Counter::default();
+        registry.register(
+            "ringbuf_lost",
+            "First-sighting records the ring buffer had no room for (counts are recovered by the map sweep)",
+            ring_lost.clone(),
+        );
+        let overflow = Counter::default();
+        registry.register(
+            "map_overflow",
+            "Checks whose new key did not fit in the kernel map",
+            overflow.clone(),
+        );
+        let entries = Gauge::default();
+        registry.register(
+            "map_entries",
+            "Entries in use in the kernel aggregation map",
+            entries.clone(),
+        );
+        let capacity = Gauge::<i64>::default();
+        capacity.set(i64::from(map_capacity));
+        registry.register(
+            "map_capacity",
+            "Capacity of the kernel aggregation map",
+            capacity,
+        );
+        let loaded = Gauge::<i64>::default();
+        loaded.set(i64::try_from(baselines).unwrap_or(i64::MAX));
+        registry.register("baselines", "Baselines loaded", loaded);
+        registry.register(
+            "hook",
+            "The attach method in use",
+            Info::new(vec![("method".to_string(), hook.to_string())]),
+        );
+        Self {
+            registry,
+            checks,
+            alerts,
+            outside,
+            ring_lost,
+            overflow,
+            entries,
+            last_losses: Mutex::new(LossCounters::default()),
+        }
+    }
+
+    pub fn count_checks(
+        &self,
+        workload: &str,
+        cap: Capability,
+        (verdict, bucket): (Verdict, Bucket),
+        n: u64,
+    ) {
+        let verdict = match verdict {
+            Verdict::Granted => VerdictLabel::granted,
+            Verdict::Denied => VerdictLabel::denied,
+        };
+        let bucket = match bucket {
+            Bucket::App => BucketLabel::app,
+            Bucket::Runtime => BucketLabel::runtime,
+            Bucket::Borrowed => BucketLabel::borrowed,
+        };
+        self.checks
+            .get_or_create(&CheckLabels {
+                workload: workload.to_string(),
+                capability: cap.to_string(),
+                verdict,
+                bucket,
+            })
+            .inc_by(n);
+    }
+
+    pub fn count_alert(&self, kind: AlertKind) {
+        self.alerts
+            .get_or_create(&AlertLabels { kind: kind.into() })
+            .inc();
+    }
+
+    pub fn count_outside(&self, workload: &str, cap: Capability, kind: AlertKind, n: u64) {
+        self.outside
+            .get_or_create(&OutsideLabels {
+                workload: workload.to_string(),
+                capability: cap.to_string(),
+                kind: kind.into(),
+            })
+            .inc_by(n);
+    }
+
+    /// The kernel program's loss counters (cumulative since it was loaded) and map fill.
+    pub fn update_kernel(&self, losses: LossCounters, entries: usize) {
+        let mut last = self
+            .last_losses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.ring_lost
+            .inc_by(losses.sightings_lost.saturating_sub(last.sightings_lost));
+        self.overflow
+            .inc_by(losses.checks_overflow.saturating_sub(last.checks_overflow));
+        *last = losses;
+        self.entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+
+    /// The exposition, ending with `# EOF`.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            // Only a formatter error, which writing to a String never is.
+            out.clear();
+            let _ = writeln!(out, "# EOF");
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` (and `HEAD`) until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    let open = Arc::new(AtomicUsize::new(0));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of fds and the like: back off instead of spinning.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+            open.fetch_sub(1, Ordering::AcqRel);
+            continue;
+        }
+        let (metrics, open) = (metrics.clone(), open.clone());
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, respond(stream, &metrics)).await;
+            open.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+async fn respond(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let head_end = loop {
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            break end;
+        }
+        if buf.len() > MAX_REQUEST {
+            return write(&mut stream, 431, "text/plain", "request too large\n", false).await;
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]);
+    let (status, body) = route(head.lines().next().unwrap_or_default());
+    let head_only = head.starts_with("HEAD ");
+    match status {
+        200 => write(&mut stream, 200, CONTENT_TYPE, &metrics.encode(), head_only).await,
+        _ => write(&mut stream, status, "text/plain", body, head_only).await,
+    }
+}
+
+/// The status for a request line, and the body of an error.
+fn route(request_line: &str) -> (u16, &'static str) {
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return (400, "bad request\n");
+    };
+    if !version.starts_with("HTTP/1.") {
+        return (400, "bad request\n");
+    }
+    if method != "GET" && method != "HEAD" {
+        return (405, "only GET\n");
+    }
+    let path = target.split('?').next().unwrap_or_default();
+    if path == "/metrics" {
+        (200, "")
+    } else {
+        (404, "not found; metrics are at /metrics\n")
+    }
+}
+
+async fn write(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &str,
+    head_only: bool,
+) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Request Header Fields Too Large",
+    };
+    let mut response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    if status == 405 {
+        response.push_str("Allow: GET, HEAD\r\n");
+    }
+    response.push_str("\r\n");
+    if !head_only {
+        response.push_str(body);
+    }
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_follow_the_rule() {
+        let lo = |p| SocketAddr::new(Ipv4Addr::LOCALHOST.into(), p);
+        assert_eq!(parse_listen("9464"), Ok(lo(9464)));
+        assert_eq!(parse_listen("localhost:9000"), Ok(lo(9000)));
+        assert_eq!(parse_listen("127.0.0.1:9464"), Ok(lo(9464)));
+        assert_eq!(
+            parse_listen("127.0.0.2:0"),
+            Ok("127.0.0.2:0".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen("[::1]:9464"),
+            Ok("[::1]:9464".parse().unwrap())
+        );
+        // Named explicitly: allowed.
+        assert_eq!(
+            parse_listen("192.0.2.7:9464"),
+            Ok("192.0.2.7:9464".parse().unwrap())
+        );
+        // Every interface: never.
+        assert!(matches!(
+            parse_listen("0.0.0.0:9464"),
+            Err(AddrError::Wildcard(..))
+        ));
+        assert!(matches!(
+            parse_listen("[::]:9464"),
+            Err(AddrError::Wildcard(..))
+        ));
+        for bad in [
+            "",
+            "metrics.example:9464",
+            "127.0.0.1",
+            "99999",
+            "localhost:x",
+        ] {
+            assert!(
+                matches!(parse_listen(bad), Err(AddrError::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(route("GET /metrics HTTP/1.1").0, 200);
+        assert_eq!(route("GET /metrics?x=1 HTTP/1.0").0, 200);
+        assert_eq!(route("HEAD /metrics HTTP/1.1").0, 200);
+        assert_eq!(route("GET / HTTP/1.1").0, 404);
+        assert_eq!(route("POST /metrics HTTP/1.1").0, 405);
+        assert_eq!(route("GET /metrics").0, 400);
+        assert_eq!(route("GET /metrics SPDY/3").0, 400);
+        assert_eq!(route("").0, 400);
+    }
+
+    #[test]
+    fn exposition_names_every_metric_and_ends_with_eof() {
+        let m = Metrics::new("tp_btf", 32_768, 2);
+        let app = (Verdict::Granted, Bucket::App);
+        m.count_checks("image:a/b", Capability::NET_RAW, app, 3);
+        m.count_checks(
+            "host",
+            Capability::SYS_ADMIN,
+            (Verdict::Denied, Bucket::Runtime),
+            1,
+        );
+        m.count_alert(AlertKind::Drift);
+        m.count_outside("image:a/b", Capability::CHOWN, AlertKind::Drift, 2);
+        m.update_kernel(
+            LossCounters {
+                sightings_lost: 5,
+                checks_overflow: 1,
+                unclassified: 0,
+            },
+            42,
+        );
+        // Cumulative kernel counters: only the difference is added.
+        m.update_kernel(
+            LossCounters {
+                sightings_lost: 7,
+                checks_overflow: 1,
+                unclassified: 0,
+            },
+            43,
+        );
+        let text = m.encode();
+        for line in [
+            "# TYPE capspy_checks counter",
+            r#"capspy_checks_total{workload="image:a/b",capability="NET_RAW",verdict="granted",bucket="app"} 3"#,
+            r#"capspy_drift_alerts_total{kind="drift"} 1"#,
+            r#"capspy_drift_checks_total{workload="image:a/b",capability="CHOWN",kind="drift"} 2"#,
+            "capspy_ringbuf_lost_total 7",
+            "capspy_map_overflow_total 1",
+            "capspy_map_entries 43",
+            "capspy_map_capacity 32768",
+            "capspy_baselines 2",
+            r#"capspy_hook_info{method="tp_btf"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn hostile_label_values_are_escaped() {
+        let m = Metrics::new("tp_btf", 1, 0);
+        m.count_checks(
+            "a\"b\\c\nd",
+            Capability::CHOWN,
+            (Verdict::Granted, Bucket::App),
+            1,
+        );
+        let text = m.encode();
+        assert!(text.contains(r#"workload="a\"b\\c\nd""#), "{text}");
+    }
+}
