@@ -168,15 +168,22 @@ impl Recorder {
             subject.cap_eff = eff;
             subject.cap_bnd = bnd;
             subject.running = true;
+            // Ask the engine until it answers; a container it does not know (or with no engine
+            // to ask) will not be known any better next time.
+            enriched = true;
             if *runtime == Runtime::Docker
                 && let Some(docker) = &self.docker
-                && let Ok(Some(info)) = docker.inspect(id).await
             {
-                subject.name = Some(info.name.clone());
-                subject.image = Some(info.image.clone());
-                subject.workload = Some(docker::workload_of(&info).key);
-                subject.labels = info.labels.clone();
-                enriched = true;
+                match docker.inspect(id).await {
+                    Ok(Some(info)) => {
+                        subject.name = Some(info.name.clone());
+                        subject.image = Some(info.image.clone());
+                        subject.workload = Some(docker::workload_of(&info).key);
+                        subject.labels = info.labels.clone();
+                    }
+                    Ok(None) => {}
+                    Err(_) => enriched = false,
+                }
             }
             if subject.workload.is_none() && known.as_ref().is_none_or(|k| k.0.is_none()) {
                 // Without the engine, the container is its own workload.
