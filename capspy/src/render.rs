@@ -138,7 +138,7 @@ impl Report {
 fn json<T: Serialize>(value: &T) -> String {
     // Serializing these plain structs cannot fail; say so rather than print nothing.
     let mut s = serde_json::to_string_pretty(value)
-        .unwrap_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()));
+        .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string());
     s.push('\n');
     s
 }
