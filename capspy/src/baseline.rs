@@ -110,7 +110,7 @@ impl DocSubject {
             Self::Container { id, name, .. } => format!(
                 "container {} ({})",
                 name.as_deref().unwrap_or("?"),
-                &id[..id.len().min(12)]
+                crate::text::short_id(id)
             ),
             Self::Workload { key } => format!("workload {key}"),
         }

@@ -31,6 +31,7 @@ use crate::profile::{
     AuditClass, BootClock, Bucket, CheckRow, ProcessRef, RawCheck, UserNs, Verdict,
 };
 use crate::render::rfc3339;
+use crate::text::short_id;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -112,8 +113,8 @@ impl Alert {
     /// The stderr line: everything that identifies the alert, with names quoted and escaped.
     pub fn log_line(&self) -> String {
         let container = match &self.container.name {
-            Some(name) => format!("{name:?} ({})", short(&self.container.id)),
-            None => short(&self.container.id).to_string(),
+            Some(name) => format!("{name:?} ({})", short_id(&self.container.id)),
+            None => short_id(&self.container.id).to_string(),
         };
         let what = match self.kind {
             AlertKind::Drift => format!("used {} outside its baseline", self.capability),
@@ -150,10 +151,6 @@ fn json_word<T: Serialize>(v: &T) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
-}
-
-fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
 }
 
 /// What one observation amounted to.

@@ -22,4 +22,5 @@ pub mod profile;
 pub mod recorder;
 pub mod render;
 pub mod store;
+pub mod text;
 pub mod workloads;

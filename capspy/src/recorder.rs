@@ -20,6 +20,7 @@ use crate::drift::{Source, Watch, Who};
 use crate::hook::Tracer;
 use crate::profile::BootClock;
 use crate::store::{CheckRecord, Store, Subject, SubjectKind};
+use crate::text::short_id;
 
 /// What became of one cgroup id.
 #[derive(Clone)]
@@ -384,10 +385,6 @@ fn granted_caps(v2_root: &Path, cgroup_path: &str) -> (Option<u64>, Option<u64>)
         }
     }
     (eff, bnd)
-}
-
-fn short_id(id: &str) -> &str {
-    &id[..id.len().min(12)]
 }
 
 fn now_ms() -> i64 {

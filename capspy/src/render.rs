@@ -13,6 +13,7 @@ use crate::collector::LossCounters;
 use crate::profile::{
     AuditClass, Bucket, CheckRow, Classifier, Finding, ProcessRef, Profile, UserNs, Verdict,
 };
+use crate::text::{printable, short_id};
 
 /// Version of the JSON document (`schema/capspy-report.schema.json`); bumped on incompatible
 /// changes. 2: `required` follows the DAC and user-namespace rules; findings and over-privilege
@@ -114,9 +115,9 @@ impl Report {
                 .first()
                 .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
                 .unwrap_or_default(),
-            Subject::Container { id, name, .. } => name
-                .clone()
-                .unwrap_or_else(|| id[..id.len().min(12)].to_string()),
+            Subject::Container { id, name, .. } => {
+                name.clone().unwrap_or_else(|| short_id(id).to_string())
+            }
             // `compose:project/service`, `k8s:ns/owner/container`, `image:ref/name`.
             Subject::Workload { key, .. } => key.rsplit('/').next().unwrap_or(key).to_string(),
         }
@@ -474,7 +475,7 @@ fn header(out: &mut String, report: &Report) {
                 out,
                 "capspy: container {} ({}), image {}, workload {}",
                 printable(name.as_deref().unwrap_or("?")),
-                printable(&id[..id.len().min(12)]),
+                printable(short_id(id)),
                 printable(image.as_deref().unwrap_or("?")),
                 printable(workload.as_deref().unwrap_or("?")),
             );
@@ -554,24 +555,6 @@ fn findings(out: &mut String, list: &[Finding], with_evidence: bool) {
 
 fn process_str(p: &ProcessRef) -> String {
     format!("{} (pid {}, uid {})", printable(&p.comm), p.tgid, p.uid)
-}
-
-/// Names come from processes and labels: control characters (a newline, a terminal escape)
-/// would forge lines or recolour the terminal, so they are shown escaped.
-fn printable(s: &str) -> String {
-    if s.chars().any(char::is_control) {
-        s.chars()
-            .flat_map(|c| {
-                if c.is_control() {
-                    c.escape_default().collect::<Vec<_>>()
-                } else {
-                    vec![c]
-                }
-            })
-            .collect()
-    } else {
-        s.to_string()
-    }
 }
 
 /// `2026-11-29 00:18:02`: the text table's time, to the second.

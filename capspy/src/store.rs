@@ -312,7 +312,21 @@ impl Store {
             found
         };
 
+        // capspy makes its stores in an empty file. A SQLite database without tables is someone
+        // else's, and initializing it could fail half-way after writing to it.
+        if matches!(found, Found::Empty) && file_len(path)? > 0 {
+            return Err(StoreError::NotAStore {
+                path: path.to_path_buf(),
+                reason: "a SQLite database without capspy's tables".into(),
+            });
+        }
+
         let mut conn = open_conn(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        // The schema goes in before the switch to WAL: in rollback mode a crash mid-way rolls the
+        // file back to empty, so the next start finds either nothing or a whole store.
+        if matches!(found, Found::Empty) {
+            init_schema(&mut conn)?;
+        }
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::NoWal {
@@ -325,9 +339,6 @@ impl Store {
              PRAGMA foreign_keys = ON;
              PRAGMA journal_size_limit = 67108864;",
         )?;
-        if matches!(found, Found::Empty) {
-            init_schema(&mut conn)?;
-        }
         Ok(Store {
             conn,
             path: path.to_path_buf(),
@@ -821,6 +832,16 @@ fn take_lock(path: &Path) -> Result<File, StoreError> {
 
 /// Checks, before SQLite sees it, that the path is a regular file that is empty or starts with
 /// the SQLite header: SQLite is then never pointed at arbitrary bytes.
+fn file_len(path: &Path) -> Result<u64, StoreError> {
+    fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|source| StoreError::Io {
+            action: "reading",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
 fn check_file(path: &Path) -> Result<(), StoreError> {
     let not_a_store = |reason: &str| StoreError::NotAStore {
         path: path.to_path_buf(),
@@ -1457,6 +1478,32 @@ mod tests {
         conn.execute_batch(&format!("{SCHEMA} PRAGMA application_id = 42;"))
             .unwrap();
         drop(conn);
+        assert_refused(&path, |e| matches!(e, StoreError::NotAStore { .. }));
+    }
+
+    #[test]
+    fn sqlite_file_without_tables_is_refused_untouched() {
+        let dir = TempDir::new();
+        // A database with only a header (found by fuzz/ store_file): accepting it as empty made
+        // open_writer write to it and then fail.
+        let path = dir.db();
+        let mut header = SQLITE_MAGIC.to_vec();
+        header.extend_from_slice(&[0x10, 0x00, 0x01, 0x01, 0x00, 0x40, 0x20, 0x20, 0x04]);
+        header.resize(101, 0);
+        for at in [0x34, 0x55, 0x64] {
+            header[at] = 0x0d;
+        }
+        fs::write(&path, &header).unwrap();
+        assert_refused(&path, |e| {
+            matches!(e, StoreError::NotAStore { .. } | StoreError::Corrupt { .. })
+        });
+        // A valid database that never had a table.
+        let path = dir.0.join("vacuumed.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("VACUUM")
+            .unwrap();
+        assert!(!bytes(&path).is_empty());
         assert_refused(&path, |e| matches!(e, StoreError::NotAStore { .. }));
     }
 

@@ -98,8 +98,9 @@ fn save(args: &SaveArgs) -> Result<i32> {
             .map(ToString::to_string)
             .collect();
         println!(
-            "{}\t{key}\trequired: {}",
+            "{}\t{}\trequired: {}",
             path.display(),
+            crate::text::printable(&key),
             if required.is_empty() {
                 "none".to_string()
             } else {
@@ -113,7 +114,11 @@ fn save(args: &SaveArgs) -> Result<i32> {
 fn check(args: &CheckArgs) -> Result<i32> {
     let all = Baselines::load_dir(&args.dir)?;
     for b in all.by_workload.values() {
-        println!("{}\t{}", b.file.display(), b.workload);
+        println!(
+            "{}\t{}",
+            b.file.display(),
+            crate::text::printable(&b.workload)
+        );
     }
     eprintln!(
         "capspy: {} baseline(s) in {} are valid",

@@ -122,7 +122,7 @@ async fn container_ids(name: &str, store_path: &Path) -> Result<(String, Vec<Str
     if let Some(docker) = Docker::connect().await
         && let Some(info) = docker.inspect(name).await?
     {
-        let short = info.id.get(..12).unwrap_or(&info.id).to_string();
+        let short = crate::text::short_id(&info.id).to_string();
         return Ok((format!("{} ({short})", info.name), vec![info.id]));
     }
     if store_path.exists()

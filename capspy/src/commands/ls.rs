@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::caps::Capability;
 use crate::store::{self, Store, Subject};
+use crate::text::{printable, short_id};
 use crate::workloads::{Inventory, Target, droppable, granted_of};
 
 #[derive(Debug, clap::Args)]
@@ -52,10 +53,7 @@ pub fn ls(args: &LsArgs) -> Result<i32> {
         let target = Target::Workload { key, containers };
         lines.push(line("workload", key, containers, &target, &store)?);
         for c in containers.iter().filter(|c| c.running) {
-            let name = c
-                .name
-                .clone()
-                .unwrap_or_else(|| c.key[..c.key.len().min(12)].into());
+            let name = c.name.clone().unwrap_or_else(|| short_id(&c.key).into());
             lines.push(line(
                 "container",
                 &name,
@@ -141,8 +139,12 @@ fn table(lines: &[Line], others: usize) -> String {
             out,
             "{indent}{} {}  image={}  instances={}{}\n{indent}    granted: {granted}\n{indent}    used: {used}\n{indent}    can drop: {drop}",
             l.kind,
-            l.name,
-            if l.image.is_empty() { "?" } else { &l.image },
+            printable(&l.name),
+            if l.image.is_empty() {
+                "?".into()
+            } else {
+                printable(&l.image)
+            },
             l.instances,
             if l.running { " (running)" } else { "" },
         );
@@ -154,4 +156,28 @@ fn table(lines: &[Line], others: usize) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_stay_on_their_line() {
+        let l = Line {
+            kind: "workload",
+            name: "compose:evil\nworkload fake".into(),
+            workload: String::new(),
+            image: "img\u{1b}[2J".into(),
+            instances: 1,
+            running: false,
+            granted: None,
+            used: vec![],
+            droppable: None,
+        };
+        let out = table(&[l], 0);
+        assert_eq!(out.lines().count(), 4, "{out}");
+        assert!(out.starts_with("workload compose:evil\\nworkload fake  image=img\\u{1b}[2J"));
+        assert!(!out.contains('\u{1b}'));
+    }
 }
