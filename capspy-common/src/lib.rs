@@ -33,6 +33,8 @@ pub mod globals {
     pub const CAP_CAPABLE_ABI: &str = "CAP_CAPABLE_ABI";
     /// `u32`: byte offset of `real_cred` in `struct task_struct` (from BTF); 0 when unknown.
     pub const TASK_REAL_CRED_OFFSET: &str = "TASK_REAL_CRED_OFFSET";
+    /// `u32`: byte offset of `comm` in `struct task_struct` (from BTF); 0 when unknown.
+    pub const TASK_COMM_OFFSET: &str = "TASK_COMM_OFFSET";
     /// `[CommPrefix; RUNTIME_COMMS_CAPACITY]`: container runtime processes (unused slots zero).
     pub const RUNTIME_COMMS: &str = "RUNTIME_COMMS";
     /// `[AddrRange; ADVISORY_FUNCS_CAPACITY]`: kernel functions on the call path of advisory
@@ -136,8 +138,10 @@ pub struct CheckKey {
 #[derive(Clone, Copy, Debug)]
 pub struct CheckStats {
     pub count: u64,
-    /// `bpf_ktime_get_boot_ns()` of the first and latest check.
+    /// `bpf_ktime_get_boot_ns()` of the first check.
     pub first_ns: u64,
+    /// The kernel writes `first_ns` here and never updates it (a clock read per check costs as
+    /// much as the rest of the hot path); userspace sets it to when it saw the count change.
     pub last_ns: u64,
     pub first_pid: u32,
     pub first_tgid: u32,

@@ -51,6 +51,9 @@ static CAP_CAPABLE_ABI: u8 = abi::OPTS;
 /// Byte offset of `real_cred` in `struct task_struct`, from BTF; 0 when unknown.
 #[unsafe(no_mangle)]
 static TASK_REAL_CRED_OFFSET: u32 = 0;
+/// Byte offset of `comm` in `struct task_struct`, from BTF; 0 when unknown.
+#[unsafe(no_mangle)]
+static TASK_COMM_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static RUNTIME_COMMS: [CommPrefix; RUNTIME_COMMS_CAPACITY] =
     [CommPrefix { value: 0, mask: 0 }; RUNTIME_COMMS_CAPACITY];
@@ -227,7 +230,8 @@ fn record<C: EbpfContext>(
         Some(arg) => (audit_class_from_arg(arg), CLASSIFIER_OPTS),
         None => call_path_class(ctx, cap),
     };
-    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // SAFETY: helper without preconditions.
+    let task = unsafe { bpf_get_current_task() };
     let key = CheckKey {
         // SAFETY: helper without preconditions.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
@@ -239,16 +243,18 @@ fn record<C: EbpfContext>(
         },
         audit,
         userns: userns_class(target_ns),
-        bucket: bucket_of(cred, &comm),
+        bucket: bucket_of(task, cred),
         padding: [0; 3],
     };
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_boot_ns() };
 
+    // A key seen before costs one lookup and one atomic add: no clock, no comm copy. The daemon
+    // dates the latest check by the sweep that sees the count change.
     if let Some(stats) = CHECKS.get_ptr_mut(key) {
-        bump(stats, now);
+        bump(stats);
         return;
     }
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
     let stats = CheckStats {
         count: 1,
         first_ns: now,
@@ -258,14 +264,14 @@ fn record<C: EbpfContext>(
         first_uid: bpf_get_current_uid_gid() as u32,
         classifier,
         padding: [0; 3],
-        first_comm: comm,
+        first_comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
     match CHECKS.insert(key, stats, u64::from(BPF_NOEXIST)) {
         Ok(()) => emit_sighting(ctx, &key, &stats),
         // Another CPU inserted the same key first: count on its entry.
         Err(e) if e == -libc_eexist() => {
             if let Some(stats) = CHECKS.get_ptr_mut(key) {
-                bump(stats, now);
+                bump(stats);
             }
         }
         Err(_) => count(counter::CHECKS_OVERFLOW),
@@ -274,13 +280,11 @@ fn record<C: EbpfContext>(
 
 /// Who the check is for: see [`BUCKET_APP`], [`BUCKET_RUNTIME`], [`BUCKET_BORROWED`].
 #[inline(always)]
-fn bucket_of(cred: u64, comm: &[u8; 16]) -> u8 {
-    if borrowed_credentials(cred) {
+fn bucket_of(task: u64, cred: u64) -> u8 {
+    if borrowed_credentials(task, cred) {
         return BUCKET_BORROWED;
     }
-    let head = u64::from_le_bytes([
-        comm[0], comm[1], comm[2], comm[3], comm[4], comm[5], comm[6], comm[7],
-    ]);
+    let head = comm_head(task);
     for prefix in &RUNTIME_COMMS {
         // SAFETY: global written by the loader.
         let prefix = unsafe { core::ptr::read_volatile(prefix) };
@@ -294,19 +298,32 @@ fn bucket_of(cred: u64, comm: &[u8; 16]) -> u8 {
     BUCKET_APP
 }
 
+/// The first 8 bytes of the task's comm, little-endian: enough for the runtime prefixes, and a
+/// third of the cost of `bpf_get_current_comm`'s 16-byte padded copy.
+#[inline(always)]
+fn comm_head(task: u64) -> u64 {
+    // SAFETY: global written by the loader.
+    let offset = unsafe { core::ptr::read_volatile(&TASK_COMM_OFFSET) };
+    if offset == 0 {
+        let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        return u64::from_le_bytes([
+            comm[0], comm[1], comm[2], comm[3], comm[4], comm[5], comm[6], comm[7],
+        ]);
+    }
+    // SAFETY: the read is checked; `task` is the current task.
+    unsafe { bpf_probe_read_kernel((task + u64::from(offset)) as *const u64) }.unwrap_or(0)
+}
+
 /// Whether the check's credentials are not the task's own (`override_creds()` is in effect).
 #[inline(always)]
-fn borrowed_credentials(cred: u64) -> bool {
+fn borrowed_credentials(task: u64, cred: u64) -> bool {
     // SAFETY: global written by the loader.
     let offset = unsafe { core::ptr::read_volatile(&TASK_REAL_CRED_OFFSET) };
     if offset == 0 {
         return false;
     }
-    // SAFETY: helper without preconditions; the read is checked.
-    let real_cred = unsafe {
-        let task = bpf_get_current_task();
-        bpf_probe_read_kernel((task + u64::from(offset)) as *const u64)
-    };
+    // SAFETY: the read is checked; `task` is the current task.
+    let real_cred = unsafe { bpf_probe_read_kernel((task + u64::from(offset)) as *const u64) };
     real_cred.is_ok_and(|real| real != cred)
 }
 
@@ -336,12 +353,11 @@ fn userns_class(target_ns: u64) -> u8 {
 }
 
 #[inline(always)]
-fn bump(stats: *mut CheckStats, now: u64) {
+fn bump(stats: *mut CheckStats) {
     // SAFETY: `stats` points into a map value that stays valid for this program run; the count
-    // is shared between CPUs, so it is added atomically. `last_ns` may race: any recent time will do.
+    // is shared between CPUs, so it is added atomically.
     unsafe {
         atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*stats).count, 1);
-        (*stats).last_ns = now;
     }
 }
 

@@ -11,6 +11,7 @@ use capspy_common::{CheckKey, CheckStats, FirstSighting, NewCgroup, counter, map
 use tokio::io::unix::AsyncFd;
 
 use crate::hook::{HookError, Tracer};
+use crate::profile::boot_ns;
 
 /// One aggregation key with its counts, as the kernel holds it.
 #[derive(Clone, Debug)]
@@ -38,6 +39,9 @@ pub struct Collector {
     sightings: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
     stacks: StdHashMap<CheckKey, Vec<u64>>,
+    /// Per key, the count at the last sweep and when that sweep first saw it (boot ns): the
+    /// kernel does not date repeated checks, see [`CheckStats::last_ns`].
+    latest: StdHashMap<CheckKey, (u64, u64)>,
     /// cgroups of first sightings not yet handed out by [`Collector::take_new_cgroups`].
     new_cgroups: Vec<u64>,
     /// Cgroup v2 directories as the kernel made them, when the `cgroup_mkdir` program attached.
@@ -62,6 +66,7 @@ impl Collector {
             sightings,
             counters,
             stacks: StdHashMap::new(),
+            latest: StdHashMap::new(),
             new_cgroups: Vec::new(),
             made_cgroups: tracer.take_map(maps::NEW_CGROUPS).ok(),
             made_paths: Vec::new(),
@@ -112,15 +117,18 @@ impl Collector {
         }
     }
 
-    /// Reads the aggregation map: every key whose cgroup passes `want`.
+    /// Reads the aggregation map: every key whose cgroup passes `want`. `last_ns` is the time of
+    /// the sweep that first saw the current count (exact for a key checked once).
     pub fn sweep(&mut self, want: impl Fn(u64) -> bool) -> Vec<Observation> {
         self.drain_sightings();
+        let now = boot_ns();
         let mut out = Vec::new();
         // Entries can be added while iterating; iteration errors only end this sweep early, and
         // the next sweep reads the same keys again.
         for entry in &self.checks {
-            let Ok((key, stats)) = entry else { break };
+            let Ok((key, mut stats)) = entry else { break };
             if want(key.cgroup_id) {
+                stats.last_ns = date_latest(&mut self.latest, key, &stats, now);
                 let stack = self.stacks.get(&key).cloned().unwrap_or_default();
                 out.push(Observation { key, stats, stack });
             }
@@ -141,6 +149,7 @@ impl Collector {
             // Already gone is fine: nothing else removes entries.
             let _ = self.checks.remove(key);
             self.stacks.remove(key);
+            self.latest.remove(key);
         }
     }
 
@@ -189,6 +198,28 @@ impl Collector {
     }
 }
 
+/// When the latest check of `key` happened, as well as a sweep at `now` can tell.
+fn date_latest(
+    latest: &mut StdHashMap<CheckKey, (u64, u64)>,
+    key: CheckKey,
+    stats: &CheckStats,
+    now: u64,
+) -> u64 {
+    let seen = latest.entry(key).or_insert_with(|| {
+        // Checked once: the kernel's first time is the latest. More: some time up to now.
+        let at = if stats.count <= 1 {
+            stats.first_ns
+        } else {
+            now
+        };
+        (stats.count, at)
+    });
+    if seen.0 != stats.count {
+        *seen = (stats.count, now);
+    }
+    seen.1
+}
+
 /// Copies a ring buffer record out, if it has the expected size.
 fn decode<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
     if bytes.len() < size_of::<T>() {
@@ -197,4 +228,58 @@ fn decode<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
     // SAFETY: T is plain repr(C) data (Pod); any bit pattern is a valid value and the length
     // was checked. The record may be unaligned, hence read_unaligned.
     Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(count: u64, first_ns: u64) -> CheckStats {
+        CheckStats {
+            count,
+            first_ns,
+            last_ns: first_ns,
+            first_pid: 1,
+            first_tgid: 1,
+            first_uid: 0,
+            classifier: 0,
+            padding: [0; 3],
+            first_comm: [0; 16],
+        }
+    }
+
+    #[test]
+    fn latest_check_is_dated_by_the_sweep_that_saw_the_count_change() {
+        let key = |cap| CheckKey {
+            cgroup_id: 7,
+            cap,
+            verdict: 0,
+            audit: 0,
+            userns: 0,
+            bucket: 0,
+            padding: [0; 3],
+        };
+        let mut latest = StdHashMap::new();
+        // One check: its own time.
+        assert_eq!(date_latest(&mut latest, key(1), &stats(1, 100), 1_000), 100);
+        // Already several when first swept: the sweep's time.
+        assert_eq!(
+            date_latest(&mut latest, key(2), &stats(5, 100), 1_000),
+            1_000
+        );
+        // Unchanged counts keep their time; a changed one takes the new sweep's.
+        assert_eq!(date_latest(&mut latest, key(1), &stats(1, 100), 2_000), 100);
+        assert_eq!(
+            date_latest(&mut latest, key(2), &stats(5, 100), 2_000),
+            1_000
+        );
+        assert_eq!(
+            date_latest(&mut latest, key(2), &stats(9, 100), 3_000),
+            3_000
+        );
+        assert_eq!(
+            date_latest(&mut latest, key(1), &stats(2, 100), 3_000),
+            3_000
+        );
+    }
 }

@@ -107,6 +107,7 @@ pub struct KernelInfo {
     pub abi: Option<btf::CapCapableAbi>,
     pub userns_level_offset: u32,
     pub task_real_cred_offset: u32,
+    pub task_comm_offset: u32,
     pub advisory_funcs: Vec<(String, AddrRange)>,
     pub kallsyms: Option<Kallsyms>,
     pub kallsyms_problem: Option<String>,
@@ -131,7 +132,7 @@ pub const ADVISORY_FUNCTIONS: &[&str] = &[
 
 impl KernelInfo {
     pub fn probe() -> Self {
-        let (btf, btf_problem, abi, userns_level_offset, task_real_cred_offset) =
+        let (btf, btf_problem, abi, userns_level_offset, task_real_cred_offset, task_comm_offset) =
             match btf::Btf::from_sys_fs() {
                 Ok(parsed) => {
                     let abi = parsed.cap_capable_abi().ok();
@@ -142,9 +143,10 @@ impl KernelInfo {
                         abi,
                         offset("user_namespace", "level"),
                         offset("task_struct", "real_cred"),
+                        offset("task_struct", "comm"),
                     )
                 }
-                Err(e) => (None, Some(e.to_string()), None, 0, 0),
+                Err(e) => (None, Some(e.to_string()), None, 0, 0, 0),
             };
         let (kallsyms, kallsyms_problem) = match Kallsyms::from_proc() {
             Ok(k) => (Some(k), None),
@@ -174,6 +176,7 @@ impl KernelInfo {
             abi,
             userns_level_offset,
             task_real_cred_offset,
+            task_comm_offset,
             advisory_funcs,
             kallsyms,
             kallsyms_problem,
@@ -303,6 +306,7 @@ fn load_object(kernel: &KernelInfo, sizes: MapSizes) -> Result<Ebpf, aya::EbpfEr
             &kernel.task_real_cred_offset,
             true,
         )
+        .override_global(globals::TASK_COMM_OFFSET, &kernel.task_comm_offset, true)
         .override_global(globals::ADVISORY_FUNCS, &ranges, true)
         .override_global(globals::RUNTIME_COMMS, &runtime_comm_prefixes(), true)
         .load(OBJECT)

@@ -868,24 +868,25 @@ pub struct BootClock {
 
 impl BootClock {
     pub fn now() -> Self {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes the timespec we pass.
-        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
-        let since_boot = Duration::new(
-            u64::try_from(ts.tv_sec).unwrap_or(0),
-            u32::try_from(ts.tv_nsec).unwrap_or(0),
-        );
         Self {
-            boot_epoch: SystemTime::now() - since_boot,
+            boot_epoch: SystemTime::now() - Duration::from_nanos(boot_ns()),
         }
     }
 
     pub fn wall_time(&self, boot_ns: u64) -> SystemTime {
         self.boot_epoch + Duration::from_nanos(boot_ns)
     }
+}
+
+/// `CLOCK_BOOTTIME` in nanoseconds: the clock of `bpf_ktime_get_boot_ns`.
+pub fn boot_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 fn comm_to_string(comm: &[u8; 16]) -> String {
