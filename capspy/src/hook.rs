@@ -10,8 +10,8 @@ use aya::{
     programs::{BtfTracePoint, FExit, KProbe, RawTracePoint, TracePoint},
 };
 use capspy_common::{
-    ADVISORY_FUNCS_CAPACITY, AddrRange, CommPrefix, RUNTIME_COMMS_CAPACITY, SITE_ALWAYS_WALK,
-    SYSCALL_SLOTS, abi, globals, maps, programs,
+    ADVISORY_FUNCS_CAPACITY, AddrRange, CommPrefix, KPROBE_ARGS_CAPACITY, RUNTIME_COMMS_CAPACITY,
+    SITE_ALWAYS_WALK, SYSCALL_SLOTS, abi, globals, maps, programs,
 };
 
 use crate::{btf, caps::Capability, kallsyms::Kallsyms};
@@ -100,8 +100,10 @@ fn format_failures(failures: &[(Method, String)]) -> String {
 }
 
 /// Facts about the running kernel that the program needs before it loads.
+///
+/// It keeps facts, not the parsed vmlinux BTF (about 10 MB): aya parses BTF again where it needs
+/// it (the loader, fexit and tp_btf attach), one copy at a time, so the daemon's peak stays low.
 pub struct KernelInfo {
-    btf: Option<aya::Btf>,
     /// Why there is no BTF, if there is none.
     pub btf_problem: Option<String>,
     pub abi: Option<btf::CapCapableAbi>,
@@ -132,13 +134,12 @@ pub const ADVISORY_FUNCTIONS: &[&str] = &[
 
 impl KernelInfo {
     pub fn probe() -> Self {
-        let (btf, btf_problem, abi, userns_level_offset, task_real_cred_offset, task_comm_offset) =
+        let (btf_problem, abi, userns_level_offset, task_real_cred_offset, task_comm_offset) =
             match btf::Btf::from_sys_fs() {
                 Ok(parsed) => {
                     let abi = parsed.cap_capable_abi().ok();
                     let offset = |s, m| parsed.struct_member_offset(s, m).unwrap_or(0);
                     (
-                        aya::Btf::from_sys_fs().ok(),
                         None,
                         abi,
                         offset("user_namespace", "level"),
@@ -146,7 +147,7 @@ impl KernelInfo {
                         offset("task_struct", "comm"),
                     )
                 }
-                Err(e) => (None, Some(e.to_string()), None, 0, 0, 0),
+                Err(e) => (Some(e.to_string()), None, 0, 0, 0),
             };
         let (kallsyms, kallsyms_problem) = match Kallsyms::from_proc() {
             Ok(k) => (Some(k), None),
@@ -171,7 +172,6 @@ impl KernelInfo {
             })
             .unwrap_or_default();
         Self {
-            btf,
             btf_problem,
             abi,
             userns_level_offset,
@@ -230,6 +230,7 @@ impl Tracer {
                         // cgroups may then stay unattributed.
                         log::warn!("cgroup creation is not traced ({why})");
                     }
+                    release_freed_memory();
                     return Ok(Self {
                         ebpf,
                         method,
@@ -265,11 +266,12 @@ pub fn attach_method(method: Method, kernel: &KernelInfo, sizes: MapSizes) -> Re
             .unwrap_or_else(|| "cap_capable's last parameter is neither opts nor audit".into());
         return Err(format!("cannot decode cap_capable's audit argument: {why}"));
     }
-    let mut ebpf = load_object(kernel, sizes).map_err(|e| format!("loading the object: {e}"))?;
+    let mut ebpf =
+        load_object(method, kernel, sizes).map_err(|e| format!("loading the object: {e}"))?;
     let attached = match method {
-        Method::Fexit => attach_fexit(&mut ebpf, kernel),
+        Method::Fexit => attach_fexit(&mut ebpf),
         Method::Kprobe => attach_kprobe(&mut ebpf),
-        Method::TpBtf => attach_tp_btf(&mut ebpf, kernel),
+        Method::TpBtf => attach_tp_btf(&mut ebpf),
         Method::RawTracepoint => attach_raw_tp(&mut ebpf),
         Method::Tracepoint => attach_tracepoint(&mut ebpf),
     };
@@ -280,7 +282,11 @@ pub fn attach_method(method: Method, kernel: &KernelInfo, sizes: MapSizes) -> Re
     Ok(ebpf)
 }
 
-fn load_object(kernel: &KernelInfo, sizes: MapSizes) -> Result<Ebpf, aya::EbpfError> {
+fn load_object(
+    method: Method,
+    kernel: &KernelInfo,
+    sizes: MapSizes,
+) -> Result<Ebpf, aya::EbpfError> {
     let self_tgid = std::process::id();
     let abi = match kernel.abi {
         Some(btf::CapCapableAbi::LegacyAudit) => abi::LEGACY_AUDIT,
@@ -290,10 +296,19 @@ fn load_object(kernel: &KernelInfo, sizes: MapSizes) -> Result<Ebpf, aya::EbpfEr
     for (slot, (_, range)) in ranges.iter_mut().zip(&kernel.advisory_funcs) {
         *slot = *range;
     }
+    // The loader reads /sys/kernel/btf/vmlinux itself, for relocations.
     EbpfLoader::new()
-        .btf(kernel.btf.as_ref())
         .map_max_entries(maps::CHECKS, sizes.checks)
         .map_max_entries(maps::SIGHTINGS, sizes.sightings_bytes)
+        // Only the kprobe method passes arguments through this map; others need no room.
+        .map_max_entries(
+            maps::KPROBE_ARGS,
+            if method == Method::Kprobe {
+                KPROBE_ARGS_CAPACITY
+            } else {
+                1
+            },
+        )
         .override_global(globals::SELF_TGID, &self_tgid, true)
         .override_global(globals::CAP_CAPABLE_ABI, &abi, true)
         .override_global(
@@ -344,6 +359,13 @@ fn runtime_comm_prefixes() -> [CommPrefix; RUNTIME_COMMS_CAPACITY] {
     out
 }
 
+/// Hands the heap pages freed after loading (BTF, relocation data) back to the system: a
+/// long-running daemon otherwise keeps its start-up peak as resident memory.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only releases free memory; it has no preconditions.
+    unsafe { libc::malloc_trim(0) };
+}
+
 type AttachResult = Result<(), aya::programs::ProgramError>;
 
 /// The `cgroup:cgroup_mkdir` tracepoint, for attribution of short-lived cgroups. Classic
@@ -370,13 +392,9 @@ fn attach_cgroup_mkdir(ebpf: &mut Ebpf) -> Result<(), String> {
     Ok(())
 }
 
-fn require_btf(kernel: &KernelInfo) -> Result<&aya::Btf, aya::programs::ProgramError> {
-    kernel.btf.as_ref().ok_or_else(|| {
-        aya::programs::ProgramError::Btf(aya::BtfError::FileError {
-            path: "/sys/kernel/btf/vmlinux".into(),
-            error: std::io::Error::from(std::io::ErrorKind::NotFound),
-        })
-    })
+/// The kernel's BTF, parsed for one attach and dropped after it.
+fn vmlinux_btf() -> Result<aya::Btf, aya::programs::ProgramError> {
+    Ok(aya::Btf::from_sys_fs()?)
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, aya::programs::ProgramError>
@@ -391,10 +409,10 @@ where
 
 // int cap_capable(const struct cred *cred, struct user_namespace *targ_ns, int cap,
 //                 unsigned int opts);
-fn attach_fexit(ebpf: &mut Ebpf, kernel: &KernelInfo) -> AttachResult {
-    let btf = require_btf(kernel)?;
+fn attach_fexit(ebpf: &mut Ebpf) -> AttachResult {
+    let btf = vmlinux_btf()?;
     let prog: &mut FExit = program(ebpf, programs::FEXIT)?;
-    prog.load("cap_capable", btf)?;
+    prog.load("cap_capable", &btf)?;
     prog.attach()?;
     Ok(())
 }
@@ -414,10 +432,10 @@ fn attach_kprobe(ebpf: &mut Ebpf) -> AttachResult {
 
 // TP_PROTO(const struct cred *cred, struct user_namespace *target_ns,
 //          const struct user_namespace *capable_ns, int cap, int ret)   (Linux 6.13+)
-fn attach_tp_btf(ebpf: &mut Ebpf, kernel: &KernelInfo) -> AttachResult {
-    let btf = require_btf(kernel)?;
+fn attach_tp_btf(ebpf: &mut Ebpf) -> AttachResult {
+    let btf = vmlinux_btf()?;
     let prog: &mut BtfTracePoint = program(ebpf, programs::TP_BTF)?;
-    prog.load("cap_capable", btf)?;
+    prog.load("cap_capable", &btf)?;
     prog.attach()?;
     Ok(())
 }
