@@ -2060,11 +2060,6 @@ impl Report {
         );
         let extra = self.inside(Variant::Capspy) - self.inside(Variant::Floor);
         let pieces = [
-            ("`bpf_ktime_get_boot_ns` (last seen)", self.helper("ktime")),
-            (
-                "`bpf_get_current_comm` (runtime bucket, first process)",
-                self.helper("comm"),
-            ),
             ("`bpf_get_current_cgroup_id`", self.helper("cgroup id")),
             (
                 "`bpf_probe_read_kernel` of `orig_ax` after `bpf_task_pt_regs` (syscall number \
@@ -2073,6 +2068,10 @@ impl Report {
             ),
             (
                 "`bpf_probe_read_kernel` of `task->real_cred` (borrowed credentials)",
+                self.helper("probe_read (task->real_cred)"),
+            ),
+            (
+                "`bpf_probe_read_kernel` of the first 8 bytes of `task->comm` (runtime bucket)",
                 self.helper("probe_read (task->real_cred)"),
             ),
             ("`bpf_get_current_pid_tgid`", self.helper("pid/tgid")),
@@ -2130,16 +2129,16 @@ impl Report {
              building the key, branches, bounds checks):\n\n{list}\
              - two inlined array lookups (call-site class, user namespace) and the \
              runtime-comm compare: ~1 ns each\n\n\
-             What would remove it: (1) the clock: stamp \"last seen\" \
-             in the daemon's sweep when a count changed (1 s resolution) or use \
-             `bpf_jiffies64`, instead of reading the clock on every check; (2) comm: compare \
-             the first 8 bytes of `task->comm` through a BTF pointer \
-             (`bpf_get_current_task_btf`), and copy the whole name only for a new key; (3) the \
-             two probe_reads: direct loads through BTF pointers (`task->real_cred`, and \
-             `orig_ax` from `bpf_task_pt_regs`, which returns a BTF pointer) are plain \
-             instructions the verifier guards, not helper calls. cgroup id and the hash update \
-             are the aggregation itself and stay; a per-CPU hash would drop the atomic, which \
-             only matters with many CPUs sharing a hot key. {reach}\n\n\
+             The clock (`bpf_ktime_get_boot_ns`, ~{ktime:.0} ns here) and the whole process name \
+             (`bpf_get_current_comm`, ~{comm:.0} ns) are read only for a key's first check: the \
+             daemon dates the latest check by the sweep that sees its count change.\n\n\
+             What would remove more: the three probe_reads could be direct loads through BTF \
+             pointers (`bpf_get_current_task_btf`, and `bpf_task_pt_regs`, which returns one), \
+             plain instructions the verifier guards rather than helper calls, on the hooks that \
+             allow them (fexit, tp_btf), or one read spanning `real_cred` to `comm`, which are \
+             neighbours in `task_struct`. cgroup id and the hash update are the aggregation \
+             itself and stay; a per-CPU hash would drop the atomic, which only matters with many \
+             CPUs sharing a hot key. {reach}\n\n\
              **The common check.** The overcommit check made by every private writable mmap \
              costs {mmap:.0} ns added with capspy ({im:.0} ns inside the program): its call-site \
              cache answers the audit class from an array, so it costs what a setuid check does. \
@@ -2164,11 +2163,18 @@ impl Report {
              run` reports as `losses.checks_overflow`; keys already in the map keep counting. \
              The daemon keeps the same counters for \
              each session in the store. \
-             KPROBE_ARGS is allocated although the tp_btf hook never uses it.\n\n\
+             KPROBE_ARGS has one entry unless the kprobe method is the one attached.\n\n\
              **Reading.** {reading}\n",
             bpftrace = d.median_added(Variant::Bpftrace),
+            ktime = self.helper("ktime"),
+            comm = self.helper("comm"),
             stream = d.median_added(Variant::Stream),
-            reach = if core_low >= floor {
+            reach = if d.floor_ratio() <= FLOOR_TARGET {
+                format!(
+                    "Those two cost ~{core_low:.0}–{core_high:.0} ns here against the floor's \
+                     {floor:.0} ns; the rest of capspy's work fits the ≤ 2× budget in this run."
+                )
+            } else if core_low >= floor {
                 format!(
                     "Those two cost at least ~{core_low:.0} ns here, as much as the floor's whole \
                      {floor:.0} ns, so ≤ 2× the floor is out of reach for a tracer that \
