@@ -18,9 +18,8 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, pt_regs},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_get_current_task_btf, bpf_get_current_uid_gid,
-        bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated::bpf_get_stack,
-        generated::bpf_task_pt_regs,
+        bpf_get_current_task_btf, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+        bpf_probe_read_kernel, generated::bpf_get_stack, generated::bpf_task_pt_regs,
     },
     macros::{btf_tracepoint, fexit, kprobe, kretprobe, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
@@ -231,7 +230,9 @@ fn record<C: EbpfContext>(
         None => call_path_class(ctx, cap),
     };
     // SAFETY: helper without preconditions.
-    let task = unsafe { bpf_get_current_task() };
+    let task = unsafe { bpf_get_current_task_btf() }
+        .cast::<u8>()
+        .cast_const();
     let key = CheckKey {
         // SAFETY: helper without preconditions.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
@@ -280,11 +281,28 @@ fn record<C: EbpfContext>(
 
 /// Who the check is for: see [`BUCKET_APP`], [`BUCKET_RUNTIME`], [`BUCKET_BORROWED`].
 #[inline(always)]
-fn bucket_of(task: u64, cred: u64) -> u8 {
-    if borrowed_credentials(task, cred) {
+fn bucket_of(task: *const u8, cred: u64) -> u8 {
+    // SAFETY: globals written by the loader.
+    let (real_cred_at, comm_at) = unsafe {
+        (
+            core::ptr::read_volatile(&TASK_REAL_CRED_OFFSET),
+            core::ptr::read_volatile(&TASK_COMM_OFFSET),
+        )
+    };
+    // `cred != current->real_cred`: `override_creds()` is in effect.
+    if real_cred_at != 0 && task_field(task, real_cred_at) != cred {
         return BUCKET_BORROWED;
     }
-    let head = comm_head(task);
+    // The first 8 bytes of the name: enough for the runtime prefixes, and a third of the cost of
+    // `bpf_get_current_comm`'s 16-byte padded copy.
+    let head = if comm_at == 0 {
+        let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        u64::from_le_bytes([
+            comm[0], comm[1], comm[2], comm[3], comm[4], comm[5], comm[6], comm[7],
+        ])
+    } else {
+        task_field(task, comm_at)
+    };
     for prefix in &RUNTIME_COMMS {
         // SAFETY: global written by the loader.
         let prefix = unsafe { core::ptr::read_volatile(prefix) };
@@ -298,33 +316,13 @@ fn bucket_of(task: u64, cred: u64) -> u8 {
     BUCKET_APP
 }
 
-/// The first 8 bytes of the task's comm, little-endian: enough for the runtime prefixes, and a
-/// third of the cost of `bpf_get_current_comm`'s 16-byte padded copy.
+/// 8 bytes of `struct task_struct` at `offset` (from BTF). A plain load, not a helper call: `task`
+/// comes from `bpf_get_current_task_btf`, so the verifier checks the access against the kernel's
+/// BTF (the offset is a read-only global it folds) and guards it against faults.
 #[inline(always)]
-fn comm_head(task: u64) -> u64 {
-    // SAFETY: global written by the loader.
-    let offset = unsafe { core::ptr::read_volatile(&TASK_COMM_OFFSET) };
-    if offset == 0 {
-        let comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        return u64::from_le_bytes([
-            comm[0], comm[1], comm[2], comm[3], comm[4], comm[5], comm[6], comm[7],
-        ]);
-    }
-    // SAFETY: the read is checked; `task` is the current task.
-    unsafe { bpf_probe_read_kernel((task + u64::from(offset)) as *const u64) }.unwrap_or(0)
-}
-
-/// Whether the check's credentials are not the task's own (`override_creds()` is in effect).
-#[inline(always)]
-fn borrowed_credentials(task: u64, cred: u64) -> bool {
-    // SAFETY: global written by the loader.
-    let offset = unsafe { core::ptr::read_volatile(&TASK_REAL_CRED_OFFSET) };
-    if offset == 0 {
-        return false;
-    }
-    // SAFETY: the read is checked; `task` is the current task.
-    let real_cred = unsafe { bpf_probe_read_kernel((task + u64::from(offset)) as *const u64) };
-    real_cred.is_ok_and(|real| real != cred)
+fn task_field(task: *const u8, offset: u32) -> u64 {
+    // SAFETY: see above; the verifier rejects the program if `offset` is not inside the struct.
+    unsafe { core::ptr::read_volatile(task.add(offset as usize).cast::<u64>()) }
 }
 
 #[inline(always)]
@@ -417,10 +415,11 @@ fn call_path_class<C: EbpfContext>(ctx: &C, cap: u8) -> (u8, u8) {
 /// (page faults, kernel threads) shares the last slot.
 #[inline(always)]
 fn current_syscall_slot() -> u32 {
-    // SAFETY: bpf_task_pt_regs returns the task's user-mode registers; the read is checked.
+    // SAFETY: bpf_task_pt_regs returns a BTF pointer to the task's user-mode registers: a plain
+    // load the verifier checks and guards.
     let nr = unsafe {
         let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
-        bpf_probe_read_kernel(&raw const (*regs).orig_rax).unwrap_or(u64::MAX)
+        core::ptr::read_volatile(&raw const (*regs).orig_rax)
     };
     let last = capspy_common::SYSCALL_SLOTS - 1;
     if nr < u64::from(last) {
