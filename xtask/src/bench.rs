@@ -2061,19 +2061,6 @@ impl Report {
         let extra = self.inside(Variant::Capspy) - self.inside(Variant::Floor);
         let pieces = [
             ("`bpf_get_current_cgroup_id`", self.helper("cgroup id")),
-            (
-                "`bpf_probe_read_kernel` of `orig_ax` after `bpf_task_pt_regs` (syscall number \
-                 for the call-site class)",
-                self.helper("probe_read (task->real_cred)"),
-            ),
-            (
-                "`bpf_probe_read_kernel` of `task->real_cred` (borrowed credentials)",
-                self.helper("probe_read (task->real_cred)"),
-            ),
-            (
-                "`bpf_probe_read_kernel` of the first 8 bytes of `task->comm` (runtime bucket)",
-                self.helper("probe_read (task->real_cred)"),
-            ),
             ("`bpf_get_current_pid_tgid`", self.helper("pid/tgid")),
         ];
         // The hash lookup on capspy's 16-byte key lies between a map add on one trivial key and
@@ -2127,18 +2114,19 @@ impl Report {
              with what each costs on this machine (bpftrace bodies over an empty one, same \
              stats; together ~{priced} ns, the rest being the program's own instructions: \
              building the key, branches, bounds checks):\n\n{list}\
+             - `bpf_get_current_task_btf` and `bpf_task_pt_regs`, then plain loads through \
+             those BTF pointers of `task->real_cred` (borrowed credentials), the first 8 bytes \
+             of `task->comm` (runtime bucket) and `orig_ax` (syscall number for the call-site \
+             class): instructions the verifier guards, not helper calls (a \
+             `bpf_probe_read_kernel` would cost ~{probe:.0} ns each)\n\
              - two inlined array lookups (call-site class, user namespace) and the \
              runtime-comm compare: ~1 ns each\n\n\
              The clock (`bpf_ktime_get_boot_ns`, ~{ktime:.0} ns here) and the whole process name \
              (`bpf_get_current_comm`, ~{comm:.0} ns) are read only for a key's first check: the \
              daemon dates the latest check by the sweep that sees its count change.\n\n\
-             What would remove more: the three probe_reads could be direct loads through BTF \
-             pointers (`bpf_get_current_task_btf`, and `bpf_task_pt_regs`, which returns one), \
-             plain instructions the verifier guards rather than helper calls, on the hooks that \
-             allow them (fexit, tp_btf), or one read spanning `real_cred` to `comm`, which are \
-             neighbours in `task_struct`. cgroup id and the hash update are the aggregation \
-             itself and stay; a per-CPU hash would drop the atomic, which only matters with many \
-             CPUs sharing a hot key. {reach}\n\n\
+             What is left is the aggregation itself: the cgroup id and the hash update stay; \
+             a per-CPU hash would drop the atomic, which only matters with many CPUs sharing a \
+             hot key. {reach}\n\n\
              **The common check.** The overcommit check made by every private writable mmap \
              costs {mmap:.0} ns added with capspy ({im:.0} ns inside the program): its call-site \
              cache answers the audit class from an array, so it costs what a setuid check does. \
@@ -2167,6 +2155,7 @@ impl Report {
              **Reading.** {reading}\n",
             bpftrace = d.median_added(Variant::Bpftrace),
             ktime = self.helper("ktime"),
+            probe = self.helper("probe_read (task->real_cred)"),
             comm = self.helper("comm"),
             stream = d.median_added(Variant::Stream),
             reach = if d.floor_ratio() <= FLOOR_TARGET {
@@ -2178,21 +2167,19 @@ impl Report {
                 format!(
                     "Those two cost at least ~{core_low:.0} ns here, as much as the floor's whole \
                      {floor:.0} ns, so ≤ 2× the floor is out of reach for a tracer that \
-                     aggregates by cgroup in the kernel; the bpftrace ratio is the target the \
-                     changes above can reach."
+                     aggregates by cgroup in the kernel."
                 )
             } else if core_high >= floor {
                 format!(
                     "Those two cost ~{core_low:.0}–{core_high:.0} ns here against the floor's \
-                     {floor:.0} ns: ≤ 2× the floor leaves no room for anything else, so it is \
-                     likely out of reach for a tracer that aggregates by cgroup in the kernel, \
-                     while the bpftrace ratio is within reach of the changes above."
+                     {floor:.0} ns: ≤ 2× the floor leaves almost no room for the key's \
+                     classification (audit class, bucket, user namespace)."
                 )
             } else {
                 format!(
                     "Those two cost ~{core_low:.0}–{core_high:.0} ns here against the floor's \
-                     {floor:.0} ns, so with the changes above capspy's work could fit in the ≤ 2× \
-                     budget."
+                     {floor:.0} ns; the rest of the excess is the key's classification (audit \
+                     class, bucket, user namespace)."
                 )
             },
             fr = d.floor_ratio(),
