@@ -2134,11 +2134,10 @@ impl Report {
              would pay `bpf_get_stack` every time.\n\n\
              **The daemon.** {cpu:.2}% of a core at {rate} checks per second (target < 1%: \
              {cv}); its CPU does not depend on the check rate (the kernel aggregates) but on \
-             what it does once per sweep for every key: {profile} Two things it does every sweep for every key: symbolize its \
-             call path again and rewrite its row into the store, changed or not; holding the \
-             keys of {n} containers the idle daemon took {idle:.2}% of a core{scale_profile}. \
-             What would remove most of it: symbolize a key once (keep the names with the key) \
-             and write only keys whose count changed since the last sweep. \
+             what it does once per sweep: read every key of the map and write (and symbolize) only the \
+             keys whose count changed since the last sweep; {profile} Holding the keys of {n} \
+             containers, the idle daemon took {idle:.2}% of a core{scale_profile}: reading the \
+             map key by key (one syscall each) and checking that each cgroup still exists. \
              Resident memory {rss:.1} MB ({anon:.1} \
              MB anonymous, {file:.1} MB of mapped binary), peak {hwm:.1} MB (target < 30 MB: \
              steady {rv}, peak {hv}); {peak_note}\n\n\
