@@ -225,14 +225,14 @@ fn record<C: EbpfContext>(
     let Ok(cap) = u8::try_from(cap) else {
         return;
     };
-    let (audit, classifier) = match last_arg {
-        Some(arg) => (audit_class_from_arg(arg), CLASSIFIER_OPTS),
-        None => call_path_class(ctx, cap),
-    };
     // SAFETY: helper without preconditions.
     let task = unsafe { bpf_get_current_task_btf() }
         .cast::<u8>()
         .cast_const();
+    let (audit, classifier) = match last_arg {
+        Some(arg) => (audit_class_from_arg(arg), CLASSIFIER_OPTS),
+        None => call_path_class(ctx, cap, task),
+    };
     let key = CheckKey {
         // SAFETY: helper without preconditions.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
@@ -385,8 +385,8 @@ fn audit_class_from_arg(arg: u64) -> u8 {
 /// loader marked as reaching one capability both ways (e.g. SYS_ADMIN in clone(CLONE_NEWNS),
 /// after dup_mmap's advisory check).
 #[inline(always)]
-fn call_path_class<C: EbpfContext>(ctx: &C, cap: u8) -> (u8, u8) {
-    let slot = u32::from(cap) * capspy_common::SYSCALL_SLOTS + current_syscall_slot();
+fn call_path_class<C: EbpfContext>(ctx: &C, cap: u8, task: *const u8) -> (u8, u8) {
+    let slot = u32::from(cap) * capspy_common::SYSCALL_SLOTS + current_syscall_slot(task);
     let cached = CALL_SITE_CLASS.get_ptr_mut(slot);
     // SAFETY: points into an array map value.
     let site = cached.map_or(SITE_UNKNOWN, |c| unsafe { *c });
@@ -414,11 +414,11 @@ fn call_path_class<C: EbpfContext>(ctx: &C, cap: u8) -> (u8, u8) {
 /// The syscall the current task is in, as a slot of [`CALL_SITE_CLASS`]; everything out of range
 /// (page faults, kernel threads) shares the last slot.
 #[inline(always)]
-fn current_syscall_slot() -> u32 {
+fn current_syscall_slot(task: *const u8) -> u32 {
     // SAFETY: bpf_task_pt_regs returns a BTF pointer to the task's user-mode registers: a plain
     // load the verifier checks and guards.
     let nr = unsafe {
-        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
+        let regs = bpf_task_pt_regs(task.cast_mut().cast()) as *const pt_regs;
         core::ptr::read_volatile(&raw const (*regs).orig_rax)
     };
     let last = capspy_common::SYSCALL_SLOTS - 1;
