@@ -111,7 +111,8 @@ pub struct KernelInfo {
     pub task_real_cred_offset: u32,
     pub task_comm_offset: u32,
     pub advisory_funcs: Vec<(String, AddrRange)>,
-    pub kallsyms: Option<Kallsyms>,
+    /// Why /proc/kallsyms is unusable, if it is. The table itself (about 6 MB) is not kept: see
+    /// [`KernelInfo::symbols`].
     pub kallsyms_problem: Option<String>,
 }
 
@@ -149,6 +150,8 @@ impl KernelInfo {
                 }
                 Err(e) => (Some(e.to_string()), None, 0, 0, 0),
             };
+        // Only the advisory functions' ranges are kept; the table is dropped before attaching,
+        // when aya parses BTF, to keep the start-up peak low.
         let (kallsyms, kallsyms_problem) = match Kallsyms::from_proc() {
             Ok(k) => (Some(k), None),
             Err(e) => (None, Some(e.to_string())),
@@ -178,9 +181,19 @@ impl KernelInfo {
             task_real_cred_offset,
             task_comm_offset,
             advisory_funcs,
-            kallsyms,
             kallsyms_problem,
         }
+    }
+
+    /// The kernel symbol table, to name call paths: read again when needed, after attaching and
+    /// before dropping privileges (kernel addresses are shown only to CAP_SYSLOG).
+    pub fn symbols(&self) -> Option<Kallsyms> {
+        if self.kallsyms_problem.is_some() {
+            return None;
+        }
+        let symbols = Kallsyms::from_proc().ok();
+        release_freed_memory();
+        symbols
     }
 }
 
@@ -359,7 +372,7 @@ fn runtime_comm_prefixes() -> [CommPrefix; RUNTIME_COMMS_CAPACITY] {
     out
 }
 
-/// Hands the heap pages freed after loading (BTF, relocation data) back to the system: a
+/// Hands freed heap pages (BTF, relocation data, parsing buffers) back to the system: a
 /// long-running daemon otherwise keeps its start-up peak as resident memory.
 fn release_freed_memory() {
     // SAFETY: malloc_trim only releases free memory; it has no preconditions.

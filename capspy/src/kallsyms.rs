@@ -2,7 +2,8 @@
 //! functions by name and stack addresses back to functions.
 
 use std::{
-    fs, io,
+    fs,
+    io::{self, BufRead as _},
     ops::Range,
     path::{Path, PathBuf},
 };
@@ -60,6 +61,84 @@ pub struct Kallsyms {
     by_addr: Vec<u32>,
 }
 
+/// A [`Kallsyms`] being parsed, one line at a time.
+struct Builder {
+    names: String,
+    symbols: Vec<Symbol>,
+}
+
+impl Builder {
+    /// `text_len`: the size of the whole text, when known, to allocate once.
+    fn with_capacity(text_len: usize) -> Self {
+        // Names make up roughly half of each line.
+        Self {
+            names: String::with_capacity(text_len / 2),
+            symbols: Vec::with_capacity(text_len / 40),
+        }
+    }
+
+    /// Adds line `i` (0-based), without its newline.
+    fn line(&mut self, i: usize, line: &str) -> Result<(), KallsymsError> {
+        if line.is_empty() {
+            return Ok(());
+        }
+        let malformed = |reason| KallsymsError::Malformed {
+            line: i + 1,
+            reason,
+        };
+        let (addr, rest) = line
+            .split_once(' ')
+            .ok_or_else(|| malformed("expected `<address> <type> <name>`"))?;
+        let addr =
+            u64::from_str_radix(addr, 16).map_err(|_| malformed("address is not hexadecimal"))?;
+        let (kind, rest) = rest
+            .split_once(' ')
+            .ok_or_else(|| malformed("expected `<address> <type> <name>`"))?;
+        let &[kind] = kind.as_bytes() else {
+            return Err(malformed("symbol type is not a single character"));
+        };
+        // Module symbols carry a `\t[module]` suffix.
+        let name = rest.split_once('\t').map_or(rest, |(name, _)| name);
+        if name.is_empty() {
+            return Err(malformed("empty symbol name"));
+        }
+        let name_start = u32::try_from(self.names.len()).map_err(|_| KallsymsError::TooLarge)?;
+        let name_len = u32::try_from(name.len()).map_err(|_| KallsymsError::TooLarge)?;
+        self.names.push_str(name);
+        self.symbols.push(Symbol {
+            addr,
+            name_start,
+            name_len,
+            kind,
+        });
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Kallsyms, KallsymsError> {
+        let symbols = &self.symbols;
+        if symbols.is_empty() {
+            return Err(KallsymsError::Empty);
+        }
+        if symbols.iter().all(|s| s.addr == 0) {
+            return Err(KallsymsError::AddressesHidden);
+        }
+        u32::try_from(symbols.len()).map_err(|_| KallsymsError::TooLarge)?;
+        let mut by_addr: Vec<u32> = (0..symbols.len())
+            .filter(|&i| !symbols[i].is_absolute())
+            .filter_map(|i| u32::try_from(i).ok())
+            .collect();
+        // Stable and nearly sorted input already (vmlinux is listed in address order).
+        by_addr.sort_by_key(|&i| symbols[i as usize].addr);
+        self.names.shrink_to_fit();
+        self.symbols.shrink_to_fit();
+        Ok(Kallsyms {
+            names: self.names,
+            symbols: self.symbols,
+            by_addr,
+        })
+    }
+}
+
 impl std::fmt::Debug for Kallsyms {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Kallsyms")
@@ -83,11 +162,22 @@ impl Kallsyms {
     /// # Errors
     /// As [`Kallsyms::from_proc`].
     pub fn from_path(path: &Path) -> Result<Self, KallsymsError> {
-        let text = fs::read_to_string(path).map_err(|source| KallsymsError::Io {
+        let io_error = |source| KallsymsError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-        Self::parse(&text)
+        };
+        // Line by line: the whole text (about 5 MB) would double the memory the table needs.
+        let mut reader = io::BufReader::new(fs::File::open(path).map_err(io_error)?);
+        let mut table = Builder::with_capacity(0);
+        let mut line = String::new();
+        for i in 0.. {
+            line.clear();
+            if reader.read_line(&mut line).map_err(io_error)? == 0 {
+                break;
+            }
+            table.line(i, line.trim_end_matches('\n'))?;
+        }
+        table.finish()
     }
 
     /// Parses text in `/proc/kallsyms` format: `<hex addr> <type> <name>[\t[module]]`.
@@ -96,61 +186,11 @@ impl Kallsyms {
     /// [`KallsymsError::Malformed`] for a bad line, [`KallsymsError::Empty`] for no
     /// symbols, [`KallsymsError::AddressesHidden`] if every address is zero.
     pub fn parse(text: &str) -> Result<Self, KallsymsError> {
-        // Names make up roughly half of each line.
-        let mut names = String::with_capacity(text.len() / 2);
-        let mut symbols = Vec::with_capacity(text.len() / 40);
+        let mut table = Builder::with_capacity(text.len());
         for (i, line) in text.lines().enumerate() {
-            if line.is_empty() {
-                continue;
-            }
-            let malformed = |reason| KallsymsError::Malformed {
-                line: i + 1,
-                reason,
-            };
-            let (addr, rest) = line
-                .split_once(' ')
-                .ok_or_else(|| malformed("expected `<address> <type> <name>`"))?;
-            let addr = u64::from_str_radix(addr, 16)
-                .map_err(|_| malformed("address is not hexadecimal"))?;
-            let (kind, rest) = rest
-                .split_once(' ')
-                .ok_or_else(|| malformed("expected `<address> <type> <name>`"))?;
-            let &[kind] = kind.as_bytes() else {
-                return Err(malformed("symbol type is not a single character"));
-            };
-            // Module symbols carry a `\t[module]` suffix.
-            let name = rest.split_once('\t').map_or(rest, |(name, _)| name);
-            if name.is_empty() {
-                return Err(malformed("empty symbol name"));
-            }
-            let name_start = u32::try_from(names.len()).map_err(|_| KallsymsError::TooLarge)?;
-            let name_len = u32::try_from(name.len()).map_err(|_| KallsymsError::TooLarge)?;
-            names.push_str(name);
-            symbols.push(Symbol {
-                addr,
-                name_start,
-                name_len,
-                kind,
-            });
+            table.line(i, line)?;
         }
-        if symbols.is_empty() {
-            return Err(KallsymsError::Empty);
-        }
-        if symbols.iter().all(|s| s.addr == 0) {
-            return Err(KallsymsError::AddressesHidden);
-        }
-        u32::try_from(symbols.len()).map_err(|_| KallsymsError::TooLarge)?;
-        let mut by_addr: Vec<u32> = (0..symbols.len())
-            .filter(|&i| !symbols[i].is_absolute())
-            .filter_map(|i| u32::try_from(i).ok())
-            .collect();
-        // Stable and nearly sorted input already (vmlinux is listed in address order).
-        by_addr.sort_by_key(|&i| symbols[i as usize].addr);
-        Ok(Self {
-            names,
-            symbols,
-            by_addr,
-        })
+        table.finish()
     }
 
     /// Number of symbols.
@@ -237,6 +277,37 @@ ffffffff82a00100 d cap_capable
 ffffffffc0201000 t ftrace_trampoline\t[__builtin__ftrace]
 ffffffffc0300000 T nf_tables_init\t[nf_tables]
 ";
+
+    #[test]
+    fn a_file_reads_like_its_text() {
+        let path = std::env::temp_dir().join(format!("capspy-kallsyms-{}", std::process::id()));
+        // Without the final newline too: the last line still counts.
+        fs::write(&path, SAMPLE.trim_end()).unwrap();
+        let from_file = Kallsyms::from_path(&path).unwrap();
+        fs::remove_file(&path).unwrap();
+        let from_text = Kallsyms::parse(SAMPLE).unwrap();
+        assert_eq!(from_file.len(), from_text.len());
+        for name in [
+            "cap_capable",
+            "init_cred",
+            "nf_tables_init",
+            "cap_mmap_addr_alias",
+        ] {
+            assert_eq!(from_file.address(name), from_text.address(name), "{name}");
+        }
+        assert_eq!(
+            from_file.symbolize(0xffff_ffff_81a8_2a90),
+            Some(("cap_capable", 0x10))
+        );
+        // A bad line is reported with its number, as from text.
+        fs::write(&path, "ffffffff81000000 T a\nnot-hex T b\n").unwrap();
+        let err = Kallsyms::from_path(&path).unwrap_err();
+        fs::remove_file(&path).unwrap();
+        assert!(
+            matches!(err, KallsymsError::Malformed { line: 2, .. }),
+            "{err}"
+        );
+    }
 
     #[test]
     fn address_lookup() {

@@ -53,7 +53,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         sightings_bytes: args.ring_buffer_bytes,
     };
     let mut tracer = Tracer::attach_sized(args.hook, &kernel, sizes)?;
-    let mut recorder = Recorder::new(&mut tracer, store, root, kernel.kallsyms).await?;
+    let mut recorder = Recorder::new(&mut tracer, store, root, kernel.symbols()).await?;
     // Attached, maps and store open: nothing left needs a capability.
     privilege::drop_all()?;
     eprintln!(

@@ -113,10 +113,11 @@ pub async fn run(args: RunArgs) -> Result<i32> {
             (subject, Box::new(move |id| ids.contains(&id)))
         }
     };
+    let symbols = kernel.symbols();
     let rows: Vec<CheckRow> = collector
         .sweep(wanted)
         .iter()
-        .map(|o| CheckRow::from_observation(o, &clock, kernel.kallsyms.as_ref()))
+        .map(|o| CheckRow::from_observation(o, &clock, symbols.as_ref()))
         .collect();
     let report = Report::new(
         subject,

@@ -61,7 +61,7 @@ pub async fn watch(args: WatchArgs) -> Result<i32> {
         sightings_bytes: rec.ring_buffer_bytes,
     };
     let mut tracer = Tracer::attach_sized(rec.hook, &kernel, sizes)?;
-    let mut recorder = Recorder::new(&mut tracer, store, root, kernel.kallsyms).await?;
+    let mut recorder = Recorder::new(&mut tracer, store, root, kernel.symbols()).await?;
     // Attached, maps, store, alerts file and socket open: nothing left needs a capability.
     privilege::drop_all()?;
 
