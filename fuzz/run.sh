@@ -4,9 +4,10 @@
 #
 #   fuzz/run.sh [SECONDS] [TARGET...]
 #
-# New corpus entries go to fuzz/target/corpus-new/<target>/ (the committed corpus is only read),
-# unless FUZZ_GROW=1, which adds them to fuzz/corpus/<target>/. A crash leaves its input in
-# fuzz/artifacts/<target>/ and fails the run; every target still runs. Exits 0 when all ran clean.
+# The crashes kept in fuzz/artifacts/<target>/ are replayed with the corpus. New corpus entries go
+# to fuzz/target/corpus-new/<target>/ (the committed corpus is only read), unless FUZZ_GROW=1,
+# which adds them to fuzz/corpus/<target>/. A crash leaves its input in fuzz/artifacts/<target>/
+# and fails the run; every target still runs. Exits 0 when all ran clean.
 #
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`), plus what building
 # capspy needs (`cargo xtask setup`: bpf-linker and nightly rust-src).
@@ -30,11 +31,13 @@ failed=()
 for t in "${targets[@]}"; do
     seeds=corpus/$t
     mkdir -p "$seeds" "artifacts/$t"
+    # The first folder receives new inputs; the others are only read. Crashes found before (kept
+    # in artifacts/) are replayed first, so a regression fails at once.
     if [ "${FUZZ_GROW:-0}" = 1 ]; then
-        dirs=("$seeds")
+        dirs=("$seeds" "artifacts/$t")
     else
         mkdir -p "target/corpus-new/$t"
-        dirs=("target/corpus-new/$t" "$seeds")
+        dirs=("target/corpus-new/$t" "$seeds" "artifacts/$t")
     fi
     case $t in
         # Whole SQLite files: the seeds are a real store (48 KiB).
