@@ -2107,7 +2107,8 @@ impl Report {
              floor's added cost is almost only the hook itself (the tp_btf trampoline around a \
              one-instruction program), so 2× the floor leaves capspy about {budget:.0} ns for all \
              its work; bpftrace's one-liner pays the classic tracepoint (the event record is built \
-             before the program runs) and a hash update, which sets a third of it at {third:.0} ns.\n\n\
+             before the program runs) and a hash update, which sets a third of it at {third:.0} ns.\
+             {third_note}\n\n\
              **Where capspy's time goes.** Inside its program a check takes {ic:.0} ns against \
              {ifl:.0} ns for the floor's (kernel BPF stats; both include the stats' own two \
              clock reads), so about {extra:.0} ns of capspy's work per check. Its hot path calls, \
@@ -2187,6 +2188,20 @@ impl Report {
             bv = verdict(d.bpftrace_ratio() <= BPFTRACE_TARGET),
             budget = 2.0 * floor,
             third = d.median_added(Variant::Bpftrace) / 3.0,
+            third_note = if floor >= d.median_added(Variant::Bpftrace) / 3.0 {
+                format!(
+                    " That is less than the floor itself adds ({floor:.0} ns): on this machine no \
+                     program on capspy's hook, however small, can be within a third of \
+                     bpftrace's cost, so the two targets cannot both be met here{}.",
+                    if d.floor_ratio() <= FLOOR_TARGET {
+                        "; capspy meets the one measured against its own hook"
+                    } else {
+                        ""
+                    }
+                )
+            } else {
+                String::new()
+            },
             ic = self.inside(Variant::Capspy),
             ifl = self.inside(Variant::Floor),
             mmap = d
