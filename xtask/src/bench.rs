@@ -1642,7 +1642,17 @@ impl Machine {
             )
             .unwrap_or_default()
         };
-        let dirty = if git(&["status", "--porcelain", "--untracked-files=no"]).is_empty() {
+        // BENCHMARKS.md itself is the previous run's output, not a change to what is measured.
+        let dirty = if git(&[
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":(exclude)BENCHMARKS.md",
+        ])
+        .is_empty()
+        {
             ""
         } else {
             " with uncommitted changes"
