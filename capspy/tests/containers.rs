@@ -385,6 +385,46 @@ fn run_container_profiles_what_the_command_started(t: &mut Ctx) {
     assert_eq!(run["subject"]["kind"], "container", "{run:#}");
     assert_eq!(required(&run), ["CHOWN", "NET_RAW"], "{run:#}");
 
+    // A container someone else starts meanwhile is not the command's (capspy has the client
+    // write the id it creates, with --cidfile).
+    let own = format!("capspy-t-own-{}", t.tag);
+    let outsider = format!("capspy-t-outsider-{}", t.tag);
+    t.cleanup.containers.push(own.clone());
+    let mut traced = Command::new(CAPSPY)
+        .args(["run", "--container", "--format", "json", "--output"])
+        .arg(t.dir.join("own.json"))
+        .args([
+            "--",
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--name",
+            &own,
+        ])
+        .args([IMAGE, "sh", "-c", "sleep 2; touch /tmp/x && chown 7 /tmp/x"])
+        .spawn()
+        .unwrap();
+    // Start the outsider only once the traced container runs, so it is new to capspy too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !Command::new("docker")
+        .args(["inspect", "--format", "{{.State.Running}}", &own])
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"true"))
+    {
+        assert!(std::time::Instant::now() < deadline, "{own} never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    run_container(&mut t.cleanup, &outsider, "ping -c 1 127.0.0.1");
+    assert!(traced.wait().unwrap().success());
+    let own_run: Value =
+        serde_json::from_str(&std::fs::read_to_string(t.dir.join("own.json")).unwrap()).unwrap();
+    assert_eq!(own_run["subject"]["kind"], "container", "{own_run:#}");
+    assert_eq!(own_run["subject"]["name"], own.as_str(), "{own_run:#}");
+    assert_eq!(required(&own_run), ["CHOWN"], "{own_run:#}");
+    wait_exited(&[&outsider]);
+
     // `docker run -d` returns at once: capspy waits for the container itself.
     let detached = format!("capspy-t-detached-{}", t.tag);
     t.cleanup.containers.push(detached.clone());

@@ -13,7 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cgroup::{self, OwnedCgroup};
 use crate::collector::Collector;
-use crate::container_watch::ContainerWatch;
+use crate::container_watch::{self, ContainerWatch};
 use crate::hook::{HookChoice, KernelInfo, Tracer};
 use crate::privilege;
 use crate::profile::{BootClock, CheckRow, Profile};
@@ -62,13 +62,21 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
 
-    let mut watch = if args.container {
-        Some(ContainerWatch::begin(root.clone()).await?)
-    } else {
-        None
-    };
-    let (exit_code, interrupted) = match spawn_in(&group, &args.command) {
-        Ok(child) => supervise(child, &group, &mut collector, watch.as_mut()).await?,
+    let mut command = args.command.clone();
+    let mut watch = None;
+    let mut scratch = None;
+    if args.container {
+        let mut w = ContainerWatch::begin(root.clone()).await?;
+        let dir = ScratchDir::create(&format!("{CGROUP_PREFIX}{}", std::process::id()))?;
+        if let Some((with, cidfile)) = container_watch::with_cidfile(&command, &dir.0.join("cid")) {
+            command = with;
+            w.only_from(cidfile);
+        }
+        watch = Some(w);
+        scratch = Some(dir);
+    }
+    let supervised = match spawn_in(&group, &command) {
+        Ok(child) => supervise(child, &group, &mut collector, watch.as_mut()).await,
         Err(e) => {
             let code = match e.kind() {
                 std::io::ErrorKind::NotFound => 127,
@@ -78,6 +86,11 @@ pub async fn run(args: RunArgs) -> Result<i32> {
             return Ok(code);
         }
     };
+    if let Some(w) = &mut watch {
+        w.settle();
+    }
+    drop(scratch);
+    let (exit_code, interrupted) = supervised?;
 
     let cgroup_id = group.id();
     let (subject, wanted): (Subject, Box<dyn Fn(u64) -> bool>) = match &watch {
@@ -223,6 +236,29 @@ async fn supervise(
         }
     }
     Ok((exit_code, interrupted))
+}
+
+/// A private folder under the temp dir (for the client's cidfile), removed on drop.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn create(name: &str) -> Result<Self> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let path = std::env::temp_dir().join(name);
+        // A leftover from a killed run of the same pid.
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn emit(text: &str, output: Option<&std::path::Path>) -> Result<()> {
