@@ -69,7 +69,8 @@ impl Inventory {
 
     /// Finds what NAME means, in this order: a workload key; a container name (several
     /// instances of one name, e.g. after restarts, mean their workload); a container id prefix;
-    /// the last part of a workload key (`pinger` for `image:busybox/pinger`).
+    /// a systemd service (`nginx.service`) or `host`; the last part of a workload key (`pinger`
+    /// for `image:busybox/pinger`) or a service without `.service` (`nginx`).
     pub fn find(&self, name: &str) -> Result<Target<'_>, LookupError> {
         if let Some((key, containers)) = self.workloads.get_key_value(name) {
             return Ok(Target::Workload { key, containers });
@@ -96,6 +97,9 @@ impl Inventory {
                 many => return Err(ambiguous(name, many.iter().map(|c| c.key.clone()))),
             }
         }
+        if let Some(group) = self.others.iter().find(|s| s.key == name) {
+            return Ok(Target::HostGroup(group));
+        }
         let by_tail: Vec<&String> = self
             .workloads
             .keys()
@@ -103,12 +107,27 @@ impl Inventory {
             .collect();
         let not_found = || LookupError::NotFound {
             name: name.into(),
-            known: self.workloads.keys().cloned().collect(),
+            known: self
+                .workloads
+                .keys()
+                .chain(self.others.iter().map(|s| &s.key))
+                .cloned()
+                .collect(),
         };
-        match by_tail.as_slice() {
-            [key] => self.workload(key).ok_or_else(not_found),
-            [] => Err(not_found()),
-            many => Err(ambiguous(name, many.iter().map(|k| (*k).clone()))),
+        let by_unit = self
+            .others
+            .iter()
+            .find(|s| s.key.strip_suffix(".service") == Some(name));
+        match (by_tail.as_slice(), by_unit) {
+            ([key], None) => self.workload(key).ok_or_else(not_found),
+            ([], Some(unit)) => Ok(Target::HostGroup(unit)),
+            ([], None) => Err(not_found()),
+            (keys, unit) => Err(ambiguous(
+                name,
+                keys.iter()
+                    .map(|k| (*k).clone())
+                    .chain(unit.map(|u| u.key.clone())),
+            )),
         }
     }
 
@@ -151,13 +170,16 @@ pub enum Target<'a> {
         containers: &'a [Subject],
     },
     Container(&'a Subject),
+    /// A systemd service or the host's other processes (`host`): recorded by `capspy record`
+    /// like containers, but never part of a container workload.
+    HostGroup(&'a Subject),
 }
 
 impl Target<'_> {
     pub fn profile(&self, store: &Store) -> Result<Profile, StoreError> {
         let records = match self {
             Target::Workload { key, .. } => store.checks_for_workload(key)?,
-            Target::Container(c) => store.checks_for_subject(&c.key)?,
+            Target::Container(c) | Target::HostGroup(c) => store.checks_for_subject(&c.key)?,
         };
         Ok(profile_from_records(&records).with_granted(self.granted()))
     }
@@ -169,6 +191,9 @@ impl Target<'_> {
         let containers: &[Subject] = match self {
             Target::Workload { containers, .. } => containers,
             Target::Container(c) => std::slice::from_ref(*c),
+            Target::HostGroup(s) => {
+                return Some(s.key.strip_suffix(".service").unwrap_or(&s.key).to_string());
+            }
         };
         let label = |key: &str| {
             containers
@@ -180,7 +205,7 @@ impl Target<'_> {
             .or_else(|| match self {
                 // A workload's key already has the name without its replica index.
                 Target::Container(c) => c.name.clone(),
-                Target::Workload { .. } => None,
+                Target::Workload { .. } | Target::HostGroup(_) => None,
             })
     }
 
@@ -196,16 +221,30 @@ impl Target<'_> {
                 image: c.image.clone(),
                 workload: c.workload.clone(),
             },
+            Target::HostGroup(s) => ReportSubject::Workload {
+                key: host_group_key(s),
+                containers: Vec::new(),
+            },
         }
     }
 
-    /// What the containers were granted: the union of their bounding and effective sets.
+    /// What the containers were granted: the union of their bounding and effective sets (not
+    /// read for services and the host).
     pub fn granted(&self) -> Option<CapSet> {
         let containers: &[Subject] = match self {
             Target::Workload { containers, .. } => containers,
             Target::Container(c) => std::slice::from_ref(*c),
+            Target::HostGroup(_) => return None,
         };
         granted_of(containers)
+    }
+}
+
+/// How reports name a service or the host: `service:nginx.service`, `host`.
+pub fn host_group_key(s: &Subject) -> String {
+    match s.kind {
+        SubjectKind::Service => format!("service:{}", s.key),
+        _ => s.key.clone(),
     }
 }
 
@@ -280,6 +319,51 @@ mod tests {
             running: true,
             ended_ms: None,
         }
+    }
+
+    #[test]
+    fn services_and_the_host_are_found_after_containers() {
+        let group = |kind, key: &str| Subject {
+            kind,
+            key: key.into(),
+            name: None,
+            image: None,
+            workload: None,
+            runtime: None,
+            ..container("x", "x", &[])
+        };
+        let inventory = Inventory {
+            workloads: BTreeMap::from([(
+                "image:busybox/nginx".to_string(),
+                vec![container("c1", "image:busybox/nginx", &[])],
+            )]),
+            others: vec![
+                group(SubjectKind::Service, "nginx.service"),
+                group(SubjectKind::Host, "host"),
+            ],
+        };
+        let Ok(Target::HostGroup(s)) = inventory.find("nginx.service") else {
+            panic!("nginx.service")
+        };
+        assert_eq!(host_group_key(s), "service:nginx.service");
+        // A unit without `.service` is as loose a match as a workload key's last part.
+        assert!(matches!(
+            inventory.find("nginx"),
+            Err(LookupError::Ambiguous { .. })
+        ));
+        let Ok(Target::HostGroup(h)) = inventory.find("host") else {
+            panic!("host")
+        };
+        assert_eq!(host_group_key(h), "host");
+        assert_eq!(Target::HostGroup(h).granted(), None);
+        assert!(matches!(
+            inventory.find("image:busybox/nginx"),
+            Ok(Target::Workload { .. })
+        ));
+        let Err(LookupError::NotFound { known, .. }) = inventory.find("nope") else {
+            panic!("nope")
+        };
+        assert!(known.contains(&"nginx.service".to_string()), "{known:?}");
     }
 
     #[test]

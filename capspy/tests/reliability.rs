@@ -21,22 +21,40 @@ fn v2_root() -> PathBuf {
     }
 }
 
-/// A fake container cgroup, removed (after killing what is left in it) on drop.
+/// A fake container cgroup (or a service's), removed (after killing what is left in it) on drop.
 struct FakeContainer {
     id: String,
     path: PathBuf,
     children: Vec<i32>,
+    /// A parent made for it (`system.slice` where systemd is absent), removed after it.
+    made_parent: Option<PathBuf>,
 }
 
 impl FakeContainer {
     fn new(n: u32) -> Self {
         let id = format!("{:0>56}{n:08x}", format!("{:x}", std::process::id()));
-        let path = v2_root().join("docker").join(&id);
+        Self::at(v2_root().join("docker").join(&id), &id, None)
+    }
+
+    /// Where systemd puts service NAME: `system.slice/NAME.service`.
+    fn service(name: &str) -> Self {
+        let slice = v2_root().join("system.slice");
+        let made_parent = (!slice.exists()).then(|| slice.clone());
+        Self::at(slice.join(format!("{name}.service")), name, made_parent)
+    }
+
+    /// A cgroup of no container and no service, e.g. a transient scope: the host's.
+    fn host(name: &str) -> Self {
+        Self::at(v2_root().join(name), name, None)
+    }
+
+    fn at(path: PathBuf, name: &str, made_parent: Option<PathBuf>) -> Self {
         std::fs::create_dir_all(&path).unwrap();
         Self {
-            id,
+            id: name.to_string(),
             path,
             children: Vec::new(),
+            made_parent,
         }
     }
 
@@ -104,9 +122,12 @@ impl Drop for FakeContainer {
         }
         for _ in 0..100 {
             if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(parent) = &self.made_parent {
+            let _ = std::fs::remove_dir(parent);
         }
     }
 }
@@ -461,5 +482,67 @@ fn churn_of_a_thousand_cgroups_is_recorded_and_leaves_no_growth() {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no map entry count in {err:?}"));
     assert!(entries < 200, "{entries} map entries left after the churn");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Services and the host's other processes are recorded like containers and profiled by name
+/// (`capspy profile nginx` or `nginx.service`, `capspy profile host`), and `capspy ls` lists
+/// them after the containers, never merged into a container workload.
+#[test]
+fn services_and_the_host_are_profiled_by_name() {
+    let dir = scratch("services");
+    let store = dir.join("s.db");
+    let daemon = Daemon::start(&store);
+    let name = format!("capspy-t-svc-{}", std::process::id());
+    let mut service = FakeContainer::service(&name);
+    service.spawn(7, false);
+    service.wait_all();
+    let mut host = FakeContainer::host(&format!("capspy-t-host-{}", std::process::id()));
+    host.spawn(3, false);
+    host.wait_all();
+    wait_for_count(&store, &name, 7);
+    let start = Instant::now();
+    // Other host processes may add their own checks.
+    while setuid_count(&store, "host").is_none_or(|n| n < 3) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no host checks stored"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(daemon.stop().success());
+
+    let out = capspy(
+        &store,
+        &["profile", &format!("{name}.service"), "--format", "json"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["subject"]["kind"], "workload", "{report:#}");
+    assert_eq!(report["subject"]["key"], format!("service:{name}.service"));
+    assert_eq!(
+        report["required"],
+        serde_json::json!(["SETUID"]),
+        "{report:#}"
+    );
+    let unit = capspy(&store, &["profile", &name, "--format", "systemd"]);
+    let unit = String::from_utf8_lossy(&unit.stdout);
+    assert!(unit.contains("CapabilityBoundingSet=CAP_SETUID"), "{unit}");
+
+    let ls = capspy(&store, &["ls"]);
+    let text = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        text.contains(&format!("service {name}.service\n    used: SETUID\n")),
+        "{text}"
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines
+            .windows(2)
+            .any(|w| w[0] == "host" && w[1].starts_with("    used: ")),
+        "{text}"
+    );
+    drop(service);
+    drop(host);
     let _ = std::fs::remove_dir_all(&dir);
 }

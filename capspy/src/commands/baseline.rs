@@ -67,6 +67,9 @@ fn save(args: &SaveArgs) -> Result<i32> {
                     .workload
                     .clone()
                     .with_context(|| format!("container {name:?} has no workload"))?,
+                Target::HostGroup(_) => {
+                    bail!("{name:?} is a service or the host: baselines cover container workloads")
+                }
             };
             if !keys.contains(&key) {
                 keys.push(key);

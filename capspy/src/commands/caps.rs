@@ -137,6 +137,7 @@ async fn container_ids(name: &str, store_path: &Path) -> Result<(String, Vec<Str
                 .filter(|c| c.running)
                 .map(|c| c.key.clone())
                 .collect(),
+            Target::HostGroup(_) => Vec::new(),
         };
         if !ids.is_empty() {
             return Ok((format!("{name:?}"), ids));

@@ -101,6 +101,9 @@ fn load(arg: &str, store: Option<&Path>) -> Result<ProfileDoc> {
             name: c.name.clone(),
             workload: c.workload.clone(),
         },
+        Target::HostGroup(s) => DocSubject::Workload {
+            key: crate::workloads::host_group_key(s),
+        },
     };
     let profile = target.profile(&store)?;
     Ok(ProfileDoc::from_profile(

@@ -1,5 +1,5 @@
 //! `capspy ls`: one line per workload and per running container, with what it was granted,
-//! what it used, and how much it could drop.
+//! what it used, and how much it could drop; then the services and the host, with what they used.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -30,7 +30,7 @@ pub enum LsFormat {
 
 #[derive(Debug, Serialize)]
 struct Line {
-    /// "workload" or "container".
+    /// "workload", "container", "service" or "host".
     kind: &'static str,
     name: String,
     workload: String,
@@ -63,9 +63,18 @@ pub fn ls(args: &LsArgs) -> Result<i32> {
             )?);
         }
     }
+    for group in &inventory.others {
+        lines.push(line(
+            group.kind.as_str(),
+            &group.key,
+            std::slice::from_ref(group),
+            &Target::HostGroup(group),
+            &store,
+        )?);
+    }
     let out = match args.format {
         LsFormat::Json => serde_json::to_string_pretty(&lines)? + "\n",
-        LsFormat::Text => table(&lines, inventory.others.len()),
+        LsFormat::Text => table(&lines),
     };
     print!("{out}");
     // Never a silent loss: say what the kernel program could not keep.
@@ -118,22 +127,31 @@ fn line(
     })
 }
 
-fn table(lines: &[Line], others: usize) -> String {
+fn table(lines: &[Line]) -> String {
     let mut out = String::new();
     if lines.is_empty() {
-        out.push_str("No containers recorded yet.\n");
+        out.push_str("Nothing recorded yet.\n");
     }
     for l in lines {
-        let indent = if l.kind == "container" { "  " } else { "" };
-        let granted = l.granted.as_ref().map_or_else(
-            || "unknown".to_string(),
-            |g| format!("{} ({})", g.len(), g.join(",")),
-        );
         let used = if l.used.is_empty() {
             "none".to_string()
         } else {
             l.used.join(",")
         };
+        if matches!(l.kind, "service" | "host") {
+            // Not containers: nothing was granted by a runtime, so nothing to drop from.
+            if l.name == l.kind {
+                let _ = writeln!(out, "{}\n    used: {used}", l.kind);
+            } else {
+                let _ = writeln!(out, "{} {}\n    used: {used}", l.kind, printable(&l.name));
+            }
+            continue;
+        }
+        let indent = if l.kind == "container" { "  " } else { "" };
+        let granted = l.granted.as_ref().map_or_else(
+            || "unknown".to_string(),
+            |g| format!("{} ({})", g.len(), g.join(",")),
+        );
         let drop = l.droppable.map_or_else(|| "?".into(), |d| d.to_string());
         let _ = writeln!(
             out,
@@ -147,12 +165,6 @@ fn table(lines: &[Line], others: usize) -> String {
             },
             l.instances,
             if l.running { " (running)" } else { "" },
-        );
-    }
-    if others > 0 {
-        let _ = writeln!(
-            out,
-            "({others} services and host groups recorded separately; they are not container profiles)"
         );
     }
     out
@@ -175,7 +187,7 @@ mod tests {
             used: vec![],
             droppable: None,
         };
-        let out = table(&[l], 0);
+        let out = table(&[l]);
         assert_eq!(out.lines().count(), 4, "{out}");
         assert!(out.starts_with("workload compose:evil\\nworkload fake  image=img\\u{1b}[2J"));
         assert!(!out.contains('\u{1b}'));
