@@ -8,8 +8,7 @@
 //! counts.
 
 use std::collections::{BTreeMap, HashSet};
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::attribution::{CgroupIndex, Owner, owner_from_path};
 use crate::docker::Docker;
@@ -132,124 +131,5 @@ impl ContainerWatch {
                 .and_then(|t| crate::cgroup::parse_populated(&t))
                 .unwrap_or(false)
         })
-    }
-}
-
-/// Global options of the docker and podman clients that take a value as the next argument.
-const GLOBAL_OPTIONS_WITH_VALUE: &[&str] = &[
-    "-H",
-    "--host",
-    "-c",
-    "--context",
-    "--config",
-    "-l",
-    "--log-level",
-    "--tlscacert",
-    "--tlscert",
-    "--tlskey",
-    "--url",
-    "--connection",
-    "--root",
-    "--runroot",
-];
-
-/// For `docker|podman [global options] [container] run ...`: the command with
-/// `--cidfile CIDFILE` added after `run`, and the file the client will write. When the command
-/// already passes `--cidfile`, it is kept and that file is read. None for any other command.
-pub fn with_cidfile(command: &[OsString], cidfile: &Path) -> Option<(Vec<OsString>, PathBuf)> {
-    let client = Path::new(command.first()?).file_name()?;
-    if client != "docker" && client != "podman" {
-        return None;
-    }
-    let mut i = 1;
-    let run_args = loop {
-        let arg = command.get(i)?.to_str()?;
-        match arg {
-            "run" => break i + 1,
-            "container" if command.get(i + 1).is_some_and(|a| a == "run") => break i + 2,
-            _ if GLOBAL_OPTIONS_WITH_VALUE.contains(&arg) => i += 2,
-            _ if arg.starts_with('-') => i += 1,
-            // Another subcommand.
-            _ => return None,
-        }
-    };
-    let given = command[run_args..].iter().enumerate().find_map(|(j, arg)| {
-        let arg = arg.to_str()?;
-        if arg == "--cidfile" {
-            command.get(run_args + j + 1).map(PathBuf::from)
-        } else {
-            arg.strip_prefix("--cidfile=").map(PathBuf::from)
-        }
-    });
-    if let Some(path) = given {
-        return Some((command.to_vec(), path));
-    }
-    let mut with = command[..run_args].to_vec();
-    with.push(OsString::from("--cidfile"));
-    with.push(cidfile.as_os_str().to_owned());
-    with.extend(command[run_args..].iter().cloned());
-    Some((with, cidfile.to_path_buf()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(s: &str) -> Vec<OsString> {
-        s.split(' ').map(OsString::from).collect()
-    }
-
-    fn added(s: &str) -> Option<String> {
-        let (cmd, path) = with_cidfile(&args(s), Path::new("/t/cid"))?;
-        assert_eq!(path, Path::new("/t/cid"));
-        Some(
-            cmd.iter()
-                .map(|a| a.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" "),
-        )
-    }
-
-    #[test]
-    fn docker_run_gets_a_cidfile() {
-        assert_eq!(
-            added("docker run --rm img sh -c x").as_deref(),
-            Some("docker run --cidfile /t/cid --rm img sh -c x")
-        );
-        assert_eq!(
-            added("/usr/bin/docker -H unix:///r.sock --debug container run -d img").as_deref(),
-            Some("/usr/bin/docker -H unix:///r.sock --debug container run --cidfile /t/cid -d img")
-        );
-        assert_eq!(
-            added("podman run img").as_deref(),
-            Some("podman run --cidfile /t/cid img")
-        );
-    }
-
-    #[test]
-    fn a_given_cidfile_is_used_as_is() {
-        for s in [
-            "docker run --cidfile /u/id img",
-            "docker run --cidfile=/u/id img",
-        ] {
-            let (cmd, path) = with_cidfile(&args(s), Path::new("/t/cid")).unwrap();
-            assert_eq!(cmd, args(s));
-            assert_eq!(path, Path::new("/u/id"));
-        }
-    }
-
-    #[test]
-    fn other_commands_are_left_alone() {
-        for s in [
-            "docker compose up",
-            "docker start web",
-            "docker",
-            "docker --host",
-            "sh -c docker-run",
-            "nerdctl run img",
-            "docker -H run",
-        ] {
-            assert_eq!(added(s), None, "{s}");
-        }
     }
 }

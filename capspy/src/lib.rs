@@ -13,6 +13,7 @@ pub mod collector;
 pub mod commands;
 pub mod container_watch;
 pub mod docker;
+pub mod docker_cli;
 pub mod drift;
 pub mod hook;
 pub mod kallsyms;

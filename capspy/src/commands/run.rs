@@ -13,7 +13,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cgroup::{self, OwnedCgroup};
 use crate::collector::Collector;
-use crate::container_watch::{self, ContainerWatch};
+use crate::container_watch::ContainerWatch;
+use crate::docker_cli;
 use crate::hook::{HookChoice, KernelInfo, Tracer};
 use crate::privilege;
 use crate::profile::{BootClock, CheckRow, Profile};
@@ -68,7 +69,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     if args.container {
         let mut w = ContainerWatch::begin(root.clone()).await?;
         let dir = ScratchDir::create(&format!("{CGROUP_PREFIX}{}", std::process::id()))?;
-        if let Some((with, cidfile)) = container_watch::with_cidfile(&command, &dir.0.join("cid")) {
+        if let Some((with, cidfile)) = docker_cli::with_cidfile(&command, &dir.0.join("cid")) {
             command = with;
             w.only_from(cidfile);
         }

@@ -4,7 +4,6 @@
 //! Verification beats inference: a denied check may precede a fallback, and Docker's seccomp
 //! profile ties some syscalls to capabilities, which no tracer of `cap_capable` sees.
 
-mod docker_args;
 mod plan;
 
 use std::ffi::OsString;
@@ -26,7 +25,8 @@ use crate::caps::Capability;
 use crate::commands::record::parse_duration;
 use crate::hook::HookChoice;
 
-pub use docker_args::{DockerArgsError, DockerRun};
+use crate::docker_cli;
+pub use crate::docker_cli::{DockerArgsError, DockerRun};
 pub use plan::{ProfileUnderTest, Trial, Verdict};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -499,7 +499,7 @@ impl VerifyResult {
             minimal: verdict.minimal,
             unneeded: names(&verdict.unneeded),
             needed_refused: names(&verdict.needed_refused),
-            docker_flags: docker_args::docker_flags(&required).join(" "),
+            docker_flags: docker_cli::docker_flags(&required).join(" "),
             notes,
         }
     }
@@ -612,7 +612,7 @@ impl VerifyResult {
                 out,
                 "It works with {} added (refused while recording, so not in the profile): {}",
                 self.needed_refused.join(", "),
-                docker_args::docker_flags(&with).join(" ")
+                docker_cli::docker_flags(&with).join(" ")
             );
         }
         if verdict.exit_code() == 0 {
@@ -631,7 +631,7 @@ impl VerifyResult {
             let _ = writeln!(
                 out,
                 "Next: verify {} (the removals above were tried one at a time)",
-                docker_args::docker_flags(&rest).join(" ")
+                docker_cli::docker_flags(&rest).join(" ")
             );
         }
     }

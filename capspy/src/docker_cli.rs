@@ -1,9 +1,10 @@
-//! Reading a `docker run ...` command line well enough to rewrite its capability flags: where
-//! `run` is, which options take a value (so the image is found, not guessed), and which options
-//! verify must replace. The container's own command, after the image, is never touched.
+//! Reading a `docker run ...` command line well enough to rewrite it: where `run` is, which
+//! options take a value (so the image is found, not guessed), which options `capspy verify` must
+//! replace, and where `capspy run --container` adds `--cidfile`. The container's own command,
+//! after the image, is never touched.
 
 use std::ffi::{OsStr, OsString};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::caps::Capability;
 
@@ -162,7 +163,7 @@ const RUN_SHORT: &[(char, &str)] = &[
     ('w', "workdir"),
 ];
 
-/// docker's global options (before the subcommand) that take a value.
+/// docker's global options (before the subcommand) that take a value, and podman's.
 const GLOBAL_VALUE: &[&str] = &[
     "-H",
     "--host",
@@ -174,6 +175,11 @@ const GLOBAL_VALUE: &[&str] = &[
     "--tlscacert",
     "--tlscert",
     "--tlskey",
+    // podman
+    "--url",
+    "--connection",
+    "--root",
+    "--runroot",
 ];
 
 /// What an option is to verify.
@@ -324,6 +330,40 @@ impl DockerRun {
     }
 }
 
+/// For `docker|podman [global options] [container] run ...`: the command with
+/// `--cidfile CIDFILE` added after `run`, and the file the client will write the new container's
+/// id to. When the command passes `--cidfile` already, it is kept and that file is read. None for
+/// any other command.
+pub fn with_cidfile(argv: &[OsString], cidfile: &Path) -> Option<(Vec<OsString>, PathBuf)> {
+    let client = Path::new(argv.first()?).file_name()?;
+    if client != "docker" && client != "podman" {
+        return None;
+    }
+    let (_, run_at) = find_run(argv).ok()?;
+    let mut i = run_at + 1;
+    while let Some(word) = argv.get(i) {
+        let text = word.to_string_lossy();
+        if text == "--" || !text.starts_with('-') || text == "-" {
+            break;
+        }
+        // An option we do not know could take a value: stop looking rather than misread.
+        let Ok(parsed) = classify(&text) else { break };
+        if parsed.name == "cidfile" {
+            let given = parsed.attached.or_else(|| argv.get(i + 1).cloned())?;
+            return Some((argv.to_vec(), PathBuf::from(given)));
+        }
+        if RUN_VALUE_LONG.contains(&parsed.name) && parsed.attached.is_none() {
+            i += 1;
+        }
+        i += 1;
+    }
+    let mut with = argv[..=run_at].to_vec();
+    with.push("--cidfile".into());
+    with.push(cidfile.as_os_str().to_owned());
+    with.extend(argv[run_at + 1..].iter().cloned());
+    Some((with, cidfile.to_path_buf()))
+}
+
 /// `--cap-drop ALL` and one `--cap-add` per capability, in the order given.
 pub fn docker_flags(caps: &[Capability]) -> Vec<String> {
     let mut flags = vec!["--cap-drop".to_string(), "ALL".to_string()];
@@ -430,6 +470,61 @@ fn check_allowed(parsed: &Parsed, word: &str) -> Result<(), DockerArgsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn added(s: &str) -> Option<String> {
+        let argv: Vec<OsString> = s.split(' ').map(OsString::from).collect();
+        let (cmd, path) = with_cidfile(&argv, Path::new("/t/cid"))?;
+        assert_eq!(path, Path::new("/t/cid"));
+        Some(words(&cmd).join(" "))
+    }
+
+    #[test]
+    fn docker_run_gets_a_cidfile() {
+        assert_eq!(
+            added("docker run --rm img sh -c x").as_deref(),
+            Some("docker run --cidfile /t/cid --rm img sh -c x")
+        );
+        assert_eq!(
+            added("/usr/bin/docker -H unix:///r.sock --debug container run -d img").as_deref(),
+            Some("/usr/bin/docker -H unix:///r.sock --debug container run --cidfile /t/cid -d img")
+        );
+        assert_eq!(
+            added("podman run img").as_deref(),
+            Some("podman run --cidfile /t/cid img")
+        );
+        // `--cidfile` in the container's command is the container's business.
+        assert_eq!(
+            added("docker run -e A=1 img prog --cidfile x").as_deref(),
+            Some("docker run --cidfile /t/cid -e A=1 img prog --cidfile x")
+        );
+    }
+
+    #[test]
+    fn a_given_cidfile_is_used_as_is() {
+        for s in [
+            &["docker", "run", "--name", "x", "--cidfile", "/u/id", "img"][..],
+            &["docker", "run", "--cidfile=/u/id", "img"],
+        ] {
+            let (cmd, path) = with_cidfile(&argv(s), Path::new("/t/cid")).unwrap();
+            assert_eq!(cmd, argv(s));
+            assert_eq!(path, Path::new("/u/id"));
+        }
+    }
+
+    #[test]
+    fn other_commands_get_no_cidfile() {
+        for s in [
+            "docker compose up",
+            "docker start web",
+            "docker",
+            "docker --host",
+            "sh -c docker-run",
+            "nerdctl run img",
+            "docker -H run",
+        ] {
+            assert_eq!(added(s), None, "{s}");
+        }
+    }
 
     fn argv(s: &[&str]) -> Vec<OsString> {
         s.iter().map(OsString::from).collect()
