@@ -207,6 +207,10 @@ impl Recorder {
             enriched &= eff.is_some();
             self.running.insert(subject.key.clone());
         }
+        if let (Owner::Service { .. }, Some(path)) = (&owner, path.as_deref()) {
+            // What the unit's processes hold, for `capspy ls` to say what could be dropped.
+            (subject.cap_eff, subject.cap_bnd) = granted_caps(&self.v2_root, path);
+        }
         if path.is_none() {
             // Removed before we could see where it was: keep the id visible.
             subject.key = format!("cgroup:{cgroup_id}");
@@ -370,9 +374,9 @@ fn subject_of(owner: &Owner, now: i64) -> Subject {
     }
 }
 
-/// The union of `CapEff` and of `CapBnd` over the workload's processes in a cgroup; the
-/// runtime's own setup processes (which still hold everything) are skipped, so (None, None)
-/// until the entrypoint runs.
+/// The union of `CapEff` and of `CapBnd` over the workload's processes in a cgroup (a
+/// container's or a service's); a container runtime's own setup processes (which still hold
+/// everything) are skipped, so (None, None) until the entrypoint runs.
 fn granted_caps(v2_root: &Path, cgroup_path: &str) -> (Option<u64>, Option<u64>) {
     let procs = v2_root
         .join(cgroup_path.trim_start_matches('/'))

@@ -228,12 +228,13 @@ impl Target<'_> {
         }
     }
 
-    /// What the containers were granted: the union of their bounding and effective sets (not
-    /// read for services and the host).
+    /// What the containers (or a service's processes) were granted: the union of their bounding
+    /// and effective sets. None for the host, a group of unrelated processes.
     pub fn granted(&self) -> Option<CapSet> {
         let containers: &[Subject] = match self {
             Target::Workload { containers, .. } => containers,
             Target::Container(c) => std::slice::from_ref(*c),
+            Target::HostGroup(s) if s.kind == SubjectKind::Service => std::slice::from_ref(*s),
             Target::HostGroup(_) => return None,
         };
         granted_of(containers)

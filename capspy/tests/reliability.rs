@@ -495,8 +495,8 @@ fn services_and_the_host_are_profiled_by_name() {
     let daemon = Daemon::start(&store);
     let name = format!("capspy-t-svc-{}", std::process::id());
     let mut service = FakeContainer::service(&name);
-    service.spawn(7, false);
-    service.wait_all();
+    // Still running (SETGID checks until killed) when capspy reads what it holds.
+    service.spawn(7, true);
     let mut host = FakeContainer::host(&format!("capspy-t-host-{}", std::process::id()));
     host.spawn(3, false);
     host.wait_all();
@@ -520,21 +520,32 @@ fn services_and_the_host_are_profiled_by_name() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["subject"]["kind"], "workload", "{report:#}");
     assert_eq!(report["subject"]["key"], format!("service:{name}.service"));
-    assert_eq!(
-        report["required"],
-        serde_json::json!(["SETUID"]),
-        "{report:#}"
-    );
+    let both = serde_json::json!(["SETGID", "SETUID"]);
+    assert_eq!(report["required"], both, "{report:#}");
     let unit = capspy(&store, &["profile", &name, "--format", "systemd"]);
     let unit = String::from_utf8_lossy(&unit.stdout);
-    assert!(unit.contains("CapabilityBoundingSet=CAP_SETUID"), "{unit}");
+    assert!(
+        unit.contains("CapabilityBoundingSet=CAP_SETGID CAP_SETUID"),
+        "{unit}"
+    );
 
+    // What the service's process held (root's whole set) against what it used.
+    let ls = capspy(&store, &["ls", "--format", "json"]);
+    let lines: Value = serde_json::from_slice(&ls.stdout).unwrap();
+    let line = lines
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["kind"] == "service" && l["name"] == format!("{name}.service"))
+        .unwrap_or_else(|| panic!("{lines:#}"));
+    let granted = line["granted"].as_array().unwrap();
+    assert!(granted.len() > 30, "{line:#}");
+    assert_eq!(line["used"], both, "{line:#}");
+    assert_eq!(line["droppable"], granted.len() - 2, "{line:#}");
     let ls = capspy(&store, &["ls"]);
     let text = String::from_utf8_lossy(&ls.stdout);
-    assert!(
-        text.contains(&format!("service {name}.service\n    used: SETUID\n")),
-        "{text}"
-    );
+    let title = format!("service {name}.service\n    granted: {} (", granted.len());
+    assert!(text.contains(&title), "{text}");
     let lines: Vec<&str> = text.lines().collect();
     assert!(
         lines

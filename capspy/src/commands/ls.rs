@@ -139,11 +139,25 @@ fn table(lines: &[Line]) -> String {
             l.used.join(",")
         };
         if matches!(l.kind, "service" | "host") {
-            // Not containers: nothing was granted by a runtime, so nothing to drop from.
-            if l.name == l.kind {
-                let _ = writeln!(out, "{}\n    used: {used}", l.kind);
+            // No image nor instances; the host, a group of unrelated processes, has no granted
+            // set (nor has a service whose processes were gone before capspy looked).
+            let title = if l.name == l.kind {
+                l.kind.to_string()
             } else {
-                let _ = writeln!(out, "{} {}\n    used: {used}", l.kind, printable(&l.name));
+                format!("{} {}", l.kind, printable(&l.name))
+            };
+            match (&l.granted, l.droppable) {
+                (Some(g), Some(drop)) => {
+                    let _ = writeln!(
+                        out,
+                        "{title}\n    granted: {} ({})\n    used: {used}\n    can drop: {drop}",
+                        g.len(),
+                        g.join(",")
+                    );
+                }
+                _ => {
+                    let _ = writeln!(out, "{title}\n    used: {used}");
+                }
             }
             continue;
         }
