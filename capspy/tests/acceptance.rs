@@ -7,20 +7,25 @@
 //! started here if none runs, and stopped here. Run with `--nocapture` to see the observed table.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Instant;
 
 use serde_json::Value;
+
+mod common;
+
+use common::{Engine, busybox_rootfs, import_rootfs};
 
 const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
 const WORKLOADS: &[&str] = &["tcpserve", "icmpdgram", "klogread", "pktcap", "modload"];
 
 /// What the test started, stopped by id or pid even when an assertion fails.
 struct Env {
-    dockerd: Option<Child>,
     image_id: Option<String>,
     image: String,
     dir: PathBuf,
+    /// Dropped after the containers and the image are removed.
+    _engine: Engine,
 }
 
 impl Drop for Env {
@@ -41,22 +46,8 @@ impl Drop for Env {
         if let Some(id) = &self.image_id {
             let _ = Command::new("docker").args(["rmi", "-f", id]).output();
         }
-        if let Some(mut d) = self.dockerd.take() {
-            // SAFETY: signalling the dockerd this test started, by its pid.
-            unsafe { libc::kill(i32::try_from(d.id()).unwrap(), libc::SIGTERM) };
-            let _ = d.wait();
-        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn docker_up() -> bool {
-    Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 impl Env {
@@ -65,54 +56,19 @@ impl Env {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut env = Self {
-            dockerd: None,
             image_id: None,
             image: format!("capspy-acceptance/workloads:{}", std::process::id()),
+            _engine: Engine::ensure(&dir),
             dir,
         };
-        env.ensure_dockerd();
         env.build_image();
         env
     }
 
-    /// Uses the running engine, or starts one with loopback-only networking.
-    fn ensure_dockerd(&mut self) {
-        if docker_up() {
-            return;
-        }
-        let log = std::fs::File::create(self.dir.join("dockerd.log")).unwrap();
-        let child = Command::new("dockerd")
-            .args([
-                "--bridge=none",
-                "--iptables=false",
-                "--ip-forward=false",
-                "--ip-masq=false",
-            ])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("dockerd is installed");
-        self.dockerd = Some(child);
-        let start = Instant::now();
-        while !docker_up() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "dockerd did not start"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
     /// busybox-static plus the workloads, compiled static from tests/workloads.
     fn build_image(&mut self) {
-        let root = self.dir.join("rootfs");
+        let root = busybox_rootfs(&self.dir, &["sh", "ping", "cat"]);
         let bin = root.join("bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        std::fs::create_dir_all(root.join("tmp")).unwrap();
-        std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static installed");
-        for applet in ["sh", "ping", "cat"] {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-        }
         let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workloads");
         for w in WORKLOADS {
             let out = Command::new("gcc")
@@ -135,28 +91,7 @@ impl Env {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let tarball = self.dir.join("rootfs.tar");
-        let tar = Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tarball)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(tar.success());
-        let out = Command::new("docker")
-            .args(["import", "--change", "ENV PATH=/bin"])
-            .arg(&tarball)
-            .arg(&self.image)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "docker import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        self.image_id = Some(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        self.image_id = Some(import_rootfs(&root, &self.dir, &self.image));
     }
 
     /// `docker run --rm --network none ARGS IMAGE CMD` with its output; a cidfile for cleanup.

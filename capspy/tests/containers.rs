@@ -6,19 +6,24 @@
 //! daemon, and containers must not overlap with another test's in time.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Output};
+use std::time::Duration;
 
 use serde_json::Value;
+
+mod common;
+
+use common::{Engine, busybox_rootfs, docker, image_exists, import_rootfs, signal};
 
 const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
 const IMAGE: &str = "capspy-test/busybox:1";
 
 /// Stops what it started, by pid or id, even when an assertion fails.
 struct Cleanup {
-    dockerd: Option<Child>,
     containers: Vec<String>,
     dir: PathBuf,
+    /// Dropped after the containers are removed.
+    _engine: Engine,
 }
 
 impl Drop for Cleanup {
@@ -26,104 +31,18 @@ impl Drop for Cleanup {
         for c in &self.containers {
             let _ = Command::new("docker").args(["rm", "-f", c]).output();
         }
-        if let Some(mut d) = self.dockerd.take() {
-            signal(&d, libc::SIGTERM);
-            let _ = d.wait();
-        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: signalling a child we started, by pid.
-    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), sig) };
-}
-
-fn docker(args: &[&str]) -> Output {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker client");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn docker_up() -> bool {
-    Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Uses the running engine, or starts one with loopback-only networking.
-fn ensure_dockerd(cleanup: &mut Cleanup) {
-    if docker_up() {
-        return;
-    }
-    let log = std::fs::File::create(cleanup.dir.join("dockerd.log")).unwrap();
-    let child = Command::new("dockerd")
-        .args([
-            "--bridge=none",
-            "--iptables=false",
-            "--ip-forward=false",
-            "--ip-masq=false",
-        ])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("dockerd is installed");
-    cleanup.dockerd = Some(child);
-    let start = Instant::now();
-    while !docker_up() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "dockerd did not start"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// A busybox-static image made with `docker import` (no registry is reachable).
 fn ensure_image(dir: &Path) {
-    let exists = Command::new("docker")
-        .args(["image", "inspect", IMAGE])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if exists {
-        return;
+    if !image_exists(IMAGE) {
+        let root = busybox_rootfs(
+            dir,
+            &["sh", "ping", "chown", "touch", "sleep", "true", "cat", "id"],
+        );
+        import_rootfs(&root, dir, IMAGE);
     }
-    let root = dir.join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::create_dir_all(root.join("tmp")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static installed");
-    for applet in ["sh", "ping", "chown", "touch", "sleep", "true", "cat", "id"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    let tarball = dir.join("rootfs.tar");
-    let tar = Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tarball)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(tar.success());
-    docker(&[
-        "import",
-        "--change",
-        "ENV PATH=/bin",
-        tarball.to_str().unwrap(),
-        IMAGE,
-    ]);
 }
 
 struct Daemon {
@@ -236,12 +155,11 @@ struct Ctx {
 fn daemon_profiles_real_containers() {
     let dir = std::env::temp_dir().join(format!("capspy-containers-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut cleanup = Cleanup {
-        dockerd: None,
+    let cleanup = Cleanup {
         containers: Vec::new(),
         dir: dir.clone(),
+        _engine: Engine::ensure(&dir),
     };
-    ensure_dockerd(&mut cleanup);
     ensure_image(&dir);
     // Letters only: a trailing -N is read as a replica index.
     let tag: String = std::process::id()

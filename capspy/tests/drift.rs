@@ -15,6 +15,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
+mod common;
+
+use common::{Engine, busybox_rootfs, docker, image_exists, import_rootfs, signal};
+
 const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
 const IMAGE: &str = "capspy-test/busybox-drift:1";
 /// The promise: an alert within 2 seconds of the check.
@@ -22,9 +26,10 @@ const ALERT_WITHIN: Duration = Duration::from_secs(2);
 
 /// Stops what the test started, by pid or id, even when an assertion fails.
 struct Cleanup {
-    dockerd: Option<Child>,
     containers: Vec<String>,
     dir: PathBuf,
+    /// Dropped after the containers are removed.
+    _engine: Engine,
 }
 
 impl Drop for Cleanup {
@@ -32,104 +37,15 @@ impl Drop for Cleanup {
         for id in &self.containers {
             let _ = Command::new("docker").args(["rm", "-f", id]).output();
         }
-        if let Some(mut d) = self.dockerd.take() {
-            signal(&d, libc::SIGTERM);
-            let _ = d.wait();
-        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-fn signal(child: &Child, sig: i32) {
-    // SAFETY: signalling a child we started, by pid.
-    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), sig) };
-}
-
-fn docker(args: &[&str]) -> Output {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker client");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn docker_up() -> bool {
-    Command::new("docker")
-        .arg("info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Uses the running engine, or starts one with loopback-only networking.
-fn ensure_dockerd(cleanup: &mut Cleanup) {
-    if docker_up() {
-        return;
-    }
-    let log = std::fs::File::create(cleanup.dir.join("dockerd.log")).unwrap();
-    let child = Command::new("dockerd")
-        .args([
-            "--bridge=none",
-            "--iptables=false",
-            "--ip-forward=false",
-            "--ip-masq=false",
-        ])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("dockerd is installed");
-    cleanup.dockerd = Some(child);
-    let start = Instant::now();
-    while !docker_up() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "dockerd did not start"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// A busybox-static image made with `docker import` (no registry is reachable).
 fn ensure_image(dir: &Path) {
-    let exists = Command::new("docker")
-        .args(["image", "inspect", IMAGE])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if exists {
-        return;
+    if !image_exists(IMAGE) {
+        let root = busybox_rootfs(dir, &["sh", "ping", "chown", "touch", "sleep", "true"]);
+        import_rootfs(&root, dir, IMAGE);
     }
-    let root = dir.join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::create_dir_all(root.join("tmp")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static installed");
-    for applet in ["sh", "ping", "chown", "touch", "sleep", "true"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    let tarball = dir.join("rootfs.tar");
-    let tar = Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tarball)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(tar.success());
-    docker(&[
-        "import",
-        "--change",
-        "ENV PATH=/bin",
-        tarball.to_str().unwrap(),
-        IMAGE,
-    ]);
 }
 
 /// `docker run -d` a container on loopback only; its id goes to the cleanup list.
@@ -452,12 +368,11 @@ fn watch_alerts_on_drift_and_new_workloads() {
     let started = Instant::now();
     let dir = std::env::temp_dir().join(format!("capspy-drift-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut cleanup = Cleanup {
-        dockerd: None,
+    let cleanup = Cleanup {
         containers: Vec::new(),
         dir: dir.clone(),
+        _engine: Engine::ensure(&dir),
     };
-    ensure_dockerd(&mut cleanup);
     ensure_image(&dir);
     // Letters only: a trailing -N is read as a replica index.
     let tag: String = std::process::id()

@@ -1,0 +1,126 @@
+//! What the tests with real containers share: a Docker engine (the running one, or one started
+//! here and stopped by pid on drop), the docker client, and images made with `docker import` from
+//! busybox-static (no registry is reachable).
+
+// Each test crate uses its own part of this module.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The engine the tests use; a dockerd started here is stopped on drop, by its pid.
+pub struct Engine {
+    dockerd: Option<Child>,
+}
+
+impl Engine {
+    /// Uses the running engine, or starts one with loopback-only networking (log in `log_dir`).
+    pub fn ensure(log_dir: &Path) -> Self {
+        if docker_up() {
+            return Self { dockerd: None };
+        }
+        let log = std::fs::File::create(log_dir.join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-forward=false",
+                "--ip-masq=false",
+            ])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd is installed");
+        let engine = Self {
+            dockerd: Some(child),
+        };
+        let start = Instant::now();
+        while !docker_up() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "dockerd did not start"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        engine
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.dockerd.take() {
+            signal(&d, libc::SIGTERM);
+            let _ = d.wait();
+        }
+    }
+}
+
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY: signalling a child we started, by pid.
+    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), sig) };
+}
+
+/// Runs the docker client; fails the test if it fails.
+pub fn docker(args: &[&str]) -> Output {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker client");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn docker_up() -> bool {
+    quietly_succeeds(Command::new("docker").arg("info"))
+}
+
+pub fn image_exists(image: &str) -> bool {
+    quietly_succeeds(Command::new("docker").args(["image", "inspect", image]))
+}
+
+fn quietly_succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `dir/rootfs` with busybox-static in `/bin`, `applets` linked to it, and an empty `/tmp`.
+pub fn busybox_rootfs(dir: &Path, applets: &[&str]) -> PathBuf {
+    let root = dir.join("rootfs");
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static installed");
+    for applet in applets {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    root
+}
+
+/// Imports `root` as `image` (with `PATH=/bin`), through a tarball in `dir`; returns its id.
+pub fn import_rootfs(root: &Path, dir: &Path, image: &str) -> String {
+    let tarball = dir.join("rootfs.tar");
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(root)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let out = docker(&[
+        "import",
+        "--change",
+        "ENV PATH=/bin",
+        tarball.to_str().unwrap(),
+        image,
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
