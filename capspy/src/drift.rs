@@ -27,9 +27,7 @@ use crate::baseline::Baselines;
 use crate::caps::Capability;
 use crate::collector::LossCounters;
 use crate::metrics::Metrics;
-use crate::profile::{
-    AuditClass, BootClock, Bucket, CheckRow, ProcessRef, RawCheck, UserNs, Verdict,
-};
+use crate::profile::{AuditClass, BootClock, Bucket, CheckRow, ProcessRef, UserNs, Verdict};
 use crate::render::rfc3339;
 use crate::text::short_id;
 
@@ -381,28 +379,7 @@ impl Watch {
             return;
         }
         state.judged = true;
-        let row = CheckRow::from_raw(
-            RawCheck {
-                cap: key.cap,
-                verdict: key.verdict,
-                audit: key.audit,
-                userns: key.userns,
-                bucket: key.bucket,
-                classifier: stats.classifier,
-            },
-            stats.count,
-            (
-                clock.wall_time(stats.first_ns),
-                clock.wall_time(stats.last_ns),
-            ),
-            ProcessRef {
-                pid: stats.first_pid,
-                tgid: stats.first_tgid,
-                uid: stats.first_uid,
-                comm: comm(&stats.first_comm),
-            },
-            Vec::new(),
-        );
+        let row = CheckRow::from_kernel(key, stats, clock, Vec::new());
         if let Some(m) = &self.metrics
             && new_checks > 0
         {
@@ -460,11 +437,6 @@ impl Watch {
     pub fn sink_target(&self) -> &str {
         self.sink.target()
     }
-}
-
-fn comm(bytes: &[u8; 16]) -> String {
-    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use capspy_common::{
     AUDIT_ADVISORY, BUCKET_BORROWED, BUCKET_RUNTIME, CLASSIFIER_CALL_PATH, CLASSIFIER_OPTS,
-    USERNS_INITIAL, USERNS_OTHER, VERDICT_GRANTED,
+    CheckKey, CheckStats, USERNS_INITIAL, USERNS_OTHER, VERDICT_GRANTED,
 };
 use serde::{Serialize, Serializer};
 
@@ -105,8 +105,17 @@ impl CheckRow {
     }
 
     pub fn from_observation(obs: &Observation, clock: &BootClock, syms: Option<&Kallsyms>) -> Self {
-        let key = &obs.key;
-        let stats = &obs.stats;
+        let call_path = syms.map(|s| call_path(&obs.stack, s)).unwrap_or_default();
+        Self::from_kernel(&obs.key, &obs.stats, clock, call_path)
+    }
+
+    /// Builds a row from a kernel map entry, with the call path already named.
+    pub fn from_kernel(
+        key: &CheckKey,
+        stats: &CheckStats,
+        clock: &BootClock,
+        call_path: Vec<String>,
+    ) -> Self {
         Self::from_raw(
             RawCheck {
                 cap: key.cap,
@@ -127,7 +136,7 @@ impl CheckRow {
                 uid: stats.first_uid,
                 comm: comm_to_string(&stats.first_comm),
             },
-            syms.map(|s| call_path(&obs.stack, s)).unwrap_or_default(),
+            call_path,
         )
     }
 

@@ -13,27 +13,10 @@ use serde_json::Value;
 
 mod common;
 
-use common::{Engine, busybox_rootfs, docker, image_exists, import_rootfs, signal};
+use common::{Cleanup, busybox_rootfs, docker, image_exists, import_rootfs, signal};
 
 const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
 const IMAGE: &str = "capspy-test/busybox:1";
-
-/// Stops what it started, by pid or id, even when an assertion fails.
-struct Cleanup {
-    containers: Vec<String>,
-    dir: PathBuf,
-    /// Dropped after the containers are removed.
-    _engine: Engine,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for c in &self.containers {
-            let _ = Command::new("docker").args(["rm", "-f", c]).output();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn ensure_image(dir: &Path) {
     if !image_exists(IMAGE) {
@@ -155,11 +138,7 @@ struct Ctx {
 fn daemon_profiles_real_containers() {
     let dir = std::env::temp_dir().join(format!("capspy-containers-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let cleanup = Cleanup {
-        containers: Vec::new(),
-        dir: dir.clone(),
-        _engine: Engine::ensure(&dir),
-    };
+    let cleanup = Cleanup::new(dir.clone());
     ensure_image(&dir);
     // Letters only: a trailing -N is read as a replica index.
     let tag: String = std::process::id()

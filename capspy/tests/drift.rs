@@ -17,29 +17,12 @@ use serde_json::Value;
 
 mod common;
 
-use common::{Engine, busybox_rootfs, docker, image_exists, import_rootfs, signal};
+use common::{Cleanup, busybox_rootfs, docker, image_exists, import_rootfs, signal};
 
 const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
 const IMAGE: &str = "capspy-test/busybox-drift:1";
 /// The promise: an alert within 2 seconds of the check.
 const ALERT_WITHIN: Duration = Duration::from_secs(2);
-
-/// Stops what the test started, by pid or id, even when an assertion fails.
-struct Cleanup {
-    containers: Vec<String>,
-    dir: PathBuf,
-    /// Dropped after the containers are removed.
-    _engine: Engine,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for id in &self.containers {
-            let _ = Command::new("docker").args(["rm", "-f", id]).output();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn ensure_image(dir: &Path) {
     if !image_exists(IMAGE) {
@@ -368,11 +351,7 @@ fn watch_alerts_on_drift_and_new_workloads() {
     let started = Instant::now();
     let dir = std::env::temp_dir().join(format!("capspy-drift-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let cleanup = Cleanup {
-        containers: Vec::new(),
-        dir: dir.clone(),
-        _engine: Engine::ensure(&dir),
-    };
+    let cleanup = Cleanup::new(dir.clone());
     ensure_image(&dir);
     // Letters only: a trailing -N is read as a replica index.
     let tag: String = std::process::id()

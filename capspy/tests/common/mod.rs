@@ -56,6 +56,35 @@ impl Drop for Engine {
     }
 }
 
+/// What a test made: its containers (removed by id or name) and its scratch folder, then the
+/// engine if it started one. Runs even when an assertion fails.
+pub struct Cleanup {
+    pub containers: Vec<String>,
+    pub dir: PathBuf,
+    /// Dropped after the containers are removed.
+    _engine: Engine,
+}
+
+impl Cleanup {
+    /// Ensures an engine (its log goes to `dir`, which must exist).
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            _engine: Engine::ensure(&dir),
+            containers: Vec::new(),
+            dir,
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for id in &self.containers {
+            let _ = Command::new("docker").args(["rm", "-f", id]).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 pub fn signal(child: &Child, sig: i32) {
     // SAFETY: signalling a child we started, by pid.
     unsafe { libc::kill(i32::try_from(child.id()).unwrap(), sig) };
