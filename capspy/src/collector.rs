@@ -21,6 +21,10 @@ pub struct Observation {
     /// Kernel return addresses of the first check, innermost first (empty if its ring buffer
     /// record was lost).
     pub stack: Vec<u64>,
+    /// Whether the count or the call path differs from the previous sweep's (true the first
+    /// time): the daemon writes only these. A call path can arrive a sweep after its key (the
+    /// ring buffer record follows the map insert).
+    pub changed: bool,
 }
 
 /// Counters the kernel program keeps about its own losses.
@@ -39,9 +43,8 @@ pub struct Collector {
     sightings: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
     stacks: StdHashMap<CheckKey, Vec<u64>>,
-    /// Per key, the count at the last sweep and when that sweep first saw it (boot ns): the
-    /// kernel does not date repeated checks, see [`CheckStats::last_ns`].
-    latest: StdHashMap<CheckKey, (u64, u64)>,
+    /// Per key, what the last sweep saw: see [`Seen`].
+    latest: StdHashMap<CheckKey, Seen>,
     /// cgroups of first sightings not yet handed out by [`Collector::take_new_cgroups`].
     new_cgroups: Vec<u64>,
     /// Cgroup v2 directories as the kernel made them, when the `cgroup_mkdir` program attached.
@@ -128,9 +131,16 @@ impl Collector {
         for entry in &self.checks {
             let Ok((key, mut stats)) = entry else { break };
             if want(key.cgroup_id) {
-                stats.last_ns = date_latest(&mut self.latest, key, &stats, now);
                 let stack = self.stacks.get(&key).cloned().unwrap_or_default();
-                out.push(Observation { key, stats, stack });
+                let (last_ns, changed) =
+                    date_latest(&mut self.latest, key, &stats, !stack.is_empty(), now);
+                stats.last_ns = last_ns;
+                out.push(Observation {
+                    key,
+                    stats,
+                    stack,
+                    changed,
+                });
             }
         }
         out.sort_by_key(|o| o.key);
@@ -198,26 +208,39 @@ impl Collector {
     }
 }
 
-/// When the latest check of `key` happened, as well as a sweep at `now` can tell.
+/// What a sweep saw of one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Seen {
+    count: u64,
+    /// When the count became `count` (boot ns): the kernel does not date repeated checks, see
+    /// [`CheckStats::last_ns`].
+    at: u64,
+    has_stack: bool,
+}
+
+/// When the latest check of `key` happened, as well as a sweep at `now` can tell, and whether
+/// the key changed since the previous sweep.
 fn date_latest(
-    latest: &mut StdHashMap<CheckKey, (u64, u64)>,
+    latest: &mut StdHashMap<CheckKey, Seen>,
     key: CheckKey,
     stats: &CheckStats,
+    has_stack: bool,
     now: u64,
-) -> u64 {
-    let seen = latest.entry(key).or_insert_with(|| {
+) -> (u64, bool) {
+    let previous = latest.get(&key).copied();
+    let at = match previous {
+        Some(p) if p.count == stats.count => p.at,
         // Checked once: the kernel's first time is the latest. More: some time up to now.
-        let at = if stats.count <= 1 {
-            stats.first_ns
-        } else {
-            now
-        };
-        (stats.count, at)
-    });
-    if seen.0 != stats.count {
-        *seen = (stats.count, now);
-    }
-    seen.1
+        None if stats.count <= 1 => stats.first_ns,
+        _ => now,
+    };
+    let seen = Seen {
+        count: stats.count,
+        at,
+        has_stack,
+    };
+    latest.insert(key, seen);
+    (at, previous != Some(seen))
 }
 
 /// Copies a ring buffer record out, if it has the expected size.
@@ -260,26 +283,35 @@ mod tests {
             padding: [0; 3],
         };
         let mut latest = StdHashMap::new();
+        let mut sweep =
+            |cap, count, now| date_latest(&mut latest, key(cap), &stats(count, 100), true, now);
         // One check: its own time.
-        assert_eq!(date_latest(&mut latest, key(1), &stats(1, 100), 1_000), 100);
+        assert_eq!(sweep(1, 1, 1_000), (100, true));
         // Already several when first swept: the sweep's time.
-        assert_eq!(
-            date_latest(&mut latest, key(2), &stats(5, 100), 1_000),
-            1_000
-        );
+        assert_eq!(sweep(2, 5, 1_000), (1_000, true));
         // Unchanged counts keep their time; a changed one takes the new sweep's.
-        assert_eq!(date_latest(&mut latest, key(1), &stats(1, 100), 2_000), 100);
-        assert_eq!(
-            date_latest(&mut latest, key(2), &stats(5, 100), 2_000),
-            1_000
-        );
-        assert_eq!(
-            date_latest(&mut latest, key(2), &stats(9, 100), 3_000),
-            3_000
-        );
-        assert_eq!(
-            date_latest(&mut latest, key(1), &stats(2, 100), 3_000),
-            3_000
-        );
+        assert_eq!(sweep(1, 1, 2_000), (100, false));
+        assert_eq!(sweep(2, 5, 2_000), (1_000, false));
+        assert_eq!(sweep(2, 9, 3_000), (3_000, true));
+        assert_eq!(sweep(1, 2, 3_000), (3_000, true));
+    }
+
+    #[test]
+    fn a_call_path_arriving_late_is_a_change() {
+        let key = CheckKey {
+            cgroup_id: 7,
+            cap: 1,
+            verdict: 0,
+            audit: 0,
+            userns: 0,
+            bucket: 0,
+            padding: [0; 3],
+        };
+        let mut latest = StdHashMap::new();
+        let mut sweep =
+            |has_stack, now| date_latest(&mut latest, key, &stats(1, 100), has_stack, now);
+        assert_eq!(sweep(false, 1_000), (100, true));
+        assert_eq!(sweep(true, 2_000), (100, true));
+        assert_eq!(sweep(true, 3_000), (100, false));
     }
 }

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
-use capspy_common::CheckKey;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::attribution::{CgroupIndex, Owner, Runtime};
@@ -46,11 +45,6 @@ pub struct Recorder {
     clock: BootClock,
     kallsyms: Option<crate::kallsyms::Kallsyms>,
     cgroups: HashMap<u64, Attributed>,
-    /// Each key's count, and whether its call path was known, as last written to the store:
-    /// unchanged keys are not written again (with a thousand idle containers, rewriting every
-    /// row every sweep was most of the daemon's work). A call path can arrive a sweep after its
-    /// key (the ring buffer record follows the map insert), and then makes the row change.
-    written: HashMap<CheckKey, (u64, bool)>,
     /// Containers seen running, to mark them ended when their cgroup goes away.
     running: HashSet<String>,
     /// `capspy watch`: baselines, alerts and metrics.
@@ -77,7 +71,6 @@ impl Recorder {
             clock: BootClock::now(),
             kallsyms,
             cgroups: HashMap::new(),
-            written: HashMap::new(),
             running: HashSet::new(),
             watch: None,
         })
@@ -130,17 +123,16 @@ impl Recorder {
         }
         self.judge_sightings();
         self.judge_sweep(&observations);
-        let changed: Vec<&Observation> = observations
+        // Unchanged keys are already stored (with a thousand idle containers, rewriting every
+        // row every sweep was most of the daemon's work).
+        let records: Vec<CheckRecord> = observations
             .iter()
-            .filter(|o| self.written.get(&o.key) != Some(&written_state(o)))
+            .filter(|o| o.changed)
+            .map(|o| self.record(o))
             .collect();
-        let records: Vec<CheckRecord> = changed.iter().map(|o| self.record(o)).collect();
         self.store
             .write_checks(self.session, &records)
             .context("writing to the store")?;
-        for o in changed {
-            self.written.insert(o.key, written_state(o));
-        }
         self.store
             .write_losses(self.session, &self.collector.losses())
             .context("writing to the store")?;
@@ -279,7 +271,6 @@ impl Recorder {
         let keys: HashSet<String> = gone.iter().map(|id| self.cgroups[id].key.clone()).collect();
         self.cgroups.retain(|id, _| !gone.contains(id));
         self.collector.forget_cgroups(&gone);
-        self.written.retain(|k, _| !gone.contains(&k.cgroup_id));
         for key in keys {
             let remaining = self.cgroups.values().any(|a| a.key == key);
             if !remaining && self.running.remove(&key) {
@@ -325,10 +316,6 @@ impl Recorder {
         }
         watch.after_sweep(self.collector.losses(), observations.len());
     }
-}
-
-fn written_state(o: &Observation) -> (u64, bool) {
-    (o.stats.count, !o.stack.is_empty())
 }
 
 fn who(a: &Attributed) -> Who<'_> {
