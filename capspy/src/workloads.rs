@@ -34,15 +34,7 @@ fn known_hint(known: &[String]) -> String {
 
 /// Keys come from labels: a newline in one must not split the one-line error.
 fn one_line(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
+    crate::text::printable(s).into_owned()
 }
 
 /// Containers grouped by workload key.
