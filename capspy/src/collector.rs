@@ -11,7 +11,7 @@ use capspy_common::{CheckKey, CheckStats, FirstSighting, NewCgroup, counter, map
 use tokio::io::unix::AsyncFd;
 
 use crate::hook::{HookError, Tracer};
-use crate::profile::boot_ns;
+use crate::profile::{boot_ns, kernel_string};
 
 /// One aggregation key with its counts, as the kernel holds it.
 #[derive(Clone, Debug)]
@@ -92,13 +92,7 @@ impl Collector {
         if let Some(ring) = &mut self.made_cgroups {
             while let Some(item) = ring.next() {
                 if let Some(made) = decode::<NewCgroup>(&item) {
-                    let end = made
-                        .path
-                        .iter()
-                        .position(|b| *b == 0)
-                        .unwrap_or(made.path.len());
-                    let path = String::from_utf8_lossy(&made.path[..end]).into_owned();
-                    self.made_paths.push((made.id, path));
+                    self.made_paths.push((made.id, kernel_string(&made.path)));
                 }
             }
         }

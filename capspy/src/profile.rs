@@ -134,7 +134,7 @@ impl CheckRow {
                 pid: stats.first_pid,
                 tgid: stats.first_tgid,
                 uid: stats.first_uid,
-                comm: comm_to_string(&stats.first_comm),
+                comm: kernel_string(&stats.first_comm),
             },
             call_path,
         )
@@ -898,7 +898,8 @@ pub fn boot_ns() -> u64 {
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
-fn comm_to_string(comm: &[u8; 16]) -> String {
+/// A NUL-padded kernel string (a comm, a cgroup path) as text; all of it when it has no NUL.
+pub fn kernel_string(comm: &[u8]) -> String {
     let end = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..end]).into_owned()
 }
@@ -1339,7 +1340,7 @@ pub(crate) mod tests {
     fn comm_stops_at_nul() {
         let mut comm = [0u8; 16];
         comm[..4].copy_from_slice(b"ping");
-        assert_eq!(comm_to_string(&comm), "ping");
-        assert_eq!(comm_to_string(&[b'a'; 16]), "a".repeat(16));
+        assert_eq!(kernel_string(&comm), "ping");
+        assert_eq!(kernel_string(&[b'a'; 16]), "a".repeat(16));
     }
 }
