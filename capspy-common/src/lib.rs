@@ -35,6 +35,8 @@ pub mod globals {
     pub const TASK_REAL_CRED_OFFSET: &str = "TASK_REAL_CRED_OFFSET";
     /// `u32`: byte offset of `comm` in `struct task_struct` (from BTF); 0 when unknown.
     pub const TASK_COMM_OFFSET: &str = "TASK_COMM_OFFSET";
+    /// `u8`: 1 when the kernel has the `bpf_get_current_task_btf` helper (Linux 5.11+), else 0.
+    pub const TASK_BTF: &str = "TASK_BTF";
     /// `[CommPrefix; RUNTIME_COMMS_CAPACITY]`: container runtime processes (unused slots zero).
     pub const RUNTIME_COMMS: &str = "RUNTIME_COMMS";
     /// `[AddrRange; ADVISORY_FUNCS_CAPACITY]`: kernel functions on the call path of advisory

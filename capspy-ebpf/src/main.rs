@@ -19,7 +19,8 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task_btf, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
-        bpf_probe_read_kernel, generated::bpf_get_stack, generated::bpf_task_pt_regs,
+        bpf_probe_read_kernel, generated::bpf_get_current_task, generated::bpf_get_stack,
+        generated::bpf_task_pt_regs,
     },
     macros::{btf_tracepoint, fexit, kprobe, kretprobe, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
@@ -53,6 +54,11 @@ static TASK_REAL_CRED_OFFSET: u32 = 0;
 /// Byte offset of `comm` in `struct task_struct`, from BTF; 0 when unknown.
 #[unsafe(no_mangle)]
 static TASK_COMM_OFFSET: u32 = 0;
+/// 1 when the kernel has `bpf_get_current_task_btf` (Linux 5.11+; the loader probes it), 0 on
+/// older kernels, where the task's fields are copied with `bpf_probe_read_kernel` instead. The
+/// verifier folds it and never sees the branch the kernel lacks.
+#[unsafe(no_mangle)]
+static TASK_BTF: u8 = 1;
 #[unsafe(no_mangle)]
 static RUNTIME_COMMS: [CommPrefix; RUNTIME_COMMS_CAPACITY] =
     [CommPrefix { value: 0, mask: 0 }; RUNTIME_COMMS_CAPACITY];
@@ -225,10 +231,7 @@ fn record<C: EbpfContext>(
     let Ok(cap) = u8::try_from(cap) else {
         return;
     };
-    // SAFETY: helper without preconditions.
-    let task = unsafe { bpf_get_current_task_btf() }
-        .cast::<u8>()
-        .cast_const();
+    let task = current_task();
     let (audit, classifier) = match last_arg {
         Some(arg) => (audit_class_from_arg(arg), CLASSIFIER_OPTS),
         None => call_path_class(ctx, cap, task),
@@ -316,13 +319,40 @@ fn bucket_of(task: *const u8, cred: u64) -> u8 {
     BUCKET_APP
 }
 
-/// 8 bytes of `struct task_struct` at `offset` (from BTF). A plain load, not a helper call: `task`
-/// comes from `bpf_get_current_task_btf`, so the verifier checks the access against the kernel's
-/// BTF (the offset is a read-only global it folds) and guards it against faults.
+#[inline(always)]
+fn has_task_btf() -> bool {
+    // SAFETY: global written by the loader.
+    unsafe { core::ptr::read_volatile(&TASK_BTF) != 0 }
+}
+
+/// The current `struct task_struct`: a BTF pointer where the kernel has
+/// `bpf_get_current_task_btf`, else its plain address, for [`task_field`].
+#[inline(always)]
+fn current_task() -> *const u8 {
+    if has_task_btf() {
+        // SAFETY: helper without preconditions.
+        unsafe { bpf_get_current_task_btf() }
+            .cast::<u8>()
+            .cast_const()
+    } else {
+        // SAFETY: helper without preconditions.
+        unsafe { bpf_get_current_task() as *const u8 }
+    }
+}
+
+/// 8 bytes of `struct task_struct` at `offset` (from BTF). With a BTF task pointer, a plain load,
+/// not a helper call: the verifier checks the access against the kernel's BTF (the offset is a
+/// read-only global it folds) and guards it against faults. Without one, a checked copy.
 #[inline(always)]
 fn task_field(task: *const u8, offset: u32) -> u64 {
-    // SAFETY: see above; the verifier rejects the program if `offset` is not inside the struct.
-    unsafe { core::ptr::read_volatile(task.add(offset as usize).cast::<u64>()) }
+    if has_task_btf() {
+        // SAFETY: see above; the verifier rejects the program if `offset` is not inside the
+        // struct.
+        unsafe { core::ptr::read_volatile(task.add(offset as usize).cast::<u64>()) }
+    } else {
+        // SAFETY: the read is checked; `task` is the current task's address.
+        unsafe { bpf_probe_read_kernel(task.add(offset as usize).cast::<u64>()) }.unwrap_or(0)
+    }
 }
 
 #[inline(always)]
@@ -412,16 +442,20 @@ fn call_path_class<C: EbpfContext>(ctx: &C, cap: u8, task: *const u8) -> (u8, u8
 }
 
 /// The syscall the current task is in, as a slot of [`CALL_SITE_CLASS`]; everything out of range
-/// (page faults, kernel threads) shares the last slot.
+/// (page faults, kernel threads) shares the last slot, and so does every check on a kernel without
+/// `bpf_get_current_task_btf` (the loader then marks the last slots to be walked every time).
 #[inline(always)]
 fn current_syscall_slot(task: *const u8) -> u32 {
+    let last = capspy_common::SYSCALL_SLOTS - 1;
+    if !has_task_btf() {
+        return last;
+    }
     // SAFETY: bpf_task_pt_regs returns a BTF pointer to the task's user-mode registers: a plain
     // load the verifier checks and guards.
     let nr = unsafe {
         let regs = bpf_task_pt_regs(task.cast_mut().cast()) as *const pt_regs;
         core::ptr::read_volatile(&raw const (*regs).orig_rax)
     };
-    let last = capspy_common::SYSCALL_SLOTS - 1;
     if nr < u64::from(last) {
         nr as u32
     } else {

@@ -110,6 +110,10 @@ pub struct KernelInfo {
     pub userns_level_offset: u32,
     pub task_real_cred_offset: u32,
     pub task_comm_offset: u32,
+    /// Whether the kernel has `bpf_get_current_task_btf` (Linux 5.11+). Without it the program
+    /// copies the task's fields with `bpf_probe_read_kernel`, and the tracepoint methods walk the
+    /// stack on every check (the syscall number needs a BTF task).
+    pub task_btf_helper: bool,
     pub advisory_funcs: Vec<(String, AddrRange)>,
     /// Why /proc/kallsyms is unusable, if it is. The table itself (about 6 MB) is not kept: see
     /// [`KernelInfo::symbols`].
@@ -180,6 +184,7 @@ impl KernelInfo {
             userns_level_offset,
             task_real_cred_offset,
             task_comm_offset,
+            task_btf_helper: has_task_btf_helper(),
             advisory_funcs,
             kallsyms_problem,
         }
@@ -194,6 +199,22 @@ impl KernelInfo {
         let symbols = Kallsyms::from_proc().ok();
         release_freed_memory();
         symbols
+    }
+}
+
+/// Whether kprobe programs (and so fexit ones: they share the helper set) may call
+/// `bpf_get_current_task_btf`, probed as libbpf does by loading a program that calls it. If the
+/// probe itself cannot run, the helper is assumed, as on every kernel since 5.11.
+fn has_task_btf_helper() -> bool {
+    match aya::sys::is_helper_supported(
+        aya::programs::ProgramType::KProbe,
+        aya::sys::BpfHelper::BPF_FUNC_get_current_task_btf,
+    ) {
+        Ok(supported) => supported,
+        Err(e) => {
+            log::debug!("probing bpf_get_current_task_btf: {e}");
+            true
+        }
     }
 }
 
@@ -290,7 +311,8 @@ pub fn attach_method(method: Method, kernel: &KernelInfo, sizes: MapSizes) -> Re
     };
     attached.map_err(|e| describe(&e))?;
     if !method.has_opts() {
-        mark_mixed_call_sites(&mut ebpf).map_err(|e| format!("configuring call sites: {e}"))?;
+        mark_mixed_call_sites(&mut ebpf, kernel.task_btf_helper)
+            .map_err(|e| format!("configuring call sites: {e}"))?;
     }
     Ok(ebpf)
 }
@@ -335,6 +357,7 @@ fn load_object(
             true,
         )
         .override_global(globals::TASK_COMM_OFFSET, &kernel.task_comm_offset, true)
+        .override_global(globals::TASK_BTF, &u8::from(kernel.task_btf_helper), true)
         .override_global(globals::ADVISORY_FUNCS, &ranges, true)
         .override_global(globals::RUNTIME_COMMS, &runtime_comm_prefixes(), true)
         .load(OBJECT)
@@ -476,11 +499,18 @@ const MIXED_CALL_SITES: &[(Capability, &[u32])] = &[
     (Capability::SYS_PTRACE, &[0, 2, 17, 89, 257, 267]),
 ];
 
-fn mark_mixed_call_sites(ebpf: &mut Ebpf) -> Result<(), HookError> {
+/// Without `bpf_get_current_task_btf` the program cannot read the syscall number, and every check
+/// falls in each capability's last slot: those are then walked on every check.
+fn mark_mixed_call_sites(ebpf: &mut Ebpf, task_btf_helper: bool) -> Result<(), HookError> {
     let map = ebpf
         .map_mut(maps::CALL_SITE_CLASS)
         .ok_or(HookError::MissingMap(maps::CALL_SITE_CLASS))?;
     let mut classes: Array<_, u8> = Array::try_from(map)?;
+    if !task_btf_helper {
+        for cap in 0..64 {
+            classes.set(cap * SYSCALL_SLOTS + SYSCALL_SLOTS - 1, SITE_ALWAYS_WALK, 0)?;
+        }
+    }
     for (cap, syscalls) in MIXED_CALL_SITES {
         for &nr in *syscalls {
             classes.set(u32::from(cap.0) * SYSCALL_SLOTS + nr, SITE_ALWAYS_WALK, 0)?;

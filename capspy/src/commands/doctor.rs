@@ -38,6 +38,14 @@ pub fn doctor() -> Result<i32> {
             );
         }
     }
+    if !kernel.task_btf_helper {
+        let _ = writeln!(
+            out,
+            "bpf_get_current_task_btf: not available (Linux < 5.11); the program copies the \
+             task's fields with bpf_probe_read_kernel instead of reading them directly (a \
+             helper call per field; the checks recorded are the same)"
+        );
+    }
     if let Some(why) = &kernel.kallsyms_problem {
         let _ = writeln!(
             out,
