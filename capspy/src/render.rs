@@ -333,7 +333,7 @@ fn profile_notes(profile: &Profile) -> Vec<String> {
 }
 
 /// Symbol-based hooks miss the call sites where the compiler inlined `cap_capable`
-/// (measured on Debian 6.1 and 6.12 by `cargo xtask vm-test`; see docs/kernel-matrix.md).
+/// (measured on Debian 5.10, 6.1 and 6.12 by `cargo xtask vm-test`; see docs/kernel-matrix.md).
 fn hook_notes(hook: &str) -> Vec<String> {
     match hook {
         "fexit" | "kprobe" => vec![format!(
