@@ -44,7 +44,7 @@ const REQUIRED_CONFIG: &[&str] = &[
 
 #[derive(clap::Args)]
 pub struct Options {
-    /// Debian kernel package to boot; repeat to boot several, one after the other [default:
+    /// Debian kernel package to boot; repeat to boot several [default:
     /// the 5.10, 6.1 and 6.12 cloud kernels of docs/kernel-matrix.md, or the newest of each
     /// series that apt has].
     #[arg(long = "kernel-package", value_name = "PACKAGE")]
