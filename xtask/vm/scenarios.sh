@@ -4,7 +4,7 @@
 #
 # Executed with hooks as arguments, it runs every scenario with each hook. Sourced with no
 # arguments, it only defines the functions. Needs CAPSPY (the binary) and WORK (a scratch folder).
-# Output, one line each, parsed by xtask/src/vm.rs:
+# Output, one line each, parsed by xtask/src/vm/console.rs:
 #   CAPSPY-RESULT <scenario> <hook> <exit status> <report JSON on one line | ->
 #   CAPSPY-LOG <scenario> <hook> <a line capspy or the command printed>
 #   CAPSPY-DOCTOR <label> <a line of `capspy doctor`>
