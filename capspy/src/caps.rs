@@ -117,6 +117,10 @@ impl FromStr for Capability {
 pub struct CapSet(pub u64);
 
 impl CapSet {
+    /// The 14 capabilities Docker grants a container by default (moby's
+    /// `oci/caps/defaults.go`).
+    pub const DOCKER_DEFAULT: Self = Self(0xa804_25fb);
+
     /// Parses a hex mask as `/proc/PID/status` prints it (`CapEff: 00000000a80425fb`), with or
     /// without `0x`.
     pub fn from_hex(s: &str) -> Result<Self, CapError> {
@@ -193,6 +197,7 @@ mod tests {
     #[test]
     fn docker_default_mask_decodes_to_its_14_capabilities() {
         let set = CapSet::from_hex("00000000a80425fb").unwrap();
+        assert_eq!(set, CapSet::DOCKER_DEFAULT);
         let names: Vec<String> = set.iter().map(Capability::name).collect();
         assert_eq!(
             names,

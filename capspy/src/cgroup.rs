@@ -90,6 +90,42 @@ pub fn parse_populated(events: &str) -> Option<bool> {
     })
 }
 
+/// The union of `CapEff` and of `CapBnd` over the workload's processes in a cgroup (a
+/// container's or a service's); a container runtime's own setup processes (which still hold
+/// everything) are skipped, so (None, None) until the entrypoint runs.
+pub fn granted_caps(v2_root: &Path, cgroup_path: &str) -> (Option<u64>, Option<u64>) {
+    let procs = v2_root
+        .join(cgroup_path.trim_start_matches('/'))
+        .join("cgroup.procs");
+    let Ok(text) = std::fs::read_to_string(procs) else {
+        return (None, None);
+    };
+    let mut eff = None;
+    let mut bnd = None;
+    for pid in text.lines().filter(|l| !l.is_empty()) {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let name = status.lines().find_map(|l| l.strip_prefix("Name:"));
+        if name.is_some_and(|n| crate::hook::is_runtime_comm(n.trim())) {
+            continue;
+        }
+        for line in status.lines() {
+            let slot = if line.starts_with("CapEff:") {
+                &mut eff
+            } else if line.starts_with("CapBnd:") {
+                &mut bnd
+            } else {
+                continue;
+            };
+            if let Ok(set) = crate::caps::CapSet::from_hex(&line[7..]) {
+                *slot = Some(slot.unwrap_or(0) | set.0);
+            }
+        }
+    }
+    (eff, bnd)
+}
+
 /// Removes the empty cgroups left by `capspy run` processes that were killed before they could
 /// clean up (their names end in a pid that no longer exists).
 pub fn remove_stale(root: &Path, prefix: &str) {

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use crate::attribution::{CgroupIndex, Owner, owner_from_path};
+use crate::caps::CapSet;
 use crate::docker::Docker;
 
 /// A container the command started.
@@ -22,6 +23,8 @@ pub struct Started {
     pub name: Option<String>,
     pub image: Option<String>,
     pub workload: Option<String>,
+    /// The union of what its processes held (bounding | effective), once one was read.
+    pub granted: Option<CapSet>,
 }
 
 pub struct ContainerWatch {
@@ -111,9 +114,31 @@ impl ContainerWatch {
                     name: info.as_ref().map(|i| i.name.clone()),
                     workload: info.as_ref().map(|i| crate::docker::workload_of(i).key),
                     image: info.map(|i| i.image),
+                    granted: None,
                 },
             );
         }
+        self.read_granted();
+    }
+
+    /// Reads what the started containers' processes hold, while they run: the entrypoint's
+    /// sets only exist between its exec and its exit.
+    pub fn read_granted(&mut self) {
+        for s in self.started.values_mut() {
+            let (eff, bnd) = crate::cgroup::granted_caps(&self.root, &s.path);
+            if eff.is_some() || bnd.is_some() {
+                let now = eff.unwrap_or(0) | bnd.unwrap_or(0);
+                s.granted = Some(CapSet(s.granted.map_or(0, |g| g.0) | now));
+            }
+        }
+    }
+
+    /// The union of what the started containers held, when any was read.
+    pub fn granted(&self) -> Option<CapSet> {
+        self.started
+            .values()
+            .filter_map(|s| s.granted)
+            .reduce(|a, b| CapSet(a.0 | b.0))
     }
 
     /// Whether any started container still has processes (e.g. after `docker run -d`).

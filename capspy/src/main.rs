@@ -64,7 +64,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run::run(args).await,
             Command::Record(args) => record::record(args).await,
             Command::Ls(args) => ls::ls(&args),
-            Command::Profile(args) => profile::profile(&args),
+            Command::Profile(args) => profile::profile(&args).await,
             Command::Doctor => doctor::doctor(),
             Command::Decode(args) => decode::decode(&args),
             Command::Caps(args) => caps::caps(args).await,

@@ -345,6 +345,17 @@ impl Profile {
         }
     }
 
+    /// What the workload used: the capabilities of its own granted, audited checks against
+    /// the initial user namespace. `required` can differ (DAC_READ_SEARCH for a DAC_OVERRIDE
+    /// that only served reads).
+    pub fn used(&self) -> BTreeSet<Capability> {
+        self.checks
+            .iter()
+            .filter(|c| c.makes_required())
+            .map(|c| c.capability)
+            .collect()
+    }
+
     /// Adds what the subject was granted, and so what it can drop.
     #[must_use]
     pub fn with_granted(mut self, granted: Option<CapSet>) -> Self {
@@ -930,7 +941,7 @@ fn call_path(stack: &[u64], syms: &Kallsyms) -> Vec<String> {
     clippy::trivially_copy_pass_by_ref,
     reason = "serde passes fields by reference"
 )]
-fn serialize_cap<S: Serializer>(cap: &Capability, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_cap<S: Serializer>(cap: &Capability, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&cap.to_string())
 }
 
@@ -939,7 +950,7 @@ fn serialize_caps<S: Serializer>(caps: &BTreeSet<Capability>, s: S) -> Result<S:
 }
 
 #[expect(clippy::ref_option, reason = "serde passes fields by reference")]
-fn serialize_opt_caps<S: Serializer>(
+pub(crate) fn serialize_opt_caps<S: Serializer>(
     caps: &Option<BTreeSet<Capability>>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
@@ -1128,6 +1139,8 @@ pub(crate) mod tests {
         assert_eq!(why.evidence.count, 3);
         // The denial is the read DAC_READ_SEARCH will now serve: not a refusal.
         assert!(p.refused.is_empty(), "{:?}", p.refused);
+        // What was used stays what was used (capspy ls shows both).
+        assert_eq!(p.used(), BTreeSet::from([Capability::DAC_OVERRIDE]));
     }
 
     #[test]

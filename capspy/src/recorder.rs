@@ -6,14 +6,13 @@
 //! never counts a check twice.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::attribution::{CgroupIndex, Owner, Runtime};
-use crate::caps::CapSet;
 use crate::collector::{Collector, Observation};
 use crate::docker::{self, Docker};
 use crate::drift::{Source, Watch, Who};
@@ -171,7 +170,7 @@ impl Recorder {
         let mut subject = subject_of(&owner, now_ms());
         let mut enriched = !matches!(owner, Owner::Container { .. });
         if let (Owner::Container { runtime, id, .. }, Some(path)) = (&owner, path.as_deref()) {
-            let (eff, bnd) = granted_caps(&self.v2_root, path);
+            let (eff, bnd) = crate::cgroup::granted_caps(&self.v2_root, path);
             subject.cap_eff = eff;
             subject.cap_bnd = bnd;
             subject.running = true;
@@ -201,7 +200,7 @@ impl Recorder {
         }
         if let (Owner::Service { .. }, Some(path)) = (&owner, path.as_deref()) {
             // What the unit's processes hold, for `capspy ls` to say what could be dropped.
-            (subject.cap_eff, subject.cap_bnd) = granted_caps(&self.v2_root, path);
+            (subject.cap_eff, subject.cap_bnd) = crate::cgroup::granted_caps(&self.v2_root, path);
         }
         if path.is_none() {
             // Removed before we could see where it was: keep the id visible.
@@ -359,42 +358,6 @@ fn subject_of(owner: &Owner, now: i64) -> Subject {
         running: false,
         ended_ms: None,
     }
-}
-
-/// The union of `CapEff` and of `CapBnd` over the workload's processes in a cgroup (a
-/// container's or a service's); a container runtime's own setup processes (which still hold
-/// everything) are skipped, so (None, None) until the entrypoint runs.
-fn granted_caps(v2_root: &Path, cgroup_path: &str) -> (Option<u64>, Option<u64>) {
-    let procs = v2_root
-        .join(cgroup_path.trim_start_matches('/'))
-        .join("cgroup.procs");
-    let Ok(text) = std::fs::read_to_string(procs) else {
-        return (None, None);
-    };
-    let mut eff = None;
-    let mut bnd = None;
-    for pid in text.lines().filter(|l| !l.is_empty()) {
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-            continue;
-        };
-        let name = status.lines().find_map(|l| l.strip_prefix("Name:"));
-        if name.is_some_and(|n| crate::hook::is_runtime_comm(n.trim())) {
-            continue;
-        }
-        for line in status.lines() {
-            let slot = if line.starts_with("CapEff:") {
-                &mut eff
-            } else if line.starts_with("CapBnd:") {
-                &mut bnd
-            } else {
-                continue;
-            };
-            if let Ok(set) = CapSet::from_hex(&line[7..]) {
-                *slot = Some(slot.unwrap_or(0) | set.0);
-            }
-        }
-    }
-    (eff, bnd)
 }
 
 fn now_ms() -> i64 {

@@ -12,6 +12,7 @@ use crate::caps::Capability;
 use crate::collector::LossCounters;
 use crate::profile::{
     AuditClass, Bucket, CheckRow, Classifier, Finding, ProcessRef, Profile, UserNs, Verdict,
+    serialize_opt_caps,
 };
 use crate::text::{printable, short_id};
 
@@ -64,6 +65,32 @@ pub enum Subject {
     },
 }
 
+/// What re-running the workload proved about its profile.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verification {
+    /// Runs of the workload it took.
+    pub runs: usize,
+    /// The exit status that meant "works".
+    pub expected_exit: i32,
+    /// The smallest set that was run and worked; `null` when none did.
+    #[serde(serialize_with = "serialize_opt_caps")]
+    pub working: Option<BTreeSet<Capability>>,
+    /// Recorded as required, removed: the workload passed without them.
+    pub dropped: Vec<Verified>,
+    /// Not recorded as required, added: the workload failed without them.
+    pub added: Vec<Verified>,
+    /// Why nothing worked, when nothing did.
+    pub failure: Option<String>,
+}
+
+/// A capability verification moved, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verified {
+    #[serde(serialize_with = "crate::profile::serialize_cap")]
+    pub capability: Capability,
+    pub reason: String,
+}
+
 /// A profile with its context: the unit every output format renders.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -77,6 +104,10 @@ pub struct Report {
     pub losses: LossCounters,
     /// Caveats that apply to this report (e.g. the hook's blind spots).
     pub notes: Vec<String>,
+    /// What re-running the workload under the profile proved (`--verify`); `required` is then
+    /// the set that was run and worked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
     /// The service or container name the compose, Kubernetes and systemd outputs use; derived
     /// from the subject unless set (a compose service label, say).
     #[serde(skip)]
@@ -95,8 +126,27 @@ impl Report {
             notes,
             profile,
             losses,
+            verification: None,
             service_name: None,
         }
+    }
+
+    /// Takes the verified set as `required`: what removal proved not needed leaves the profile,
+    /// what a failing run proved missing joins it.
+    #[must_use]
+    pub fn with_verification(mut self, v: Verification) -> Self {
+        if let Some(working) = &v.working {
+            let p = &mut self.profile;
+            p.required.clone_from(working);
+            p.explanations.retain(|f| working.contains(&f.capability));
+            p.droppable = p
+                .granted
+                .as_ref()
+                .map(|g| g.difference(working).copied().collect());
+            self.docker_flags = docker_flags(p);
+        }
+        self.verification = Some(v);
+        self
     }
 
     #[must_use]
@@ -441,8 +491,36 @@ fn text(report: &Report) -> String {
     for note in &report.notes {
         let _ = writeln!(out, "Note: {note}");
     }
+    if let Some(v) = &report.verification {
+        verification(&mut out, v);
+    }
     let _ = writeln!(out, "Apply: {}", report.docker_flags);
     out
+}
+
+fn verification(out: &mut String, v: &Verification) {
+    match &v.failure {
+        None => {
+            let _ = writeln!(
+                out,
+                "Verified by {} run(s) of the workload: it exits with {} under the flags below; Required lists only what removal proved needed.",
+                v.runs, v.expected_exit
+            );
+        }
+        Some(why) => {
+            let _ = writeln!(
+                out,
+                "Not verified ({} run(s)): {why}; the flags below are the recorded ones.",
+                v.runs
+            );
+        }
+    }
+    for d in &v.dropped {
+        let _ = writeln!(out, "  dropped {}: {}", d.capability, d.reason);
+    }
+    for a in &v.added {
+        let _ = writeln!(out, "  added {}: {}", a.capability, a.reason);
+    }
 }
 
 /// The first line: what was traced.

@@ -26,6 +26,25 @@ pub fn short_id(id: &str) -> &str {
     id.char_indices().nth(12).map_or(id, |(end, _)| &id[..end])
 }
 
+/// A command line as a POSIX shell reads it back into the same words: words with anything but
+/// `[A-Za-z0-9_@%+=:,./-]` are single-quoted. For the commands capspy suggests, so they run as
+/// printed.
+pub fn shell_line<S: AsRef<str>>(words: &[S]) -> String {
+    words
+        .iter()
+        .map(|w| shell_word(w.as_ref()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_word(w: &str) -> Cow<'_, str> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c);
+    if !w.is_empty() && w.chars().all(plain) {
+        return Cow::Borrowed(w);
+    }
+    Cow::Owned(format!("'{}'", w.replace('\'', "'\\''")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +64,33 @@ mod tests {
         assert_eq!(short_id(""), "");
         // 'é' spans bytes 11..13: a byte cut at 12 would panic.
         assert_eq!(short_id("aaaaaaaaaaaébb"), "aaaaaaaaaaaé");
+    }
+
+    #[test]
+    fn shell_line_quotes_what_a_shell_would_read_otherwise() {
+        assert_eq!(
+            shell_line(&[
+                "docker",
+                "run",
+                "--rm",
+                "img:1",
+                "sh",
+                "-c",
+                "ping -c1 127.0.0.1 && echo it's"
+            ]),
+            "docker run --rm img:1 sh -c 'ping -c1 127.0.0.1 && echo it'\\''s'"
+        );
+        assert_eq!(shell_line(&["", "$HOME", "a\nb"]), "'' '$HOME' 'a\nb'");
+        // Read back by a real shell into the same words.
+        let words = ["x y", "it's", "$(id)", "a\\b", "*", ""];
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("printf '%s\\0' {}", shell_line(&words))])
+            .output()
+            .unwrap();
+        let back: Vec<&str> = std::str::from_utf8(&out.stdout)
+            .unwrap()
+            .split_terminator('\0')
+            .collect();
+        assert_eq!(back, words);
     }
 }

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{Engine, busybox_rootfs, import_rootfs};
+use common::{Engine, busybox_rootfs, import_rootfs, strings};
 
 const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
 const WORKLOADS: &[&str] = &["tcpserve", "icmpdgram", "klogread", "pktcap", "modload"];
@@ -177,14 +177,6 @@ impl Env {
             serde_json::from_str(&text).unwrap(),
         )
     }
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not a list: {v}"))
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect()
 }
 
 /// The workload's own checks of `cap` (not the runtime's), as (verdict, count) pairs.

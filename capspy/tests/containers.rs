@@ -132,6 +132,7 @@ struct Ctx {
     ping: String,
     chown: String,
     sleep: String,
+    reader: String,
 }
 
 #[test]
@@ -153,12 +154,15 @@ fn daemon_profiles_real_containers() {
         ping: format!("capspy-t-ping-{tag}"),
         chown: format!("capspy-t-chown-{tag}"),
         sleep: format!("capspy-t-sleep-{tag}"),
+        reader: format!("capspy-t-reader-{tag}"),
         tag,
     };
 
     let daemon = Daemon::start(&t.store);
     three_containers_three_profiles(&mut t);
     ls_shows_granted_against_used(&t);
+    ls_keeps_used_apart_from_required(&mut t);
+    profile_verify_reruns_the_workload(&t);
     restarts_and_replicas_merge(&mut t);
     let daemon = kill_and_restart_keeps_counts(&t, daemon);
     assert!(daemon.stop().success());
@@ -231,6 +235,77 @@ fn ls_shows_granted_against_used(t: &Ctx) {
         text.contains("used: NET_RAW") && text.contains("can drop: 13"),
         "{text}"
     );
+}
+
+/// A script that reads a file its mode denies root: what it used is DAC_OVERRIDE (granted after
+/// a denied DAC_READ_SEARCH), what it needs is DAC_READ_SEARCH. On tmpfs (/dev/shm), so no
+/// overlayfs copy-up adds checks of its own.
+const READER: &str = "umask 777; touch /dev/shm/f; cat /dev/shm/f && sleep 1";
+
+fn ls_keeps_used_apart_from_required(t: &mut Ctx) {
+    run_container(&mut t.cleanup, &t.reader, READER);
+    wait_exited(&[&t.reader]);
+    std::thread::sleep(Duration::from_millis(800));
+    let out = capspy(&t.store, &["ls", "--format", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let line = lines
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| {
+            l["kind"] == "workload" && l["workload"].as_str().unwrap().contains(t.reader.as_str())
+        })
+        .unwrap_or_else(|| panic!("no workload line for {}: {lines:#}", t.reader));
+    assert_eq!(
+        line["used"],
+        serde_json::json!(["DAC_OVERRIDE"]),
+        "{line:#}"
+    );
+    assert_eq!(
+        line["required"],
+        serde_json::json!(["DAC_READ_SEARCH"]),
+        "{line:#}"
+    );
+    let text = capspy(&t.store, &["ls"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("used: DAC_OVERRIDE\n    required: DAC_READ_SEARCH\n"),
+        "{text}"
+    );
+}
+
+/// `capspy profile NAME --verify -- docker run ...`: the stored profile, re-run as written and
+/// under its flags, each removed: DAC_READ_SEARCH alone is proven needed.
+fn profile_verify_reruns_the_workload(t: &Ctx) {
+    let out = Command::new(CAPSPY)
+        .args([
+            "profile",
+            &t.reader,
+            "--format",
+            "json",
+            "--verify",
+            "--timeout",
+            "30s",
+        ])
+        .arg("--store")
+        .arg(&t.store)
+        .args(["--", "docker", "run", "--rm", "--network", "none", IMAGE])
+        .args(["sh", "-c", READER])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(required(&report), ["DAC_READ_SEARCH"], "{report:#}");
+    let v = &report["verification"];
+    // As written (what "works" means), the profile, then without DAC_READ_SEARCH.
+    assert_eq!(v["runs"], 3, "{v:#}");
+    assert_eq!(
+        v["working"],
+        serde_json::json!(["DAC_READ_SEARCH"]),
+        "{v:#}"
+    );
+    assert_eq!(v["dropped"], serde_json::json!([]), "{v:#}");
 }
 
 fn restarts_and_replicas_merge(t: &mut Ctx) {

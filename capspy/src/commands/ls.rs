@@ -40,7 +40,10 @@ struct Line {
     running: bool,
     /// None when the granted set could not be read (the container ended before it was seen).
     granted: Option<Vec<String>>,
+    /// What its own granted, audited checks used.
     used: Vec<String>,
+    /// What its profile adds after `--cap-drop ALL` (`capspy profile NAME` says why).
+    required: Vec<String>,
     droppable: Option<usize>,
 }
 
@@ -122,7 +125,8 @@ fn line(
         instances: containers.len(),
         running: containers.iter().any(|c| c.running),
         granted: granted.map(|g| g.iter().map(|c: Capability| c.to_string()).collect()),
-        used: profile.required.iter().map(ToString::to_string).collect(),
+        used: profile.used().iter().map(ToString::to_string).collect(),
+        required: profile.required.iter().map(ToString::to_string).collect(),
         droppable: granted.map(|g| droppable(g, &profile).len()),
     })
 }
@@ -132,12 +136,22 @@ fn table(lines: &[Line]) -> String {
     if lines.is_empty() {
         out.push_str("Nothing recorded yet.\n");
     }
-    for l in lines {
-        let used = if l.used.is_empty() {
+    let names = |v: &[String]| {
+        if v.is_empty() {
             "none".to_string()
         } else {
-            l.used.join(",")
-        };
+            v.join(",")
+        }
+    };
+    for l in lines {
+        // What was used, then what the profile asks for: they differ when DAC_READ_SEARCH
+        // stands in for a DAC_OVERRIDE that only served reads.
+        let indent = if l.kind == "container" { "  " } else { "" };
+        let uses = format!(
+            "used: {}\n{indent}    required: {}",
+            names(&l.used),
+            names(&l.required)
+        );
         if matches!(l.kind, "service" | "host") {
             // No image nor instances; the host, a group of unrelated processes, has no granted
             // set (nor has a service whose processes were gone before capspy looked).
@@ -150,18 +164,17 @@ fn table(lines: &[Line]) -> String {
                 (Some(g), Some(drop)) => {
                     let _ = writeln!(
                         out,
-                        "{title}\n    granted: {} ({})\n    used: {used}\n    can drop: {drop}",
+                        "{title}\n    granted: {} ({})\n    {uses}\n    can drop: {drop}",
                         g.len(),
                         g.join(",")
                     );
                 }
                 _ => {
-                    let _ = writeln!(out, "{title}\n    used: {used}");
+                    let _ = writeln!(out, "{title}\n    {uses}");
                 }
             }
             continue;
         }
-        let indent = if l.kind == "container" { "  " } else { "" };
         let granted = l.granted.as_ref().map_or_else(
             || "unknown".to_string(),
             |g| format!("{} ({})", g.len(), g.join(",")),
@@ -169,7 +182,7 @@ fn table(lines: &[Line]) -> String {
         let drop = l.droppable.map_or_else(|| "?".into(), |d| d.to_string());
         let _ = writeln!(
             out,
-            "{indent}{} {}  image={}  instances={}{}\n{indent}    granted: {granted}\n{indent}    used: {used}\n{indent}    can drop: {drop}",
+            "{indent}{} {}  image={}  instances={}{}\n{indent}    granted: {granted}\n{indent}    {uses}\n{indent}    can drop: {drop}",
             l.kind,
             printable(&l.name),
             if l.image.is_empty() {
@@ -199,10 +212,11 @@ mod tests {
             running: false,
             granted: None,
             used: vec![],
+            required: vec![],
             droppable: None,
         };
         let out = table(&[l]);
-        assert_eq!(out.lines().count(), 4, "{out}");
+        assert_eq!(out.lines().count(), 5, "{out}");
         assert!(out.starts_with("workload compose:evil\\nworkload fake  image=img\\u{1b}[2J"));
         assert!(!out.contains('\u{1b}'));
     }

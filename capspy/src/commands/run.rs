@@ -2,7 +2,7 @@
 //! print the capabilities it needed.
 
 use std::ffi::CString;
-use std::io::Write as _;
+use std::os::fd::AsFd as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
@@ -13,12 +13,16 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cgroup::{self, OwnedCgroup};
 use crate::collector::Collector;
+use crate::commands::record::parse_duration;
+use crate::commands::verify::{self, DockerRun};
+use crate::commands::{self, Stream};
 use crate::container_watch::ContainerWatch;
 use crate::docker_cli;
 use crate::hook::{HookChoice, KernelInfo, Tracer};
 use crate::privilege;
-use crate::profile::{BootClock, CheckRow, Profile};
+use crate::profile::{BootClock, Bucket, CheckRow, Profile};
 use crate::render::{Format, Report, Subject};
+use crate::text;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -32,9 +36,16 @@ pub struct RunArgs {
     /// the command itself; waits until they exit.
     #[arg(long)]
     pub container: bool,
-    /// Write the report to FILE instead of standard error.
+    /// Write the report to FILE instead of standard error (`-`: standard output).
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Then re-run the container (`docker run` only) under the profile, each capability removed
+    /// in turn, and report only what removal proved needed (`capspy verify --minimal`).
+    #[arg(long, requires = "container")]
+    pub verify: bool,
+    /// With --verify: stop a re-run that takes longer (it counts as not working).
+    #[arg(long, value_parser = parse_duration, default_value = "2m", requires = "verify")]
+    pub timeout: Duration,
     /// The command to trace, and its arguments.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<std::ffi::OsString>,
@@ -48,6 +59,12 @@ const GRACE: Duration = Duration::from_secs(3);
 
 /// Returns the exit code for capspy: the command's, as a shell would report it.
 pub async fn run(args: RunArgs) -> Result<i32> {
+    // A command --verify cannot re-run is refused before anything runs.
+    let rerun = if args.verify {
+        Some(DockerRun::parse(&args.command)?)
+    } else {
+        None
+    };
     privilege::require_tracing()?;
     let root = cgroup::v2_root()?;
     let kernel = KernelInfo::probe();
@@ -76,7 +93,10 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         watch = Some(w);
         scratch = Some(dir);
     }
-    let supervised = match spawn_in(&group, &command) {
+    // With the report on standard output, the command's own output goes to standard error, so
+    // `$(capspy run --output - --format docker ...)` captures the report alone.
+    let report_on_stdout = args.output.as_deref() == Some(std::path::Path::new("-"));
+    let supervised = match spawn_in(&group, &command, report_on_stdout) {
         Ok(child) => supervise(child, &group, &mut collector, watch.as_mut()).await,
         Err(e) => {
             let code = match e.kind() {
@@ -97,33 +117,16 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     let (subject, wanted): (Subject, Box<dyn Fn(u64) -> bool>) = match &watch {
         None => (
             Subject::Command {
-                argv,
+                argv: argv.clone(),
                 exit_code,
                 interrupted,
             },
             Box::new(move |id| id == cgroup_id),
         ),
         Some(watch) => {
-            let Some(first) = watch.started.values().next() else {
-                anyhow::bail!(
-                    "`{}` started no container (no new container cgroup made a capability check)",
-                    argv.join(" ")
-                );
+            let Some((subject, ids)) = containers_subject(watch, &argv) else {
+                return Ok(nothing_ran(&argv, exit_code, "it started no container"));
             };
-            let subject = if watch.started.len() == 1 {
-                Subject::Container {
-                    id: first.id.clone(),
-                    name: first.name.clone(),
-                    image: first.image.clone(),
-                    workload: first.workload.clone(),
-                }
-            } else {
-                Subject::Workload {
-                    key: format!("started by `{}`", argv.join(" ")),
-                    containers: watch.started.values().map(|s| s.id.clone()).collect(),
-                }
-            };
-            let ids: Vec<u64> = watch.started.keys().copied().collect();
             (subject, Box::new(move |id| ids.contains(&id)))
         }
     };
@@ -133,15 +136,77 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         .iter()
         .map(|o| CheckRow::from_observation(o, &clock, symbols.as_ref()))
         .collect();
-    let report = Report::new(
-        subject,
-        tracer.method.name(),
-        Profile::from_checks(rows),
-        collector.losses(),
-    );
     drop(group);
-    emit(&report.render(args.format), args.output.as_deref())?;
-    Ok(exit_code)
+    let granted = watch.as_ref().and_then(ContainerWatch::granted);
+    let profile = Profile::from_checks(rows).with_granted(granted);
+    // docker run exits with 125 for its own errors (no such image, a bad option, a user the
+    // image lacks): the container never ran its entrypoint, and made no check of its own.
+    if watch.is_some()
+        && exit_code == 125
+        && !profile.checks.iter().any(|c| c.bucket == Bucket::App)
+    {
+        return Ok(nothing_ran(
+            &argv,
+            exit_code,
+            "docker could not start the container (see its error above)",
+        ));
+    }
+    let report = Report::new(subject, tracer.method.name(), profile, collector.losses());
+    finish(report, rerun, exit_code, &args).await
+}
+
+/// The subject for the containers the command started, and their cgroup ids; None if it
+/// started none.
+fn containers_subject(watch: &ContainerWatch, argv: &[String]) -> Option<(Subject, Vec<u64>)> {
+    let first = watch.started.values().next()?;
+    let subject = if watch.started.len() == 1 {
+        Subject::Container {
+            id: first.id.clone(),
+            name: first.name.clone(),
+            image: first.image.clone(),
+            workload: first.workload.clone(),
+        }
+    } else {
+        Subject::Workload {
+            key: format!("started by `{}`", argv.join(" ")),
+            containers: watch.started.values().map(|s| s.id.clone()).collect(),
+        }
+    };
+    Some((subject, watch.started.keys().copied().collect()))
+}
+
+/// With `--verify`, re-runs the container and keeps what removal proved; writes the report.
+/// Returns capspy's status: the command's, or 1 when it exited with 0 but no set verified.
+async fn finish(
+    mut report: Report,
+    rerun: Option<DockerRun>,
+    exit_code: i32,
+    args: &RunArgs,
+) -> Result<i32> {
+    let mut status = exit_code;
+    if let Some(rerun) = rerun {
+        let v = verify::prove(&rerun, &report, Some(exit_code), args.timeout).await?;
+        if v.working.is_none() && status == 0 {
+            status = 1;
+        }
+        report = report.with_verification(v);
+    }
+    commands::emit(
+        &report.render(args.format),
+        args.output.as_deref(),
+        Stream::Stderr,
+    )?;
+    Ok(status)
+}
+
+/// Says that the workload never ran, so there is no profile to print; returns the command's
+/// status, or 2 when it exited with 0.
+fn nothing_ran(argv: &[String], exit_code: i32, why: &str) -> i32 {
+    eprintln!(
+        "capspy: `{}` exited with {exit_code}, and no container ran its command: {why}. Nothing ran, so there is no profile.",
+        text::shell_line(argv)
+    );
+    if exit_code == 0 { 2 } else { exit_code }
 }
 
 fn describe_spawn_error(e: &std::io::Error) -> String {
@@ -156,11 +221,15 @@ fn describe_spawn_error(e: &std::io::Error) -> String {
 fn spawn_in(
     group: &OwnedCgroup,
     command: &[std::ffi::OsString],
+    stdout_to_stderr: bool,
 ) -> std::io::Result<tokio::process::Child> {
     let procs = CString::new(group.procs_path().as_os_str().as_bytes())
         .map_err(|_| std::io::Error::other("cgroup path contains a NUL byte"))?;
     let mut cmd = tokio::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
+    if stdout_to_stderr {
+        cmd.stdout(std::io::stderr().as_fd().try_clone_to_owned()?);
+    }
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe syscalls
     // (open, write, close) on memory prepared before the fork.
     unsafe {
@@ -192,9 +261,16 @@ async fn supervise(
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut interrupted = false;
+    // A container's sets are readable only while its processes live: look often.
+    let mut look = tokio::time::interval(Duration::from_millis(50));
     let status = loop {
         tokio::select! {
             status = child.wait() => break status.context("waiting for the command")?,
+            _ = look.tick(), if watch.is_some() => {
+                if let Some(w) = watch.as_deref_mut() {
+                    w.read_granted();
+                }
+            }
             _ = sigint.recv() => { interrupted = true; group.signal_all(libc::SIGINT)?; }
             _ = sigterm.recv() => { interrupted = true; group.signal_all(libc::SIGTERM)?; }
             // Draining as records arrive keeps the ring buffer from filling up.
@@ -260,13 +336,4 @@ impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn emit(text: &str, output: Option<&std::path::Path>) -> Result<()> {
-    if let Some(path) = output {
-        return std::fs::write(path, text)
-            .with_context(|| format!("writing the report to {}", path.display()));
-    }
-    std::io::stderr().lock().write_all(text.as_bytes())?;
-    Ok(())
 }

@@ -8,7 +8,6 @@ mod plan;
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
@@ -24,10 +23,13 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use crate::caps::Capability;
 use crate::commands::record::parse_duration;
 use crate::hook::HookChoice;
+use crate::render::{Report, Verification, Verified};
+use crate::text::{self, printable};
 
+use crate::commands::{self, Stream};
 use crate::docker_cli;
 pub use crate::docker_cli::{DockerArgsError, DockerRun};
-pub use plan::{ProfileUnderTest, Trial, Verdict};
+pub use plan::{Planner, ProfileUnderTest, Trial, TrialKind, Verdict};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum VerifyFormat {
@@ -98,55 +100,101 @@ pub async fn verify(args: VerifyArgs) -> Result<i32> {
         (p, "recorded just now".to_string())
     };
 
-    let mut runs: Vec<RunResult> = Vec::new();
-    let (expected, expected_from) = if let Some(n) = args.expect_exit {
-        (n, "--expect-exit".to_string())
-    } else if let Some(n) = profile.recorded_exit {
-        (n, "the recorded run".to_string())
-    } else {
-        let baseline = runner.trial(&run, &profile, Trial::Baseline).await?;
-        let code = baseline.exit.context("the command as written timed out")?;
-        runs.push(baseline);
-        (code, "the command as written".to_string())
-    };
-
-    let first = runner.trial(&run, &profile, Trial::Profile).await?;
-    let works = first.exit == Some(expected);
-    runs.push(first);
-    for t in plan::follow_ups(&profile, works, args.minimal) {
-        runs.push(runner.trial(&run, &profile, t).await?);
-    }
-    let outcomes: Vec<(Trial, Option<i32>)> = runs.iter().map(|r| (r.trial, r.exit)).collect();
-    let verdict = plan::judge(expected, args.minimal, &outcomes);
-
-    let result = VerifyResult::new(
-        &args.command,
-        &run,
-        &profile,
-        source,
-        (expected, expected_from),
-        runs,
-        &verdict,
-    );
+    let checked = runner
+        .check(&run, &profile, args.expect_exit, args.minimal)
+        .await?;
+    let result = VerifyResult::new(&args, &run, &profile, source, checked);
     let text = match args.format {
-        VerifyFormat::Text => result.text(&verdict),
+        VerifyFormat::Text => result.text(),
         VerifyFormat::Json => {
             let mut s = serde_json::to_string_pretty(&result)?;
             s.push('\n');
             s
         }
     };
-    match &args.output {
-        Some(path) => std::fs::write(path, text)
-            .with_context(|| format!("writing the result to {}", path.display()))?,
-        None => std::io::stdout().lock().write_all(text.as_bytes())?,
+    commands::emit(&text, args.output.as_deref(), Stream::Stdout)?;
+    Ok(result.exit_code)
+}
+
+/// `--verify` of `run` and `profile`: re-runs `run` under the report's profile, removing each
+/// capability in turn (and completing a profile that fails), and says what the runs proved.
+/// `recorded_exit` means "works"; without it, the command as written is run once to find out.
+pub async fn prove(
+    run: &DockerRun,
+    report: &Report,
+    recorded_exit: Option<i32>,
+    timeout: Duration,
+) -> Result<Verification> {
+    let mut profile = ProfileUnderTest::from_report(&serde_json::to_value(report)?)?;
+    profile.recorded_exit = recorded_exit;
+    let mut runner = Runner::new(timeout, run)?;
+    let checked = runner.check(run, &profile, None, true).await?;
+    Ok(verification(&profile, &checked))
+}
+
+fn verification(profile: &ProfileUnderTest, c: &Checked) -> Verification {
+    let v = &c.verdict;
+    let reasoned = |caps: &[Capability], reason: &str| -> Vec<Verified> {
+        caps.iter()
+            .map(|&capability| Verified {
+                capability,
+                reason: reason.to_string(),
+            })
+            .collect()
+    };
+    let dropped = reasoned(
+        &v.unneeded,
+        &format!(
+            "the workload passed without it (exited with {}, as {} did)",
+            c.expected, c.expected_from
+        ),
+    );
+    let mut added = reasoned(
+        &v.needed_refused,
+        "refused while recording; the workload failed without it and passed with it",
+    );
+    added.extend(reasoned(
+        &v.missing,
+        &format!(
+            "the workload failed without it and passed with it back (found by bisecting the other capabilities of the {} the container had)",
+            profile.pool().len()
+        ),
+    ));
+    let failure = v.working.is_none().then(|| {
+        let why = c
+            .runs
+            .iter()
+            .find(|r| r.trial.kind == TrialKind::Profile)
+            .and_then(|r| why_not(&r.stderr, &r.stdout))
+            .map(|w| format!(" (under the profile: {})", truncate(&printable(&w), 160)))
+            .unwrap_or_default();
+        format!(
+            "the workload did not exit with {} under the profile, nor with every capability the container had{why}",
+            c.expected
+        )
+    });
+    Verification {
+        runs: c.runs.len(),
+        expected_exit: c.expected,
+        working: v.working.clone(),
+        dropped,
+        added,
+        failure,
     }
-    Ok(verdict.exit_code())
+}
+
+/// What the runs of a verification found.
+pub struct Checked {
+    /// The exit status that means "works", and where it came from.
+    pub expected: i32,
+    pub expected_from: String,
+    pub runs: Vec<RunResult>,
+    pub verdict: Verdict,
 }
 
 /// Runs containers one at a time, each with its own cidfile in a private folder, so a run that
 /// times out or is interrupted is removed by its id.
-struct Runner {
+pub struct Runner {
     timeout: Duration,
     dir: Scratch,
     /// `docker` and its global options, for `docker rm`.
@@ -167,8 +215,9 @@ impl Drop for Scratch {
 }
 
 /// One finished run.
-struct RunResult {
+pub struct RunResult {
     trial: Trial,
+    label: String,
     caps: Option<Vec<Capability>>,
     argv: Vec<OsString>,
     /// `None`: timed out.
@@ -185,7 +234,7 @@ struct Finished {
 }
 
 impl Runner {
-    fn new(timeout: Duration, run: &DockerRun) -> Result<Self> {
+    pub fn new(timeout: Duration, run: &DockerRun) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("capspy-verify-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::DirBuilder::new()
@@ -249,6 +298,47 @@ impl Runner {
         Ok(profile)
     }
 
+    /// Runs the command as written when nothing else says what "works" means, then the runs
+    /// the plan asks for, one at a time, each judged by its exit status.
+    pub async fn check(
+        &mut self,
+        run: &DockerRun,
+        profile: &ProfileUnderTest,
+        expect_exit: Option<i32>,
+        minimal: bool,
+    ) -> Result<Checked> {
+        let mut runs: Vec<RunResult> = Vec::new();
+        let (expected, expected_from) = if let Some(n) = expect_exit {
+            (n, "--expect-exit".to_string())
+        } else if let Some(n) = profile.recorded_exit {
+            (n, "the recorded run".to_string())
+        } else {
+            let baseline = self.trial(run, profile, Trial::baseline()).await?;
+            let code = baseline.exit.context("the command as written timed out")?;
+            runs.push(baseline);
+            (code, "the command as written".to_string())
+        };
+        let mut plan = Planner::new(profile.clone(), minimal, profile.pool());
+        while let Some(trial) = plan.next() {
+            let r = self.trial(run, profile, trial).await?;
+            let works = r.exit == Some(expected);
+            eprintln!(
+                "capspy: verify run {}: {}: {}",
+                runs.len() + 1,
+                r.label,
+                if works { "works" } else { "fails" }
+            );
+            plan.record(works);
+            runs.push(r);
+        }
+        Ok(Checked {
+            expected,
+            expected_from,
+            runs,
+            verdict: plan.verdict(),
+        })
+    }
+
     async fn trial(
         &mut self,
         run: &DockerRun,
@@ -256,22 +346,24 @@ impl Runner {
         trial: Trial,
     ) -> Result<RunResult> {
         let cidfile = self.next_cidfile();
-        let caps = trial.caps(profile);
+        let caps: Option<Vec<Capability>> =
+            trial.caps.as_ref().map(|c| c.iter().copied().collect());
         let argv = match &caps {
             None => run.unchanged(&cidfile),
             Some(c) => run.with_caps(c, &cidfile),
         };
         let done = self.spawn(&argv, &cidfile).await?;
+        let label = trial.label(profile);
         // docker run's own failures (bad option, no such image, daemon down) are 125.
         if done.exit == Some(125) {
             bail!(
-                "docker could not start the container for the run {:?} (exit 125): {}",
-                trial.label(),
+                "docker could not start the container for the run {label:?} (exit 125): {}",
                 docker_error(&done.stderr)
             );
         }
         Ok(RunResult {
             trial,
+            label,
             caps,
             argv,
             exit: done.exit,
@@ -381,29 +473,79 @@ fn docker_error(stderr: &str) -> &str {
         .unwrap_or("no message")
 }
 
-/// The line that best says why a run failed: docker's own error if it printed one, else the
-/// workload's last words.
-fn why_not<'a>(stderr: &'a str, stdout: &'a str) -> Option<&'a str> {
-    stderr
+/// What says why a run failed: docker's own error if it printed one, else the workload's lines
+/// that name a refusal (EPERM, EACCES, "Operation not permitted", "Permission denied", `cap_`),
+/// else its last line.
+fn why_not(stderr: &str, stdout: &str) -> Option<String> {
+    if let Some(l) = stderr
         .lines()
         .map(str::trim)
         .find(|l| l.starts_with("docker:"))
-        .or_else(|| last_line(stderr))
+    {
+        return Some(l.to_string());
+    }
+    let refusal = |l: &&str| {
+        let lower = l.to_ascii_lowercase();
+        l.contains("EPERM")
+            || l.contains("EACCES")
+            || lower.contains("operation not permitted")
+            || lower.contains("permission denied")
+            || lower.contains("cap_")
+    };
+    let mut named: Vec<&str> = stderr
+        .lines()
+        .chain(stdout.lines())
+        .map(str::trim)
+        .filter(refusal)
+        .collect();
+    named.dedup();
+    if !named.is_empty() {
+        // The first refusals are the cause; later ones are often its consequences.
+        named.truncate(3);
+        return Some(named.join(" | "));
+    }
+    last_line(stderr)
         .or_else(|| last_line(stdout))
+        .map(ToString::to_string)
 }
 
 fn last_line(text: &str) -> Option<&str> {
     text.lines().map(str::trim).rfind(|l| !l.is_empty())
 }
 
-fn names(caps: &[Capability]) -> Vec<String> {
-    caps.iter().map(ToString::to_string).collect()
+fn names<'a>(caps: impl IntoIterator<Item = &'a Capability>) -> Vec<String> {
+    caps.into_iter().map(ToString::to_string).collect()
 }
 
 fn lossy(argv: &[OsString]) -> Vec<String> {
     argv.iter()
         .map(|w| w.to_string_lossy().into_owned())
         .collect()
+}
+
+/// The `capspy verify` command line that checks `caps` for `command`, as a shell reads it.
+fn verify_line(
+    caps: &[Capability],
+    minimal: bool,
+    expected: Option<i32>,
+    command: &[String],
+) -> String {
+    let mut words: Vec<String> = vec!["capspy".into(), "verify".into()];
+    if minimal {
+        words.push("--minimal".into());
+    }
+    if caps.is_empty() {
+        words.push("--no-caps".into());
+    } else {
+        words.push("--cap-add".into());
+        words.push(names(caps).join(","));
+    }
+    if let Some(n) = expected {
+        words.push(format!("--expect-exit={n}"));
+    }
+    words.push("--".into());
+    words.extend(command.iter().cloned());
+    text::shell_line(&words)
 }
 
 #[derive(Serialize)]
@@ -424,6 +566,8 @@ struct RunJson {
     /// `null` when the run timed out.
     exit_code: Option<i32>,
     works: bool,
+    /// What says why it failed (`null` when it worked).
+    why: Option<String>,
     stdout_tail: String,
     stderr_tail: String,
 }
@@ -440,23 +584,40 @@ struct VerifyResult {
     runs: Vec<RunJson>,
     works: bool,
     minimal: Option<bool>,
+    /// Removed for good: the workload still worked without them.
     unneeded: Vec<String>,
     needed_refused: Vec<String>,
+    /// Found missing by bisecting the rest of what the command as written has.
+    missing: Vec<String>,
+    /// The profile failed even with everything the command as written has.
+    beyond_pool: bool,
+    /// The smallest set that was run and worked (`null`: none did).
+    working: Option<Vec<String>>,
     /// The profile's flags, as verified.
     docker_flags: String,
+    /// The flags of `working`.
+    working_flags: Option<String>,
+    /// The command to run next, if any: it runs as printed.
+    next: Option<String>,
     notes: Vec<String>,
+    #[serde(skip)]
+    exit_code: i32,
 }
 
 impl VerifyResult {
     fn new(
-        command: &[OsString],
+        args: &VerifyArgs,
         run: &DockerRun,
         profile: &ProfileUnderTest,
         source: String,
-        (expected, expected_from): (i32, String),
-        runs: Vec<RunResult>,
-        verdict: &Verdict,
+        checked: Checked,
     ) -> Self {
+        let Checked {
+            expected,
+            expected_from,
+            runs,
+            verdict,
+        } = checked;
         let required: Vec<Capability> = profile.required.iter().copied().collect();
         let mut notes = Vec::new();
         if profile.of_a_command {
@@ -471,49 +632,75 @@ impl VerifyResult {
         }
         let mut replaced_flags = run.capability_flags();
         replaced_flags.extend(run.housekeeping_flags());
+        let command = lossy(&args.command);
+        let working: Option<Vec<Capability>> = verdict
+            .working
+            .as_ref()
+            .map(|w| w.iter().copied().collect());
+        // Without --minimal, a set that works may hold more than it needs: say how to check.
+        let next = match &working {
+            Some(w) if !args.minimal && !w.is_empty() => Some(verify_line(
+                w,
+                true,
+                (expected != 0).then_some(expected),
+                &command,
+            )),
+            _ => None,
+        };
         Self {
-            command: lossy(command),
+            command,
             profile: ProfileJson {
                 source,
                 required: names(&required),
-                refused: profile.refused.iter().map(ToString::to_string).collect(),
+                refused: names(&profile.refused),
             },
             replaced_flags,
             expected_exit: expected,
             expected_from,
             runs: runs
                 .into_iter()
-                .map(|r| RunJson {
-                    run: r.trial.kind(),
-                    label: r.trial.label(),
-                    capability: r.trial.capability().map(|c| c.to_string()),
-                    capabilities: r.caps.as_deref().map(names),
-                    argv: lossy(&r.argv),
-                    exit_code: r.exit,
-                    works: r.exit == Some(expected),
-                    stdout_tail: r.stdout,
-                    stderr_tail: r.stderr,
+                .map(|r| {
+                    let works = r.exit == Some(expected);
+                    RunJson {
+                        run: r.trial.kind(),
+                        label: r.label,
+                        capability: r.trial.capability().map(|c| c.to_string()),
+                        capabilities: r.caps.as_deref().map(names),
+                        argv: lossy(&r.argv),
+                        exit_code: r.exit,
+                        works,
+                        why: match (works, r.exit) {
+                            (true, _) => None,
+                            (false, None) => {
+                                Some("timed out: its container was removed".to_string())
+                            }
+                            (false, Some(_)) => why_not(&r.stderr, &r.stdout),
+                        },
+                        stdout_tail: r.stdout,
+                        stderr_tail: r.stderr,
+                    }
                 })
                 .collect(),
             works: verdict.works,
             minimal: verdict.minimal,
             unneeded: names(&verdict.unneeded),
             needed_refused: names(&verdict.needed_refused),
+            missing: names(&verdict.missing),
+            beyond_pool: verdict.beyond_pool,
+            working_flags: working
+                .as_deref()
+                .map(|w| docker_cli::docker_flags(w).join(" ")),
+            working: working.as_deref().map(names),
             docker_flags: docker_cli::docker_flags(&required).join(" "),
+            next,
             notes,
+            exit_code: verdict.exit_code(),
         }
     }
 
-    fn text(&self, verdict: &Verdict) -> String {
+    fn text(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "capspy verify: `{}`", self.command.join(" "));
-        let list = |v: &[String]| {
-            if v.is_empty() {
-                "none".to_string()
-            } else {
-                v.join(", ")
-            }
-        };
+        let _ = writeln!(out, "capspy verify: `{}`", text::shell_line(&self.command));
         let _ = writeln!(
             out,
             "Profile: {} ({}); only refused while recording: {}",
@@ -553,87 +740,85 @@ impl VerifyResult {
                 (_, true) => "works",
                 (_, false) => "fails",
             };
-            let why = if r.works {
-                String::new()
-            } else if r.exit_code.is_none() {
-                "  (timed out: its container was removed)".to_string()
-            } else {
-                why_not(&r.stderr_tail, &r.stdout_tail)
-                    .map(|l| format!("  ({})", truncate(l, 100)))
-                    .unwrap_or_default()
-            };
+            let why = r
+                .why
+                .as_deref()
+                .map(|l| format!("  ({})", truncate(&printable(l), 160)))
+                .unwrap_or_default();
             let _ = writeln!(out, "{:<30} {:<34} {exit:>7}  {result}{why}", r.label, caps);
         }
         out.push('\n');
-        self.conclusion(&mut out, verdict);
+        self.conclusion(&mut out);
         for note in &self.notes {
             let _ = writeln!(out, "Note: {note}");
         }
         out
     }
 
-    fn conclusion(&self, out: &mut String, verdict: &Verdict) {
-        let _ = match (verdict.works, verdict.minimal) {
+    fn conclusion(&self, out: &mut String) {
+        let _ = match (self.works, self.minimal) {
             (true, Some(true)) => writeln!(
                 out,
                 "The profile works and is minimal: removing any of its capabilities breaks the workload."
             ),
             (true, Some(false)) => writeln!(
                 out,
-                "The profile works but is not minimal: without {} the workload still works (each removed alone; check the rest again with --minimal).",
+                "The profile works but is not minimal: the workload still worked without {} (each removal kept for the next run).",
                 self.unneeded.join(", ")
             ),
-            (true, None) => writeln!(
-                out,
-                "The profile works{}.",
-                if self.profile.required.is_empty() {
-                    ""
-                } else {
-                    " (add --minimal to check that each capability is needed)"
-                }
-            ),
+            (true, None) => writeln!(out, "The profile works."),
             (false, _) => writeln!(
                 out,
                 "The profile does not work: the workload did not exit with {}.",
                 self.expected_exit
             ),
         };
-        if !verdict.needed_refused.is_empty() {
-            let mut with: Vec<Capability> = verdict.needed_refused.clone();
-            with.extend(
-                self.profile
-                    .required
-                    .iter()
-                    .filter_map(|c| c.parse::<Capability>().ok()),
-            );
-            with.sort();
-            with.dedup();
+        if !self.needed_refused.is_empty() {
             let _ = writeln!(
                 out,
-                "It works with {} added (refused while recording, so not in the profile): {}",
-                self.needed_refused.join(", "),
-                docker_cli::docker_flags(&with).join(" ")
+                "It works with {} added (refused while recording, so not in the profile).",
+                self.needed_refused.join(", ")
             );
         }
-        if verdict.exit_code() == 0 {
-            let _ = writeln!(out, "Apply: {}", self.docker_flags);
-        } else {
-            let _ = writeln!(out, "Tested: {}", self.docker_flags);
-        }
-        if verdict.minimal == Some(false) {
-            let rest: Vec<Capability> = self
-                .profile
-                .required
-                .iter()
-                .filter(|c| !self.unneeded.contains(c))
-                .filter_map(|c| c.parse().ok())
-                .collect();
+        if !self.missing.is_empty() {
             let _ = writeln!(
                 out,
-                "Next: verify {} (the removals above were tried one at a time)",
-                docker_cli::docker_flags(&rest).join(" ")
+                "Missing: {}: the workload failed without it and worked with it back (found by bisecting the rest of what the command as written has).",
+                self.missing.join(", ")
             );
         }
+        if self.beyond_pool {
+            let _ = writeln!(
+                out,
+                "It fails even with every capability the command as written has: what it lacks is not one of them (compare the runs' output)."
+            );
+        }
+        if !self.works && !self.unneeded.is_empty() {
+            let _ = writeln!(
+                out,
+                "Not needed: {} (the workload still worked without it).",
+                self.unneeded.join(", ")
+            );
+        }
+        match &self.working_flags {
+            Some(flags) => {
+                let _ = writeln!(out, "Apply: {flags}");
+            }
+            None => {
+                let _ = writeln!(out, "Tested: {}", self.docker_flags);
+            }
+        }
+        if let Some(next) = &self.next {
+            let _ = writeln!(out, "Next, to check that each is needed: {next}");
+        }
+    }
+}
+
+fn list(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".to_string()
+    } else {
+        v.join(", ")
     }
 }
 
@@ -643,5 +828,53 @@ fn truncate(s: &str, max: usize) -> String {
     } else {
         let cut: String = s.chars().take(max).collect();
         format!("{cut}...")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_excerpt_names_the_refusal_not_the_last_line() {
+        let stderr = "starting\nbind: Permission denied\ncleanup done\nexiting\n";
+        assert_eq!(
+            why_not(stderr, "").as_deref(),
+            Some("bind: Permission denied")
+        );
+        let stderr = "ping: socket: Operation not permitted\n";
+        let stdout = "capset(cap_net_raw) failed: EPERM\nbye\n";
+        assert_eq!(
+            why_not(stderr, stdout).as_deref(),
+            Some("ping: socket: Operation not permitted | capset(cap_net_raw) failed: EPERM")
+        );
+        // docker's own error first; else the last words.
+        assert_eq!(
+            why_not("docker: Error response from daemon: x\nbind: EACCES\n", "").as_deref(),
+            Some("docker: Error response from daemon: x")
+        );
+        assert_eq!(why_not("a\nlast\n\n", "out").as_deref(), Some("last"));
+        assert_eq!(why_not("", "out\n").as_deref(), Some("out"));
+        assert_eq!(why_not("", ""), None);
+    }
+
+    #[test]
+    fn suggested_verify_lines_are_shell_words() {
+        let cmd: Vec<String> = ["docker", "run", "img", "sh", "-c", "ping -c1 x; exit 3"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            verify_line(
+                &[Capability::NET_RAW, Capability::CHOWN],
+                true,
+                Some(3),
+                &cmd
+            ),
+            "capspy verify --minimal --cap-add NET_RAW,CHOWN --expect-exit=3 -- docker run img sh -c 'ping -c1 x; exit 3'"
+        );
+        assert_eq!(
+            verify_line(&[], false, None, &cmd[..3]),
+            "capspy verify --no-caps -- docker run img"
+        );
     }
 }

@@ -153,3 +153,12 @@ pub fn import_rootfs(root: &Path, dir: &Path, image: &str) -> String {
     ]);
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// A JSON list of strings (a report's `required`, say).
+pub fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}

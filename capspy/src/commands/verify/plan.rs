@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::caps::{CapError, Capability};
+use crate::caps::{CapError, CapSet, Capability};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -28,6 +28,8 @@ pub struct ProfileUnderTest {
     pub recorded_exit: Option<i32>,
     /// The report traced a command itself, not the container(s) it started.
     pub of_a_command: bool,
+    /// What the recorded container was granted, when the report says.
+    pub granted: Option<BTreeSet<Capability>>,
 }
 
 impl ProfileUnderTest {
@@ -41,17 +43,12 @@ impl ProfileUnderTest {
     /// Reads `required` and `checks` of a report from `capspy run --format json` or
     /// `capspy profile --format json`.
     pub fn from_report(report: &Value) -> Result<Self, ReportError> {
-        let required = report["required"]
-            .as_array()
-            .ok_or(ReportError::NoRequired)?
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .ok_or(ReportError::Shape("\"required\" holds a non-string"))?
-                    .parse::<Capability>()
-                    .map_err(ReportError::from)
-            })
-            .collect::<Result<BTreeSet<_>, _>>()?;
+        let required = cap_list(
+            report["required"]
+                .as_array()
+                .ok_or(ReportError::NoRequired)?,
+            "\"required\" holds a non-string",
+        )?;
         let checks = match &report["checks"] {
             Value::Null => &Vec::new(),
             Value::Array(a) => a,
@@ -89,93 +86,394 @@ impl ProfileUnderTest {
         } else {
             None
         };
+        let granted = match &report["granted"] {
+            Value::Array(a) => Some(cap_list(a, "\"granted\" holds a non-string")?),
+            _ => None,
+        };
         Ok(Self {
             required,
             refused,
             recorded_exit,
             of_a_command,
+            granted,
         })
+    }
+
+    /// What the command as written has, where a missing capability is searched: the recorded
+    /// container's granted set, else Docker's default set.
+    pub fn pool(&self) -> BTreeSet<Capability> {
+        self.granted
+            .clone()
+            .unwrap_or_else(|| CapSet::DOCKER_DEFAULT.iter().collect())
     }
 }
 
-/// One run of the workload.
+fn cap_list(names: &[Value], bad: &'static str) -> Result<BTreeSet<Capability>, ReportError> {
+    names
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .ok_or(ReportError::Shape(bad))?
+                .parse::<Capability>()
+                .map_err(ReportError::from)
+        })
+        .collect()
+}
+
+/// What a run is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Trial {
+pub enum TrialKind {
     /// The command as written: what "works" means, when nothing else says.
     Baseline,
     /// Exactly the profile.
     Profile,
-    /// The profile plus one refused capability (the profile run is the other way).
+    /// The profile plus one refused capability.
     WithRefused(Capability),
-    /// The profile without one capability: does it break?
+    /// The profile plus everything else the engine grants unrestricted: is what is missing
+    /// among it?
+    Defaults,
+    /// The profile plus part of the rest of the engine's set: which capability is missing?
+    Search,
+    /// The set that works so far without one capability: does it break?
     Without(Capability),
 }
 
-impl Trial {
+/// One run of the workload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trial {
+    pub kind: TrialKind,
     /// The capability set of the run; `None` for the command as written.
-    pub fn caps(self, p: &ProfileUnderTest) -> Option<Vec<Capability>> {
-        let mut set = p.required.clone();
-        match self {
-            Self::Baseline => return None,
-            Self::Profile => {}
-            Self::WithRefused(c) => {
-                set.insert(c);
+    pub caps: Option<BTreeSet<Capability>>,
+}
+
+impl Trial {
+    pub fn baseline() -> Self {
+        Self {
+            kind: TrialKind::Baseline,
+            caps: None,
+        }
+    }
+
+    fn with(kind: TrialKind, caps: BTreeSet<Capability>) -> Self {
+        Self {
+            kind,
+            caps: Some(caps),
+        }
+    }
+
+    pub fn label(&self, p: &ProfileUnderTest) -> String {
+        match self.kind {
+            TrialKind::Baseline => "as written".into(),
+            TrialKind::Profile => "profile".into(),
+            TrialKind::WithRefused(c) => format!("with {c} (refused)"),
+            TrialKind::Defaults => "with the engine's defaults".into(),
+            TrialKind::Search => {
+                let added: Vec<String> = self
+                    .caps
+                    .iter()
+                    .flatten()
+                    .filter(|c| !p.required.contains(c))
+                    .map(ToString::to_string)
+                    .collect();
+                format!("search: +{}", added.join(","))
             }
-            Self::Without(c) => {
-                set.remove(&c);
-            }
-        }
-        Some(set.into_iter().collect())
-    }
-
-    pub fn label(self) -> String {
-        match self {
-            Self::Baseline => "as written".into(),
-            Self::Profile => "profile".into(),
-            Self::WithRefused(c) => format!("with {c} (refused)"),
-            Self::Without(c) => format!("without {c}"),
+            TrialKind::Without(c) => format!("without {c}"),
         }
     }
 
-    pub fn kind(self) -> &'static str {
-        match self {
-            Self::Baseline => "baseline",
-            Self::Profile => "profile",
-            Self::WithRefused(_) => "with_refused",
-            Self::Without(_) => "without",
+    pub fn kind(&self) -> &'static str {
+        match self.kind {
+            TrialKind::Baseline => "baseline",
+            TrialKind::Profile => "profile",
+            TrialKind::WithRefused(_) => "with_refused",
+            TrialKind::Defaults => "defaults",
+            TrialKind::Search => "search",
+            TrialKind::Without(_) => "without",
         }
     }
 
-    pub fn capability(self) -> Option<Capability> {
-        match self {
-            Self::WithRefused(c) | Self::Without(c) => Some(c),
-            Self::Baseline | Self::Profile => None,
+    pub fn capability(&self) -> Option<Capability> {
+        match self.kind {
+            TrialKind::WithRefused(c) | TrialKind::Without(c) => Some(c),
+            _ => None,
         }
     }
 }
 
-/// The runs after the profile run: each refused capability added, then (with `--minimal`, and
-/// only if the profile works) each added capability removed.
-pub fn follow_ups(p: &ProfileUnderTest, profile_works: bool, minimal: bool) -> Vec<Trial> {
-    let mut trials: Vec<Trial> = p.refused.iter().map(|c| Trial::WithRefused(*c)).collect();
-    if minimal && profile_works {
-        trials.extend(p.required.iter().map(|c| Trial::Without(*c)));
+/// Where the plan stands.
+#[derive(Clone, Debug)]
+enum Step {
+    Profile,
+    /// Trying the refused capabilities one at a time: the index of the one under test.
+    Refused(usize),
+    Defaults,
+    /// Finding a missing capability by bisection over `candidates`, in order: `base` plus the
+    /// first `lo` fails, `base` plus the first `hi` works. With `probe`, `base` alone is
+    /// under test first (it may already work).
+    Bisect {
+        base: BTreeSet<Capability>,
+        candidates: Vec<Capability>,
+        lo: usize,
+        hi: usize,
+        probe: bool,
+    },
+    /// Removing the profile's capabilities one at a time from the set that works, keeping
+    /// each removal that still works: the index of the one under test.
+    Minimize(usize),
+    Done,
+}
+
+/// The runs after the reference, chosen one at a time from the results so far. A failing
+/// profile is completed from the refused capabilities, then by bisecting the rest of what the
+/// engine grants unrestricted (one missing capability costs about log2 of that set's size);
+/// with `minimal`, the set that works is then reduced one capability at a time, each removal
+/// kept when the workload still works, so the result was itself run and worked.
+#[derive(Clone, Debug)]
+pub struct Planner {
+    profile: ProfileUnderTest,
+    minimal: bool,
+    /// What the engine grants the command as written.
+    pool: BTreeSet<Capability>,
+    step: Step,
+    /// The smallest set that worked so far.
+    working: Option<BTreeSet<Capability>>,
+    verdict: Verdict,
+}
+
+impl Planner {
+    /// `pool`: the capabilities the command as written has (the report's `granted`, else
+    /// Docker's default set).
+    pub fn new(profile: ProfileUnderTest, minimal: bool, pool: BTreeSet<Capability>) -> Self {
+        Self {
+            profile,
+            minimal,
+            pool,
+            step: Step::Profile,
+            working: None,
+            verdict: Verdict::default(),
+        }
     }
-    trials
+
+    /// The next run, `None` when done.
+    pub fn next(&self) -> Option<Trial> {
+        let required = &self.profile.required;
+        Some(match &self.step {
+            Step::Profile => Trial::with(TrialKind::Profile, required.clone()),
+            Step::Refused(i) => {
+                let c = *self.refused().get(*i)?;
+                let mut caps = required.clone();
+                caps.insert(c);
+                Trial::with(TrialKind::WithRefused(c), caps)
+            }
+            Step::Defaults => Trial::with(TrialKind::Defaults, &self.pool | required),
+            Step::Bisect {
+                base,
+                candidates,
+                lo,
+                hi,
+                probe,
+            } => {
+                let n = bisect_point(*lo, *hi, *probe);
+                let mut caps = base.clone();
+                caps.extend(&candidates[..n]);
+                Trial::with(TrialKind::Search, caps)
+            }
+            Step::Minimize(i) => {
+                let c = *self.queue().get(*i)?;
+                let mut caps = self.working.clone()?;
+                caps.remove(&c);
+                Trial::with(TrialKind::Without(c), caps)
+            }
+            Step::Done => return None,
+        })
+    }
+
+    /// The result of the run [`Planner::next`] gave.
+    pub fn record(&mut self, works: bool) {
+        let Some(trial) = self.next() else { return };
+        if works {
+            self.working.clone_from(&trial.caps);
+        }
+        self.step = match std::mem::replace(&mut self.step, Step::Done) {
+            Step::Profile => {
+                self.verdict.works = works;
+                if works {
+                    self.minimize()
+                } else {
+                    self.after_refused(0)
+                }
+            }
+            Step::Refused(i) => {
+                let c = self.refused()[i];
+                if works {
+                    self.verdict.needed_refused.push(c);
+                    self.minimize()
+                } else {
+                    self.verdict.unneeded_refused.push(c);
+                    self.after_refused(i + 1)
+                }
+            }
+            Step::Defaults => {
+                if works {
+                    let candidates: Vec<Capability> = self
+                        .pool
+                        .difference(&self.profile.required)
+                        .copied()
+                        .collect();
+                    Step::Bisect {
+                        base: self.profile.required.clone(),
+                        lo: 0,
+                        hi: candidates.len(),
+                        candidates,
+                        probe: false,
+                    }
+                    .settle(self)
+                } else {
+                    self.verdict.beyond_pool = true;
+                    Step::Done
+                }
+            }
+            Step::Bisect {
+                base,
+                candidates,
+                lo,
+                hi,
+                probe,
+            } => {
+                if probe && works {
+                    self.minimize()
+                } else {
+                    let mid = bisect_point(lo, hi, probe);
+                    let (lo, hi) = if works { (lo, mid) } else { (mid, hi) };
+                    Step::Bisect {
+                        base,
+                        candidates,
+                        lo,
+                        hi,
+                        probe: false,
+                    }
+                    .settle(self)
+                }
+            }
+            Step::Minimize(i) => {
+                let c = self.queue()[i];
+                if works {
+                    self.verdict.unneeded.push(c);
+                } else {
+                    self.verdict.needed.push(c);
+                }
+                Step::Minimize(i + 1).settle(self)
+            }
+            Step::Done => Step::Done,
+        };
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        let mut v = self.verdict.clone();
+        v.working.clone_from(&self.working);
+        if self.minimal && v.works {
+            v.minimal = Some(v.unneeded.is_empty());
+        }
+        v
+    }
+
+    /// Refused capabilities the profile does not hold, in order.
+    fn refused(&self) -> Vec<Capability> {
+        self.profile
+            .refused
+            .difference(&self.profile.required)
+            .copied()
+            .collect()
+    }
+
+    /// What `--minimal` removes in turn: the profile's own capabilities (those found missing
+    /// were proven needed by the search).
+    fn queue(&self) -> Vec<Capability> {
+        self.profile.required.iter().copied().collect()
+    }
+
+    fn after_refused(&mut self, i: usize) -> Step {
+        if i < self.refused().len() {
+            Step::Refused(i)
+        } else if self.pool.is_subset(&self.profile.required) {
+            // The profile run already had all of it.
+            self.verdict.beyond_pool = true;
+            Step::Done
+        } else {
+            Step::Defaults
+        }
+    }
+
+    fn minimize(&mut self) -> Step {
+        if self.minimal {
+            Step::Minimize(0).settle(self)
+        } else {
+            Step::Done
+        }
+    }
+}
+
+/// How many candidates the next search run adds: none when probing the base alone.
+fn bisect_point(lo: usize, hi: usize, probe: bool) -> usize {
+    if probe { 0 } else { lo + (hi - lo) / 2 }
+}
+
+impl Step {
+    /// Moves past steps with nothing left to run.
+    fn settle(self, plan: &mut Planner) -> Self {
+        match self {
+            Self::Minimize(i) if i >= plan.queue().len() => Self::Done,
+            Self::Bisect {
+                mut base,
+                mut candidates,
+                lo,
+                hi,
+                ..
+            } if hi - lo == 1 => {
+                // base + first lo fails, base + first hi works: candidates[lo] is missing.
+                let c = candidates[lo];
+                plan.verdict.missing.push(c);
+                base.insert(c);
+                if lo == 0 {
+                    return plan.minimize();
+                }
+                candidates.truncate(lo);
+                Self::Bisect {
+                    base,
+                    hi: candidates.len(),
+                    candidates,
+                    lo: 0,
+                    probe: true,
+                }
+            }
+            other => other,
+        }
+    }
 }
 
 /// What the runs say.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Verdict {
+    /// The profile as given works.
     pub works: bool,
     /// `None` when not checked (no `--minimal`, or the profile does not work).
     pub minimal: Option<bool>,
-    /// Capabilities whose removal did not break the workload.
+    /// Capabilities whose removal did not break the workload (removed for good).
     pub unneeded: Vec<Capability>,
+    /// Capabilities whose removal broke the workload.
+    pub needed: Vec<Capability>,
     /// Refused capabilities that made a failing profile work.
     pub needed_refused: Vec<Capability>,
-    /// Refused capabilities that changed nothing or were not needed.
+    /// Refused capabilities that did not make it work.
     pub unneeded_refused: Vec<Capability>,
+    /// Capabilities outside the profile that a failing profile needs, found by bisecting the
+    /// rest of the engine's set.
+    pub missing: Vec<Capability>,
+    /// The profile fails even with everything the engine grants: what it lacks is no
+    /// capability of that set.
+    pub beyond_pool: bool,
+    /// The smallest set that was run and worked.
+    pub working: Option<BTreeSet<Capability>>,
 }
 
 impl Verdict {
@@ -183,33 +481,6 @@ impl Verdict {
     pub fn exit_code(&self) -> i32 {
         i32::from(!(self.works && self.minimal != Some(false)))
     }
-}
-
-/// `exit` is `None` for a run that timed out.
-pub fn judge(expected: i32, minimal: bool, results: &[(Trial, Option<i32>)]) -> Verdict {
-    let ok = |exit: &Option<i32>| *exit == Some(expected);
-    let works = results
-        .iter()
-        .any(|(t, exit)| *t == Trial::Profile && ok(exit));
-    let mut v = Verdict {
-        works,
-        minimal: None,
-        unneeded: Vec::new(),
-        needed_refused: Vec::new(),
-        unneeded_refused: Vec::new(),
-    };
-    for (trial, exit) in results {
-        match trial {
-            Trial::Without(c) if ok(exit) => v.unneeded.push(*c),
-            Trial::WithRefused(c) if ok(exit) && !works => v.needed_refused.push(*c),
-            Trial::WithRefused(c) => v.unneeded_refused.push(*c),
-            _ => {}
-        }
-    }
-    if minimal && works {
-        v.minimal = Some(v.unneeded.is_empty());
-    }
-    v
 }
 
 #[cfg(test)]
@@ -286,125 +557,175 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn trials_set_the_capabilities_they_say() {
-        let p = ProfileUnderTest {
-            required: BTreeSet::from([Capability::NET_ADMIN, Capability::NET_RAW]),
-            refused: BTreeSet::from([Capability::SYSLOG]),
+    const CHOWN: Capability = Capability::CHOWN;
+    const DAC_OVERRIDE: Capability = Capability::DAC_OVERRIDE;
+    const DAC_READ_SEARCH: Capability = Capability::DAC_READ_SEARCH;
+    const NET_RAW: Capability = Capability::NET_RAW;
+    const SYSLOG: Capability = Capability::SYSLOG;
+
+    fn set(caps: &[Capability]) -> BTreeSet<Capability> {
+        caps.iter().copied().collect()
+    }
+
+    fn docker() -> BTreeSet<Capability> {
+        CapSet::DOCKER_DEFAULT.iter().collect()
+    }
+
+    fn profile(required: &[Capability], refused: &[Capability]) -> ProfileUnderTest {
+        ProfileUnderTest {
+            required: set(required),
+            refused: set(refused),
             ..ProfileUnderTest::default()
-        };
-        assert_eq!(Trial::Baseline.caps(&p), None);
-        assert_eq!(
-            Trial::Profile.caps(&p),
-            Some(vec![Capability::NET_ADMIN, Capability::NET_RAW])
-        );
-        assert_eq!(
-            Trial::Without(Capability::NET_RAW).caps(&p),
-            Some(vec![Capability::NET_ADMIN])
-        );
-        assert_eq!(
-            Trial::WithRefused(Capability::SYSLOG).caps(&p),
-            Some(vec![
-                Capability::NET_ADMIN,
-                Capability::NET_RAW,
-                Capability::SYSLOG
-            ])
-        );
-        assert_eq!(
-            follow_ups(&p, true, true),
-            [
-                Trial::WithRefused(Capability::SYSLOG),
-                Trial::Without(Capability::NET_ADMIN),
-                Trial::Without(Capability::NET_RAW)
-            ]
-        );
-        // No removals when the profile already fails, or without --minimal.
-        assert_eq!(
-            follow_ups(&p, false, true),
-            [Trial::WithRefused(Capability::SYSLOG)]
-        );
-        assert_eq!(
-            follow_ups(&p, true, false),
-            [Trial::WithRefused(Capability::SYSLOG)]
-        );
+        }
+    }
+
+    /// Runs the plan against a workload that works when `works` says so.
+    fn simulate(
+        p: &ProfileUnderTest,
+        minimal: bool,
+        works: impl Fn(&BTreeSet<Capability>) -> bool,
+    ) -> (Vec<Trial>, Verdict) {
+        let mut plan = Planner::new(p.clone(), minimal, p.pool());
+        let mut runs = Vec::new();
+        while let Some(t) = plan.next() {
+            assert!(runs.len() < 64, "the plan does not end: {runs:?}");
+            let ok = works(t.caps.as_ref().unwrap());
+            runs.push(t);
+            plan.record(ok);
+        }
+        (runs, plan.verdict())
+    }
+
+    fn kinds(runs: &[Trial]) -> Vec<TrialKind> {
+        runs.iter().map(|t| t.kind).collect()
     }
 
     #[test]
     fn a_working_profile_whose_every_removal_breaks_is_minimal() {
-        let v = judge(
-            0,
-            true,
-            &[
-                (Trial::Profile, Some(0)),
-                (Trial::Without(Capability::NET_ADMIN), Some(1)),
-                (Trial::Without(Capability::NET_RAW), None),
-            ],
+        let p = profile(&[Capability::NET_ADMIN, NET_RAW], &[SYSLOG]);
+        let (runs, v) = simulate(&p, true, |c| {
+            c.contains(&NET_RAW) && c.contains(&Capability::NET_ADMIN)
+        });
+        // A refused capability is not tried when the profile works already.
+        assert_eq!(
+            kinds(&runs),
+            [
+                TrialKind::Profile,
+                TrialKind::Without(Capability::NET_ADMIN),
+                TrialKind::Without(NET_RAW)
+            ]
         );
+        assert_eq!(runs[1].caps, Some(set(&[NET_RAW])));
         assert!(v.works);
         assert_eq!(v.minimal, Some(true));
+        assert_eq!(v.needed, [Capability::NET_ADMIN, NET_RAW]);
+        assert_eq!(v.working, Some(p.required.clone()));
         assert_eq!(v.exit_code(), 0);
+        // Without --minimal, one run.
+        let (runs, v) = simulate(&p, false, |_| true);
+        assert_eq!(kinds(&runs), [TrialKind::Profile]);
+        assert_eq!((v.works, v.minimal, v.exit_code()), (true, None, 0));
     }
 
     #[test]
-    fn a_removal_that_still_works_makes_it_not_minimal() {
-        let v = judge(
-            0,
-            true,
-            &[
-                (Trial::Profile, Some(0)),
-                (Trial::Without(Capability::CHOWN), Some(0)),
-                (Trial::Without(Capability::NET_RAW), Some(1)),
-            ],
-        );
+    fn removals_that_still_work_are_kept_so_the_result_was_run() {
+        let p = profile(&[CHOWN, NET_RAW], &[]);
+        let (runs, v) = simulate(&p, true, |c| c.contains(&NET_RAW));
         assert_eq!(v.minimal, Some(false));
-        assert_eq!(v.unneeded, [Capability::CHOWN]);
+        assert_eq!(v.unneeded, [CHOWN]);
+        assert_eq!(v.needed, [NET_RAW]);
+        assert_eq!(v.working, Some(set(&[NET_RAW])));
         assert_eq!(v.exit_code(), 1);
-        // Without --minimal the same runs only say it works.
-        assert_eq!(judge(0, false, &[(Trial::Profile, Some(0))]).exit_code(), 0);
-    }
-
-    #[test]
-    fn success_is_the_expected_status_not_zero() {
-        let v = judge(3, false, &[(Trial::Profile, Some(3))]);
-        assert!(v.works);
-        let v = judge(3, false, &[(Trial::Profile, Some(0))]);
-        assert!(!v.works);
-        assert_eq!(v.exit_code(), 1);
+        // The second removal starts from the first one's set.
+        assert_eq!(runs[2].caps, Some(BTreeSet::new()));
+        // Either of two capabilities suffices: removed one at a time from the original set,
+        // both would look unneeded; kept removals leave exactly one.
+        let p = profile(&[DAC_OVERRIDE, DAC_READ_SEARCH], &[]);
+        let (_, v) = simulate(&p, true, |c| {
+            c.contains(&DAC_OVERRIDE) || c.contains(&DAC_READ_SEARCH)
+        });
+        assert_eq!(v.unneeded, [DAC_OVERRIDE]);
+        assert_eq!(v.working, Some(set(&[DAC_READ_SEARCH])));
     }
 
     #[test]
     fn a_refused_capability_that_fixes_a_failing_profile_is_needed() {
-        let v = judge(
-            0,
-            true,
-            &[
-                (Trial::Profile, Some(1)),
-                (Trial::WithRefused(Capability::DAC_READ_SEARCH), Some(0)),
-                (Trial::WithRefused(Capability::SYSLOG), Some(1)),
-            ],
+        let p = profile(&[CHOWN], &[DAC_READ_SEARCH, SYSLOG]);
+        let (runs, v) = simulate(&p, true, |c| {
+            c.contains(&DAC_READ_SEARCH) && c.contains(&CHOWN)
+        });
+        assert_eq!(
+            kinds(&runs),
+            [
+                TrialKind::Profile,
+                TrialKind::WithRefused(DAC_READ_SEARCH),
+                TrialKind::Without(CHOWN)
+            ]
         );
         assert!(!v.works);
         assert_eq!(v.minimal, None);
-        assert_eq!(v.needed_refused, [Capability::DAC_READ_SEARCH]);
-        assert_eq!(v.unneeded_refused, [Capability::SYSLOG]);
+        assert_eq!(v.needed_refused, [DAC_READ_SEARCH]);
+        assert_eq!(v.working, Some(set(&[CHOWN, DAC_READ_SEARCH])));
         assert_eq!(v.exit_code(), 1);
-        // When the profile works, a refused capability is not needed either way.
-        let v = judge(
-            0,
-            false,
-            &[
-                (Trial::Profile, Some(0)),
-                (Trial::WithRefused(Capability::DAC_READ_SEARCH), Some(0)),
-            ],
-        );
-        assert!(v.needed_refused.is_empty());
-        assert_eq!(v.unneeded_refused, [Capability::DAC_READ_SEARCH]);
     }
 
     #[test]
-    fn a_timed_out_profile_run_does_not_work() {
-        let v = judge(0, true, &[(Trial::Profile, None)]);
-        assert!(!v.works);
-        assert_eq!(v.exit_code(), 1);
+    fn a_missing_capability_is_found_by_bisection_of_the_engine_set() {
+        // Every one of Docker's 14, alone missing from an empty profile: found in the defaults
+        // run plus at most ceil(log2(14)) = 4 searches, and one to confirm it alone suffices.
+        for needed in docker() {
+            let p = profile(&[], &[SYSLOG]);
+            let (runs, v) = simulate(&p, false, |c| c.contains(&needed));
+            assert_eq!(v.missing, [needed], "{runs:?}");
+            assert_eq!(v.unneeded_refused, [SYSLOG]);
+            assert_eq!(v.working, Some(set(&[needed])), "{runs:?}");
+            assert!(!v.beyond_pool);
+            assert_eq!(runs[2].kind, TrialKind::Defaults);
+            let searches = runs.iter().filter(|t| t.kind == TrialKind::Search).count();
+            assert!(searches <= 5, "{needed}: {runs:?}");
+            // The last search that worked ran exactly the result.
+            assert!(runs.iter().any(|t| t.caps == v.working));
+        }
+    }
+
+    #[test]
+    fn two_missing_capabilities_are_both_found() {
+        let p = profile(&[NET_RAW], &[]);
+        let (_, v) = simulate(&p, true, |c| {
+            [CHOWN, NET_RAW, Capability(31)]
+                .iter()
+                .all(|x| c.contains(x))
+        });
+        let mut missing = v.missing.clone();
+        missing.sort();
+        assert_eq!(missing, [CHOWN, Capability(31)]);
+        assert_eq!(v.working, Some(set(&[CHOWN, NET_RAW, Capability(31)])));
+        // The profile's own capability was then checked, and is needed.
+        assert_eq!(v.needed, [NET_RAW]);
+    }
+
+    #[test]
+    fn a_need_beyond_the_engine_set_is_said_so() {
+        let p = profile(&[NET_RAW], &[]);
+        let (runs, v) = simulate(&p, true, |c| c.contains(&Capability::SYS_ADMIN));
+        assert_eq!(kinds(&runs), [TrialKind::Profile, TrialKind::Defaults]);
+        assert!(v.beyond_pool);
+        assert!(v.missing.is_empty());
+        assert_eq!(v.working, None);
+        // A profile that already holds the whole set: nothing more to try.
+        let p = profile(&docker().into_iter().collect::<Vec<_>>(), &[]);
+        let (runs, v) = simulate(&p, false, |_| false);
+        assert_eq!(kinds(&runs), [TrialKind::Profile]);
+        assert!(v.beyond_pool);
+    }
+
+    #[test]
+    fn the_pool_is_what_the_report_says_was_granted() {
+        let mut p = profile(&[], &[]);
+        assert_eq!(p.pool(), docker());
+        p.granted = Some(set(&[Capability::SYS_ADMIN, NET_RAW]));
+        assert_eq!(p.pool(), set(&[Capability::SYS_ADMIN, NET_RAW]));
+        let (_, v) = simulate(&p, false, |c| c.contains(&Capability::SYS_ADMIN));
+        assert_eq!(v.missing, [Capability::SYS_ADMIN]);
     }
 }
