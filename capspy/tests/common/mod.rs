@@ -162,3 +162,50 @@ pub fn strings(v: &serde_json::Value) -> Vec<String> {
         .map(|s| s.as_str().unwrap().to_string())
         .collect()
 }
+
+/// The image of real Debian daemons (`tests/daemons/build-rootfs.sh`), tagged with a hash of
+/// that script. Imported from the rootfs tarball cached in `/var/cache/capspy-test/`, which is
+/// built first when missing (a few minutes; needs debootstrap and the Debian archive). Tests and
+/// test processes running at the same time wait for one build.
+pub fn daemons_image() -> String {
+    static IMAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    IMAGE.get_or_init(build_daemons_image).clone()
+}
+
+fn build_daemons_image() -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/daemons/build-rootfs.sh");
+    let sum = Command::new("sha256sum").arg(&script).output().unwrap();
+    assert!(sum.status.success(), "sha256sum {}", script.display());
+    let hash = String::from_utf8_lossy(&sum.stdout)[..12].to_string();
+    let image = format!("capspy-test/daemons:{hash}");
+    if image_exists(&image) {
+        return image;
+    }
+    let cache = Path::new("/var/cache/capspy-test");
+    std::fs::create_dir_all(cache).unwrap();
+    let lock = std::fs::File::create(cache.join("daemons.lock")).unwrap();
+    // SAFETY: flock on a file we hold open; released when it is closed.
+    let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    assert_eq!(locked, 0, "flock {}", cache.join("daemons.lock").display());
+    if image_exists(&image) {
+        return image;
+    }
+    let tarball = cache.join(format!("daemons-{hash}.tar"));
+    if !tarball.exists() {
+        let out = Command::new(&script).arg(&tarball).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    docker(&[
+        "import",
+        "--change",
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        tarball.to_str().unwrap(),
+        &image,
+    ]);
+    image
+}
