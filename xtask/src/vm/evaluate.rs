@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use super::console::{Run, Session, parse};
+use super::console::{Doctor, Run, Session, parse};
 use super::expect::{
     PROBES, Probe, SCENARIOS, expected_classifier, expected_visibility, hook_matches,
     kernel_series, kernel_version,
@@ -189,8 +189,29 @@ fn check_doctors(c: &mut Checks, vm: &Session) {
             |l| l.trim().to_string(),
         ),
     );
-
+    check_partly_traced(c, doctor);
     check_no_btf(c, vm);
+}
+
+/// Programs beside the `cap_capable` hook (e.g. for capabilities kept without a check) are
+/// attached when they load; doctor lists those that did not under a line saying `not all
+/// traced`. On a kernel of the matrix that is a regression to fix or a degradation to record.
+fn check_partly_traced(c: &mut Checks, doctor: &Doctor) {
+    for (i, line) in doctor.lines.iter().enumerate() {
+        if !line.contains("not all traced") {
+            continue;
+        }
+        let reasons: Vec<&str> = doctor.lines[i + 1..]
+            .iter()
+            .take_while(|l| l.starts_with("  "))
+            .map(|l| l.trim())
+            .collect();
+        c.check(
+            "doctor",
+            false,
+            &format!("{} {}", line.trim(), reasons.join("; ")),
+        );
+    }
 }
 
 /// With /sys/kernel/btf hidden, capspy must say that BTF is missing, wherever it cannot go on.
@@ -545,4 +566,41 @@ fn markdown(columns: &[Column], profiles: &Profiles) -> String {
         md.push('\n');
     }
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_that_did_not_load_fail_the_doctor_check() {
+        let doctor = |lines: &[&str]| Doctor {
+            lines: lines.iter().map(ToString::to_string).collect(),
+            status: Some(0),
+        };
+        let mut c = Checks::default();
+        check_partly_traced(
+            &mut c,
+            &doctor(&[
+                "`--hook auto` will use fexit.",
+                "capabilities kept without a check (capset): not all traced, profiles may miss them:",
+                "  syscalls:sys_enter_capset: BPF_PROG_LOAD failed: Invalid argument (os error 22)",
+                "  sched:sched_process_exec: BPF_PROG_LOAD failed",
+            ]),
+        );
+        assert_eq!(c.failures, 1);
+        assert!(
+            c.text.contains("sys_enter_capset: BPF_PROG_LOAD failed"),
+            "{}",
+            c.text
+        );
+        assert!(c.text.contains("sched_process_exec"), "{}", c.text);
+
+        let mut c = Checks::default();
+        check_partly_traced(
+            &mut c,
+            &doctor(&["capabilities kept without a check (capset): traced"]),
+        );
+        assert_eq!(c.failures, 0);
+    }
 }
