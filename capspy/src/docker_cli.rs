@@ -195,6 +195,8 @@ enum Role {
 /// One option as written: its argv words (one, or flag and value).
 #[derive(Clone, Debug)]
 struct Opt {
+    /// Its long name (`name` for `--name`).
+    name: &'static str,
     words: Vec<OsString>,
     role: Role,
 }
@@ -258,7 +260,11 @@ impl DockerRun {
                 "rm" | "cidfile" => Role::Housekeeping,
                 _ => Role::Other,
             };
-            options.push(Opt { words, role });
+            options.push(Opt {
+                name: parsed.name,
+                words,
+                role,
+            });
             i += 1;
         }
         if i >= argv.len() || (argv[i] == "--" && i + 1 >= argv.len()) {
@@ -281,6 +287,18 @@ impl DockerRun {
     /// capability flags it had.
     pub fn with_caps(&self, caps: &[Capability], cidfile: &Path) -> Vec<OsString> {
         self.build(Some(caps), cidfile)
+    }
+
+    /// Whether the container outlives the run under a fixed name (`--name` without `--rm`): the
+    /// same command then fails the next time, the name being taken.
+    pub fn leaves_a_named_container(&self) -> bool {
+        let removed = self.options.iter().any(|o| {
+            o.name == "rm"
+                && o.words
+                    .first()
+                    .is_none_or(|w| !w.to_string_lossy().ends_with("=false"))
+        });
+        !removed && self.options.iter().any(|o| o.name == "name")
     }
 
     /// `docker` and its global options, for other docker commands (`docker rm`).
@@ -778,6 +796,16 @@ mod tests {
         let got = words(&run.unchanged(Path::new(CID)));
         assert_eq!(got, ["docker", "run", "--rm", "--cidfile", CID, "img"]);
         assert_eq!(run.housekeeping_flags(), ["--rm=false", "--cidfile /x.cid"]);
+    }
+
+    #[test]
+    fn a_named_container_without_rm_is_left_behind() {
+        let left = |words: &[&str]| parse(words).unwrap().leaves_a_named_container();
+        assert!(left(&["docker", "run", "--name", "web", "img"]));
+        assert!(left(&["docker", "run", "--name=web", "--rm=false", "img"]));
+        assert!(!left(&["docker", "run", "--rm", "--name", "web", "img"]));
+        assert!(!left(&["docker", "run", "img", "--name", "x"]));
+        assert!(!left(&["docker", "run", "img"]));
     }
 
     #[test]

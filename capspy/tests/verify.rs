@@ -55,6 +55,13 @@ fn capspy(args: &[&str], command: &[String]) -> Output {
         .unwrap()
 }
 
+fn container_exists(name: &str) -> bool {
+    Command::new("docker")
+        .args(["container", "inspect", name])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 fn show(out: &Output) -> String {
     format!(
         "exit {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -207,6 +214,28 @@ fn report_on_standard_output_alone(t: &Ctx) {
 
 /// `docker run` exits with 125 before the entrypoint runs: no profile, a non-zero status.
 fn a_container_that_never_started_has_no_profile(t: &Ctx) {
+    // --verify refuses, before anything runs, a command it could not run twice.
+    let name = format!("capspy-verify-named-{}", std::process::id());
+    let named = [
+        "docker",
+        "run",
+        "--network",
+        "none",
+        "--name",
+        &name,
+        &t.image,
+        "true",
+    ]
+    .map(String::from);
+    let out = capspy(&["run", "--container", "--verify"], &named);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("add --rm"),
+        "{}",
+        show(&out)
+    );
+    assert!(!container_exists(&name), "{name} was started");
+
     for (what, cmd) in [
         (
             "a user the image lacks",

@@ -61,7 +61,12 @@ const GRACE: Duration = Duration::from_secs(3);
 pub async fn run(args: RunArgs) -> Result<i32> {
     // A command --verify cannot re-run is refused before anything runs.
     let rerun = if args.verify {
-        Some(DockerRun::parse(&args.command)?)
+        let run = DockerRun::parse(&args.command)?;
+        anyhow::ensure!(
+            !run.leaves_a_named_container(),
+            "--verify runs the container again, and the recorded one would still hold its --name: add --rm"
+        );
+        Some(run)
     } else {
         None
     };

@@ -783,7 +783,7 @@ impl VerifyResult {
         if !self.missing.is_empty() {
             let _ = writeln!(
                 out,
-                "Missing: {}: the workload failed without it and worked with it back (found by bisecting the rest of what the command as written has).",
+                "Missing: {}: without each, the workload failed; with them back, it worked (found by bisecting the rest of what the command as written has).",
                 self.missing.join(", ")
             );
         }

@@ -168,14 +168,13 @@ impl Trial {
             TrialKind::WithRefused(c) => format!("with {c} (refused)"),
             TrialKind::Defaults => "with the engine's defaults".into(),
             TrialKind::Search => {
-                let added: Vec<String> = self
+                let added = self
                     .caps
                     .iter()
                     .flatten()
                     .filter(|c| !p.required.contains(c))
-                    .map(ToString::to_string)
-                    .collect();
-                format!("search: +{}", added.join(","))
+                    .count();
+                format!("search: {added} back")
             }
             TrialKind::Without(c) => format!("without {c}"),
         }
