@@ -12,10 +12,12 @@ use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use crate::caps::Capability;
-use crate::profile::{AuditClass, Bucket, Profile, Verdict};
+use crate::collector::LossCounters;
+use crate::profile::{AuditClass, Bucket, CheckRow, Verdict};
+use crate::render::{Coverage, Report};
 
 /// Encoded file names longer than this are shortened and suffixed with a hash (NAME_MAX is 255).
 const MAX_STEM: usize = 200;
@@ -66,59 +68,21 @@ pub enum BaselineError {
     },
 }
 
+impl BaselineError {
+    /// The same error, for text that starts `lines` lines into the file.
+    fn lines_after(mut self, lines: usize) -> Self {
+        if let Self::Syntax { line, .. } | Self::Field { line, .. } = &mut self {
+            *line += lines;
+        }
+        self
+    }
+}
+
 /// What was profiled, as the document says.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum DocSubject {
-    Command {
-        argv: Vec<String>,
-    },
-    Container {
-        id: String,
-        #[serde(default)]
-        name: Option<String>,
-        #[serde(default)]
-        workload: Option<String>,
-    },
-    Workload {
-        key: String,
-    },
-}
+pub use crate::render::Subject as DocSubject;
 
-impl DocSubject {
-    fn kind(&self) -> &'static str {
-        match self {
-            Self::Command { .. } => "command",
-            Self::Container { .. } => "container",
-            Self::Workload { .. } => "workload",
-        }
-    }
-
-    /// The workload key a baseline of this subject applies to.
-    pub fn workload(&self) -> Option<&str> {
-        match self {
-            Self::Workload { key } => Some(key),
-            Self::Container { workload, .. } => workload.as_deref(),
-            Self::Command { .. } => None,
-        }
-    }
-
-    /// One line for people: `workload image:demo/busybox:1/pinger`.
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Command { argv } => format!("command `{}`", argv.join(" ")),
-            Self::Container { id, name, .. } => format!(
-                "container {} ({})",
-                name.as_deref().unwrap_or("?"),
-                crate::text::short_id(id)
-            ),
-            Self::Workload { key } => format!("workload {key}"),
-        }
-    }
-}
-
-/// The parts of a profile document that baselines and `capspy diff` use.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A profile document as read back: what baselines, `capspy diff` and `capspy merge` use.
+#[derive(Clone, Debug)]
 pub struct ProfileDoc {
     /// The file it was read from, or `store:NAME`.
     pub source: String,
@@ -127,70 +91,54 @@ pub struct ProfileDoc {
     pub required: BTreeSet<Capability>,
     /// Capabilities the application tried and was denied (audited checks): known attempts.
     pub attempted: BTreeSet<Capability>,
+    /// The attach method, `store`, or the methods of a merged profile.
+    pub hook: String,
+    pub checks: Vec<CheckRow>,
+    /// What the subject was granted, when known.
+    pub granted: Option<BTreeSet<Capability>>,
+    pub losses: LossCounters,
+    pub notes: Vec<String>,
+    /// The node it was observed on.
+    pub host: Option<String>,
+    /// Set for a merged profile.
+    pub coverage: Option<Coverage>,
 }
 
-// The document as `render::Report` writes it; unknown fields are ignored.
+// The document as `render::Report` writes it; unknown fields are ignored, and fields added
+// after version 1 may be missing.
 #[derive(Deserialize)]
 struct Doc {
     #[serde(rename = "schema_version")]
     _schema_version: u32,
     subject: DocSubject,
-    #[serde(deserialize_with = "cap_set")]
+    #[serde(default)]
+    hook: String,
+    #[serde(deserialize_with = "crate::caps::deserialize_names")]
     required: BTreeSet<Capability>,
-    checks: Vec<DocCheck>,
+    checks: Vec<CheckRow>,
+    #[serde(default, deserialize_with = "crate::caps::deserialize_opt_names")]
+    granted: Option<BTreeSet<Capability>>,
+    #[serde(default)]
+    losses: LossCounters,
+    #[serde(default)]
+    notes: Vec<String>,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    coverage: Option<Coverage>,
 }
 
-#[derive(Deserialize)]
-struct DocCheck {
-    #[serde(deserialize_with = "cap")]
-    capability: Capability,
-    verdict: DocVerdict,
-    audit: DocAudit,
-    bucket: DocBucket,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum DocVerdict {
-    Granted,
-    Denied,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum DocAudit {
-    Audited,
-    Advisory,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum DocBucket {
-    App,
-    Runtime,
-    Borrowed,
-}
-
-/// `NET_RAW`, `CAP_NET_RAW`, or `CAP_41` for a capability newer than this build.
-fn parse_cap(s: &str) -> Result<Capability, String> {
-    if let Some(n) = s.strip_prefix("CAP_").and_then(|n| n.parse::<u8>().ok()) {
-        return Ok(Capability(n));
-    }
-    s.parse().map_err(|e: crate::caps::CapError| e.to_string())
-}
-
-fn cap<'de, D: Deserializer<'de>>(d: D) -> Result<Capability, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_cap(&s).map_err(serde::de::Error::custom)
-}
-
-fn cap_set<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeSet<Capability>, D::Error> {
-    #[derive(Deserialize)]
-    struct Cap(#[serde(deserialize_with = "cap")] Capability);
-    Ok(Vec::<Cap>::deserialize(d)?
-        .into_iter()
-        .map(|c| c.0)
-        .collect())
+/// Denied, audited checks of the application itself: what it tried.
+fn attempted(checks: &[CheckRow]) -> BTreeSet<Capability> {
+    checks
+        .iter()
+        .filter(|c| {
+            c.bucket == Bucket::App
+                && c.verdict == Verdict::Denied
+                && c.audit == AuditClass::Audited
+        })
+        .map(|c| c.capability)
+        .collect()
 }
 
 impl ProfileDoc {
@@ -262,42 +210,73 @@ impl ProfileDoc {
                 message: bare_message(&inner),
             }
         })?;
-        let attempted = doc
-            .checks
-            .iter()
-            .filter(|c| {
-                c.bucket == DocBucket::App
-                    && c.verdict == DocVerdict::Denied
-                    && c.audit == DocAudit::Audited
-            })
-            .map(|c| c.capability)
-            .collect();
         Ok(Self {
             source: path.display().to_string(),
             subject: doc.subject,
             required: doc.required,
-            attempted,
+            attempted: attempted(&doc.checks),
+            hook: doc.hook,
+            checks: doc.checks,
+            granted: doc.granted,
+            losses: doc.losses,
+            notes: doc.notes,
+            host: doc.host,
+            coverage: doc.coverage,
         })
     }
 
-    /// A profile computed from the store, for `capspy diff` with workload names.
-    pub fn from_profile(source: String, subject: DocSubject, profile: &Profile) -> Self {
-        let attempted = profile
-            .checks
-            .iter()
-            .filter(|c| {
-                c.bucket == Bucket::App
-                    && c.verdict == Verdict::Denied
-                    && c.audit == AuditClass::Audited
-            })
-            .map(|c| c.capability)
-            .collect();
+    /// A report as a document, as if rendered and read back (`capspy diff` with names in the
+    /// store, `capspy profile --store A --store B`).
+    pub fn from_report(source: String, report: &Report) -> Self {
         Self {
             source,
-            subject,
-            required: profile.required.clone(),
-            attempted,
+            subject: report.subject.clone(),
+            required: report.profile.required.clone(),
+            attempted: attempted(&report.profile.checks),
+            hook: report.hook.clone(),
+            checks: report.profile.checks.clone(),
+            granted: report.profile.granted.clone(),
+            losses: report.losses,
+            notes: report.notes.clone(),
+            host: report.host.clone(),
+            coverage: report.coverage.clone(),
         }
+    }
+
+    /// Every document of a file: one, or several one after another (`capspy profile --all
+    /// --format json`). Errors name the file and the line in it.
+    pub fn load_all(path: &Path) -> Result<Vec<Self>, BaselineError> {
+        let text = fs::read_to_string(path).map_err(|source| BaselineError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse_all(path, &text)
+    }
+
+    pub fn parse_all(path: &Path, text: &str) -> Result<Vec<Self>, BaselineError> {
+        if text.trim().is_empty() {
+            return Err(BaselineError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        let mut docs = Vec::new();
+        let mut stream =
+            serde_json::Deserializer::from_str(text).into_iter::<serde::de::IgnoredAny>();
+        let mut start = 0;
+        while let Some(item) = stream.next() {
+            let end = stream.byte_offset();
+            // On a syntax error, the rest of the file is parsed alone for a precise message.
+            let part = if item.is_ok() {
+                &text[start..end]
+            } else {
+                &text[start..]
+            };
+            let doc = Self::parse(path, part)
+                .map_err(|e| e.lines_after(text[..start].matches('\n').count()))?;
+            docs.push(doc);
+            start = end;
+        }
+        Ok(docs)
     }
 }
 
@@ -598,6 +577,7 @@ mod tests {
 
     #[test]
     fn unknown_capability_numbers_round_trip() {
+        use crate::caps::parse_document_name as parse_cap;
         assert_eq!(parse_cap("CAP_41"), Ok(Capability(41)));
         assert_eq!(parse_cap("cap_chown"), Ok(Capability::CHOWN));
         assert!(parse_cap("CAP_").is_err());
@@ -674,9 +654,20 @@ mod tests {
     fn doc(required: &[Capability], attempted: &[Capability]) -> ProfileDoc {
         ProfileDoc {
             source: "x".into(),
-            subject: DocSubject::Workload { key: "w".into() },
+            subject: DocSubject::Workload {
+                key: "w".into(),
+                containers: Vec::new(),
+                images: Vec::new(),
+            },
             required: required.iter().copied().collect(),
             attempted: attempted.iter().copied().collect(),
+            hook: "store".into(),
+            checks: Vec::new(),
+            granted: None,
+            losses: LossCounters::default(),
+            notes: Vec::new(),
+            host: None,
+            coverage: None,
         }
     }
 

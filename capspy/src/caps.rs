@@ -112,6 +112,42 @@ impl FromStr for Capability {
     }
 }
 
+/// A capability as profile documents write it: `NET_RAW`, `CAP_NET_RAW`, or `CAP_41` for one
+/// newer than the build that wrote it.
+pub fn parse_document_name(s: &str) -> Result<Capability, String> {
+    if let Some(n) = s.strip_prefix("CAP_").and_then(|n| n.parse::<u8>().ok()) {
+        return Ok(Capability(n));
+    }
+    s.parse().map_err(|e: CapError| e.to_string())
+}
+
+pub fn deserialize_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Capability, D::Error> {
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    parse_document_name(&s).map_err(serde::de::Error::custom)
+}
+
+pub fn deserialize_names<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeSet<Capability>, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct Name(#[serde(deserialize_with = "deserialize_name")] Capability);
+    Ok(<Vec<Name> as serde::Deserialize>::deserialize(d)?
+        .into_iter()
+        .map(|c| c.0)
+        .collect())
+}
+
+/// `null` or a list of names.
+pub fn deserialize_opt_names<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::collections::BTreeSet<Capability>>, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct Names(
+        #[serde(deserialize_with = "deserialize_names")] std::collections::BTreeSet<Capability>,
+    );
+    Ok(<Option<Names> as serde::Deserialize>::deserialize(d)?.map(|n| n.0))
+}
+
 /// A set of capabilities as the kernel's 64-bit mask.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CapSet(pub u64);

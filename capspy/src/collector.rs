@@ -28,7 +28,7 @@ pub struct Observation {
 }
 
 /// Counters the kernel program keeps about its own losses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LossCounters {
     /// First-sighting records the ring buffer had no room for.
     pub sightings_lost: u64,

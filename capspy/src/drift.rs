@@ -378,6 +378,7 @@ impl Watch {
         if state.judged && new_checks == 0 {
             return;
         }
+        let first_look = !state.judged;
         state.judged = true;
         let row = CheckRow::from_kernel(key, stats, clock, Vec::new());
         if let Some(m) = &self.metrics
@@ -393,6 +394,11 @@ impl Watch {
         let Some((workload, id, name)) = who.container else {
             return;
         };
+        if let Some(m) = &self.metrics
+            && first_look
+        {
+            m.see_workload(workload, self.detector.baselines().get(workload).is_some());
+        }
         let observed = Observed {
             workload,
             container_id: id,

@@ -242,6 +242,8 @@ pub struct Tracer {
     pub method: Method,
     /// Methods tried before this one, and why they failed.
     pub skipped: Vec<(Method, String)>,
+    /// The optional programs (besides `cap_capable`'s) by name, and why one did not attach.
+    pub optional: Vec<(&'static str, Option<String>)>,
 }
 
 impl Tracer {
@@ -259,7 +261,8 @@ impl Tracer {
         for &method in Method::candidates(choice) {
             match attach_method(method, kernel, sizes) {
                 Ok(mut ebpf) => {
-                    if let Err(why) = attach_cgroup_mkdir(&mut ebpf) {
+                    let mkdir = attach_cgroup_mkdir(&mut ebpf).err();
+                    if let Some(why) = &mkdir {
                         // Attribution still works by walking cgroupfs; very short-lived
                         // cgroups may then stay unattributed.
                         log::warn!("cgroup creation is not traced ({why})");
@@ -269,6 +272,7 @@ impl Tracer {
                         ebpf,
                         method,
                         skipped: failures,
+                        optional: vec![(programs::CGROUP_MKDIR, mkdir)],
                     });
                 }
                 Err(why) => failures.push((method, why)),

@@ -17,6 +17,7 @@ pub mod docker_cli;
 pub mod drift;
 pub mod hook;
 pub mod kallsyms;
+pub mod merge;
 pub mod metrics;
 pub mod privilege;
 pub mod profile;

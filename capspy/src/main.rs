@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use capspy::commands::{baseline, diff, watch};
+use capspy::commands::{baseline, diff, merge, watch};
 
 use capspy::commands::{bench_probe, caps, decode, doctor, ls, profile, record, run, verify};
 
@@ -36,6 +36,8 @@ enum Command {
     Baseline(baseline::BaselineArgs),
     /// Exit 0 when CURRENT needs nothing beyond BASELINE, 1 on drift, 2 on error.
     Diff(diff::DiffArgs),
+    /// Merge profiles from many nodes into one per workload.
+    Merge(merge::MergeArgs),
     /// Run a container under its profile (and each capability removed): does it still work?
     Verify(verify::VerifyArgs),
     /// Attach a benchmark comparison program until stopped (used by `cargo xtask bench`).
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
             Command::Watch(args) => watch::watch(args).await,
             Command::Baseline(args) => baseline::baseline(&args),
             Command::Diff(args) => diff::diff(&args),
+            Command::Merge(args) => merge::merge(&args),
             Command::Verify(args) => verify::verify(args).await,
             Command::BenchProbe(args) => bench_probe::bench_probe(&args).await,
         }

@@ -95,6 +95,16 @@ enum VerdictLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkloadLabels {
+    workload: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProgramLabels {
+    program: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AlertLabels {
     kind: KindLabel,
 }
@@ -130,6 +140,7 @@ pub struct Metrics {
     checks: Family<CheckLabels, Counter>,
     alerts: Family<AlertLabels, Counter>,
     outside: Family<OutsideLabels, Counter>,
+    baselined: Family<WorkloadLabels, Gauge>,
     ring_lost: Counter,
     overflow: Counter,
     entries: Gauge,
@@ -144,7 +155,8 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    pub fn new(hook: &str, map_capacity: u32, baselines: usize) -> Self {
+    /// `programs`: each kernel program by name, and whether it is attached.
+    pub fn new(hook: &str, programs: &[(&str, bool)], map_capacity: u32, baselines: usize) -> Self {
         let mut registry = Registry::with_prefix("capspy");
         let checks = Family::<CheckLabels, Counter>::default();
         registry.register(
@@ -163,6 +175,12 @@ impl Metrics {
             "drift_checks",
             "Checks outside the workload's baseline: the alerted first one and every repeat",
             outside.clone(),
+        );
+        let baselined = Family::<WorkloadLabels, Gauge>::default();
+        registry.register(
+            "workload_baseline",
+            "1 for a container workload seen with a baseline loaded, 0 for one without",
+            baselined.clone(),
         );
         let ring_lost = Counter::default();
         registry.register(
@@ -197,11 +215,25 @@ impl Metrics {
             "The attach method in use",
             Info::new(vec![("method".to_string(), hook.to_string())]),
         );
+        let attached = Family::<ProgramLabels, Gauge>::default();
+        for (program, on) in programs {
+            attached
+                .get_or_create(&ProgramLabels {
+                    program: (*program).to_string(),
+                })
+                .set(i64::from(*on));
+        }
+        registry.register(
+            "hook_attached",
+            "1 for each kernel program attached, 0 for an optional one that could not attach",
+            attached,
+        );
         Self {
             registry,
             checks,
             alerts,
             outside,
+            baselined,
             ring_lost,
             overflow,
             entries,
@@ -249,6 +281,15 @@ impl Metrics {
                 kind: kind.into(),
             })
             .inc_by(n);
+    }
+
+    /// A container workload seen, with or without a baseline.
+    pub fn see_workload(&self, workload: &str, has_baseline: bool) {
+        self.baselined
+            .get_or_create(&WorkloadLabels {
+                workload: workload.to_string(),
+            })
+            .set(i64::from(has_baseline));
     }
 
     /// The kernel program's loss counters (cumulative since it was loaded) and map fill.
@@ -438,7 +479,12 @@ mod tests {
 
     #[test]
     fn exposition_names_every_metric_and_ends_with_eof() {
-        let m = Metrics::new("tp_btf", 32_768, 2);
+        let m = Metrics::new(
+            "tp_btf",
+            &[("cap_capable", true), ("cgroup_mkdir", false)],
+            32_768,
+            2,
+        );
         let app = (Verdict::Granted, Bucket::App);
         m.count_checks("image:a/b", Capability::NET_RAW, app, 3);
         m.count_checks(
@@ -448,6 +494,8 @@ mod tests {
             1,
         );
         m.count_alert(AlertKind::Drift);
+        m.see_workload("image:a/b", true);
+        m.see_workload("image:c/d", false);
         m.count_outside("image:a/b", Capability::CHOWN, AlertKind::Drift, 2);
         m.update_kernel(
             LossCounters {
@@ -478,15 +526,58 @@ mod tests {
             "capspy_map_capacity 32768",
             "capspy_baselines 2",
             r#"capspy_hook_info{method="tp_btf"} 1"#,
+            r#"capspy_hook_attached{program="cap_capable"} 1"#,
+            r#"capspy_hook_attached{program="cgroup_mkdir"} 0"#,
+            r#"capspy_workload_baseline{workload="image:a/b"} 1"#,
+            r#"capspy_workload_baseline{workload="image:c/d"} 0"#,
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
+    /// The shipped Prometheus rules name only series this exposition has.
+    #[test]
+    fn the_prometheus_rules_use_exported_metrics() {
+        let rules = include_str!("../../dist/prometheus/capspy-rules.yaml");
+        let m = Metrics::new("tp_btf", &[("cap_capable", true)], 1, 0);
+        m.count_checks("w", Capability::CHOWN, (Verdict::Granted, Bucket::App), 1);
+        m.count_outside("w", Capability::CHOWN, AlertKind::Drift, 1);
+        m.see_workload("w", false);
+        let text = m.encode();
+        let exported: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let mut used = Vec::new();
+        for line in rules.lines().filter_map(|l| l.trim().strip_prefix("expr:")) {
+            // Series names, not recording rules (`level:capspy_metric:op`).
+            let mut rest = line;
+            while let Some(at) = rest.find("capspy_") {
+                let before = rest[..at].chars().last();
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !matches!(before, Some(c) if c == ':' || c == '_' || c.is_ascii_alphanumeric()) {
+                    used.push(name.clone());
+                }
+                rest = &rest[at + name.len()..];
+            }
+        }
+        assert!(used.len() >= 8, "{used:?}");
+        for name in &used {
+            assert!(
+                exported.contains(&name.as_str()),
+                "{name} is not exported:\n{text}"
+            );
+        }
+    }
+
     #[test]
     fn hostile_label_values_are_escaped() {
-        let m = Metrics::new("tp_btf", 1, 0);
+        let m = Metrics::new("tp_btf", &[], 1, 0);
         m.count_checks(
             "a\"b\\c\nd",
             Capability::CHOWN,

@@ -8,13 +8,13 @@ use capspy_common::{
     AUDIT_ADVISORY, BUCKET_BORROWED, BUCKET_RUNTIME, CLASSIFIER_CALL_PATH, CLASSIFIER_OPTS,
     CheckKey, CheckStats, USERNS_INITIAL, USERNS_OTHER, VERDICT_GRANTED,
 };
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::caps::{CapSet, Capability};
 use crate::collector::Observation;
 use crate::kallsyms::Kallsyms;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Granted,
@@ -23,7 +23,7 @@ pub enum Verdict {
 
 /// Whether the kernel would audit a denial of this check. Advisory (noaudit) checks only choose a
 /// behaviour, such as the overcommit heuristic's SYS_ADMIN check on every mmap.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditClass {
     Audited,
@@ -31,7 +31,7 @@ pub enum AuditClass {
 }
 
 /// How the audit class was decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Classifier {
     /// `cap_capable`'s `opts` argument (fexit, kprobe).
@@ -39,11 +39,12 @@ pub enum Classifier {
     /// The kernel call path (tracepoints, which have no `opts`).
     CallPath,
     /// Neither could be read; counted as audited so the profile stays sufficient.
+    #[default]
     Unclassified,
 }
 
 /// Who made the check: the workload, or the container runtime setting the container up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Bucket {
     App,
@@ -55,15 +56,17 @@ pub enum Bucket {
 }
 
 /// The user namespace the check was made against.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum UserNs {
+    /// Also what a document without the field means: it counts as the host's either way.
+    #[default]
     Initial,
     Other,
     Unknown,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessRef {
     pub pid: u32,
     pub tgid: u32,
@@ -72,24 +75,47 @@ pub struct ProcessRef {
 }
 
 /// One observed (capability, verdict, audit class, user namespace) of a workload.
-#[derive(Clone, Debug, Serialize)]
+///
+/// Read back from profile documents (baselines, `capspy merge`), where only the capability,
+/// verdict, audit class and bucket must be present: the other fields were added over time or
+/// are evidence, and a hand-edited baseline may leave them out.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CheckRow {
-    #[serde(serialize_with = "serialize_cap")]
+    #[serde(
+        serialize_with = "serialize_cap",
+        deserialize_with = "crate::caps::deserialize_name"
+    )]
     pub capability: Capability,
     pub verdict: Verdict,
     pub audit: AuditClass,
+    #[serde(default)]
     pub classified_by: Classifier,
+    #[serde(default)]
     pub user_namespace: UserNs,
     pub bucket: Bucket,
+    #[serde(default)]
     pub count: u64,
-    #[serde(serialize_with = "serialize_time")]
+    #[serde(
+        serialize_with = "serialize_time",
+        deserialize_with = "deserialize_time",
+        default = "epoch"
+    )]
     pub first_seen: SystemTime,
-    #[serde(serialize_with = "serialize_time")]
+    #[serde(
+        serialize_with = "serialize_time",
+        deserialize_with = "deserialize_time",
+        default = "epoch"
+    )]
     pub last_seen: SystemTime,
     /// The process that made the first check.
+    #[serde(default)]
     pub example: ProcessRef,
     /// Kernel functions above `cap_capable` for the first check, innermost first.
+    #[serde(default)]
     pub call_path: Vec<String>,
+    /// The node it was observed on, in a profile merged from several (`capspy merge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 impl CheckRow {
@@ -180,6 +206,7 @@ impl CheckRow {
             last_seen,
             example,
             call_path,
+            host: None,
         }
     }
 }
@@ -960,8 +987,21 @@ pub(crate) fn serialize_opt_caps<S: Serializer>(
     }
 }
 
-fn serialize_time<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_time<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&crate::render::rfc3339(*t))
+}
+
+pub(crate) fn deserialize_time<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::render::parse_rfc3339(&text).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a UTC time like 2026-11-29T01:56:58.795Z"
+        ))
+    })
+}
+
+fn epoch() -> SystemTime {
+    SystemTime::UNIX_EPOCH
 }
 
 #[cfg(test)]
@@ -986,6 +1026,7 @@ pub(crate) mod tests {
                 comm: "ping".into(),
             },
             call_path: vec!["security_capable+0x3c".into()],
+            host: None,
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::caps::Capability;
 use crate::collector::LossCounters;
@@ -39,29 +39,39 @@ pub enum Format {
     Systemd,
 }
 
-/// What was traced.
-#[derive(Clone, Debug, Serialize)]
+/// What was traced. Also what profile documents are read back as (baselines, `capspy diff`,
+/// `capspy merge`), lenient with the fields added over time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Subject {
     Command {
         argv: Vec<String>,
         /// The command's exit code, or 128 + signal number, as a shell reports it.
+        #[serde(default)]
         exit_code: i32,
         /// Tracing stopped early (Ctrl-C): the profile may be incomplete.
+        #[serde(default)]
         interrupted: bool,
     },
     /// One container instance.
     Container {
         id: String,
+        #[serde(default)]
         name: Option<String>,
+        #[serde(default)]
         image: Option<String>,
+        #[serde(default)]
         workload: Option<String>,
     },
     /// Every container of a workload (restarts and replicas merged).
     Workload {
         key: String,
         /// Container ids.
+        #[serde(default)]
         containers: Vec<String>,
+        /// The images its containers ran, when known.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        images: Vec<String>,
     },
 }
 
@@ -91,6 +101,76 @@ pub struct Verified {
     pub reason: String,
 }
 
+impl Subject {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Command { .. } => "command",
+            Self::Container { .. } => "container",
+            Self::Workload { .. } => "workload",
+        }
+    }
+
+    /// The workload key a baseline of this subject applies to.
+    pub fn workload(&self) -> Option<&str> {
+        match self {
+            Self::Workload { key, .. } => Some(key),
+            Self::Container { workload, .. } => workload.as_deref(),
+            Self::Command { .. } => None,
+        }
+    }
+
+    /// The images it ran (none for a command).
+    pub fn images(&self) -> Vec<String> {
+        match self {
+            Self::Workload { images, .. } => images.clone(),
+            Self::Container { image, .. } => image.iter().cloned().collect(),
+            Self::Command { .. } => Vec::new(),
+        }
+    }
+
+    /// Container ids.
+    pub fn containers(&self) -> Vec<String> {
+        match self {
+            Self::Workload { containers, .. } => containers.clone(),
+            Self::Container { id, .. } => vec![id.clone()],
+            Self::Command { .. } => Vec::new(),
+        }
+    }
+
+    /// One line for people: `workload image:demo/busybox:1/pinger`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Command { argv, .. } => format!("command `{}`", argv.join(" ")),
+            Self::Container { id, name, .. } => format!(
+                "container {} ({})",
+                name.as_deref().unwrap_or("?"),
+                short_id(id)
+            ),
+            Self::Workload { key, .. } => format!("workload {key}"),
+        }
+    }
+}
+
+/// How much of the fleet a merged profile covers (`capspy merge`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coverage {
+    /// The nodes whose observations it holds, sorted.
+    pub hosts: Vec<String>,
+    /// Container instances, over every node.
+    pub instances: usize,
+    /// The earliest and latest observation.
+    #[serde(
+        serialize_with = "crate::profile::serialize_time",
+        deserialize_with = "crate::profile::deserialize_time"
+    )]
+    pub first_seen: SystemTime,
+    #[serde(
+        serialize_with = "crate::profile::serialize_time",
+        deserialize_with = "crate::profile::deserialize_time"
+    )]
+    pub last_seen: SystemTime,
+}
+
 /// A profile with its context: the unit every output format renders.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -108,6 +188,12 @@ pub struct Report {
     /// the set that was run and worked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// The node the observations were made on (`record --node`, else its host name), when one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// For a profile merged from several nodes: which, how many instances, what time span.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<Coverage>,
     /// The service or container name the compose, Kubernetes and systemd outputs use; derived
     /// from the subject unless set (a compose service label, say).
     #[serde(skip)]
@@ -127,6 +213,8 @@ impl Report {
             profile,
             losses,
             verification: None,
+            host: None,
+            coverage: None,
             service_name: None,
         }
     }
@@ -146,6 +234,12 @@ impl Report {
             self.docker_flags = docker_flags(p);
         }
         self.verification = Some(v);
+        self
+    }
+
+    #[must_use]
+    pub fn with_host(mut self, host: Option<String>) -> Self {
+        self.host = host;
         self
     }
 
@@ -558,7 +652,9 @@ fn header(out: &mut String, report: &Report) {
                 printable(workload.as_deref().unwrap_or("?")),
             );
         }
-        Subject::Workload { key, containers } => {
+        Subject::Workload {
+            key, containers, ..
+        } => {
             let _ = writeln!(
                 out,
                 "capspy: workload {}, {} container instance(s)",
@@ -566,6 +662,18 @@ fn header(out: &mut String, report: &Report) {
                 containers.len()
             );
         }
+    }
+    if let Some(c) = &report.coverage {
+        let hosts: Vec<String> = c.hosts.iter().map(|h| printable(h).into_owned()).collect();
+        let _ = writeln!(
+            out,
+            "merged from {} host(s) ({}), {} instance(s), {} .. {}",
+            c.hosts.len(),
+            hosts.join(", "),
+            c.instances,
+            seconds(c.first_seen),
+            seconds(c.last_seen)
+        );
     }
 }
 
@@ -669,6 +777,52 @@ fn userns_str(u: UserNs) -> &'static str {
         UserNs::Other => "other",
         UserNs::Unknown => "unknown",
     }
+}
+
+/// The inverse of [`rfc3339`]: `2026-11-29T00:18:02.123Z` (any number of fraction digits, or
+/// none; UTC only, as capspy writes it).
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let b = s.strip_suffix('Z')?;
+    let (date, time) = b.split_once('T')?;
+    let mut d = date.split('-');
+    let (year, month, day): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    if d.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.split(':');
+    let (h, m, sec): (u64, u64, u64) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
+    if t.next().is_some() || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    if !frac.bytes().all(|c| c.is_ascii_digit()) || frac.len() > 9 {
+        return None;
+    }
+    let nanos: u32 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<9}").parse().ok()?
+    };
+    // Days since 1970-01-01 from a civil date (Howard Hinnant's algorithm).
+    let y = year - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    let secs = days
+        .checked_mul(86_400)?
+        .checked_add(h * 3600 + m * 60 + sec)?;
+    UNIX_EPOCH.checked_add(std::time::Duration::new(secs, nanos))
 }
 
 /// `2026-11-29T00:18:02.123Z`, UTC, millisecond precision.
@@ -899,6 +1053,7 @@ mod tests {
             Subject::Workload {
                 key: format!("image:busybox/{name}"),
                 containers: vec!["0123456789ab".into()],
+                images: vec!["busybox:1".into()],
             },
         ]
     }

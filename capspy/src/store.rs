@@ -392,6 +392,27 @@ impl Store {
         self.session
     }
 
+    /// The node this store records (`meta` key `host`), for profiles merged from several.
+    pub fn set_host(&mut self, host: &str) -> Result<(), StoreError> {
+        self.writer()?.execute(
+            "INSERT INTO meta (key, value) VALUES ('host', ?1) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [host],
+        )?;
+        Ok(())
+    }
+
+    /// The node this store was recorded on; None for stores written before it was kept.
+    pub fn host(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'host'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+            .filter(|h| !h.is_empty()))
+    }
+
     /// Starts a daemon run; later `upsert_subject` calls map cgroups within it.
     pub fn begin_session(&mut self, hook: &str, started_ms: i64) -> Result<i64, StoreError> {
         let conn = self.writer()?;
@@ -1199,6 +1220,25 @@ mod tests {
 
     fn bytes(path: &Path) -> Vec<u8> {
         fs::read(path).unwrap()
+    }
+
+    #[test]
+    fn the_node_name_is_kept_and_replaced() {
+        let dir = TempDir::new();
+        let mut store = Store::open_writer(&dir.db()).unwrap();
+        assert_eq!(
+            store.host().unwrap(),
+            None,
+            "a store from before it was kept"
+        );
+        store.set_host("node-a").unwrap();
+        store.set_host("node-b").unwrap();
+        drop(store);
+        let reader = Store::open_reader(&dir.db()).unwrap();
+        assert_eq!(reader.host().unwrap().as_deref(), Some("node-b"));
+        // Written by this build, read and reopened for writing by it: still a valid store.
+        drop(reader);
+        reopen_writer(&dir.db()).unwrap();
     }
 
     #[test]

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::caps::{CapSet, Capability};
+use crate::collector::LossCounters;
 use crate::profile::{CheckRow, ProcessRef, Profile, RawCheck};
-use crate::render::Subject as ReportSubject;
+use crate::render::{Report, Subject as ReportSubject};
 use crate::store::{CheckRecord, Store, StoreError, Subject, SubjectKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +169,18 @@ pub enum Target<'a> {
 }
 
 impl Target<'_> {
+    /// Its report from the store, with the node the store was recorded on.
+    pub fn report(&self, store: &Store) -> Result<Report, StoreError> {
+        Ok(Report::new(
+            self.report_subject(),
+            "store",
+            self.profile(store)?,
+            LossCounters::default(),
+        )
+        .with_service_name(self.service_name())
+        .with_host(store.host()?))
+    }
+
     pub fn profile(&self, store: &Store) -> Result<Profile, StoreError> {
         let records = match self {
             Target::Workload { key, .. } => store.checks_for_workload(key)?,
@@ -206,6 +219,12 @@ impl Target<'_> {
             Target::Workload { key, containers } => ReportSubject::Workload {
                 key: (*key).to_string(),
                 containers: containers.iter().map(|c| c.key.clone()).collect(),
+                images: containers
+                    .iter()
+                    .filter_map(|c| c.image.clone())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
             },
             Target::Container(c) => ReportSubject::Container {
                 id: c.key.clone(),
@@ -216,6 +235,7 @@ impl Target<'_> {
             Target::HostGroup(s) => ReportSubject::Workload {
                 key: host_group_key(s),
                 containers: Vec::new(),
+                images: Vec::new(),
             },
         }
     }

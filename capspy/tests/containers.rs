@@ -13,19 +13,17 @@ use serde_json::Value;
 
 mod common;
 
-use common::{Cleanup, busybox_rootfs, docker, image_exists, import_rootfs, signal};
+use common::{Cleanup, docker, signal};
 
 const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
 const IMAGE: &str = "capspy-test/busybox:1";
 
 fn ensure_image(dir: &Path) {
-    if !image_exists(IMAGE) {
-        let root = busybox_rootfs(
-            dir,
-            &["sh", "ping", "chown", "touch", "sleep", "true", "cat", "id"],
-        );
-        import_rootfs(&root, dir, IMAGE);
-    }
+    common::ensure_image(
+        dir,
+        IMAGE,
+        &["sh", "ping", "chown", "touch", "sleep", "true", "cat", "id"],
+    );
 }
 
 struct Daemon {

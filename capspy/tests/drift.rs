@@ -7,17 +7,15 @@
 //! daemon, and each depends on what the one before left (the baseline, the alerts so far).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
 mod common;
 
-use common::{Cleanup, busybox_rootfs, docker, image_exists, import_rootfs, signal};
+use common::{Cleanup, Daemon, docker};
 
 const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
 const IMAGE: &str = "capspy-test/busybox-drift:1";
@@ -25,10 +23,11 @@ const IMAGE: &str = "capspy-test/busybox-drift:1";
 const ALERT_WITHIN: Duration = Duration::from_secs(2);
 
 fn ensure_image(dir: &Path) {
-    if !image_exists(IMAGE) {
-        let root = busybox_rootfs(dir, &["sh", "ping", "chown", "touch", "sleep", "true"]);
-        import_rootfs(&root, dir, IMAGE);
-    }
+    common::ensure_image(
+        dir,
+        IMAGE,
+        &["sh", "ping", "chown", "touch", "sleep", "true"],
+    );
 }
 
 /// `docker run -d` a container on loopback only; its id goes to the cleanup list.
@@ -52,65 +51,6 @@ fn run_container(cleanup: &mut Cleanup, name: &str, script: &str) -> String {
 
 fn remove_container(id: &str) {
     docker(&["rm", "-f", id]);
-}
-
-/// A capspy daemon (record or watch) whose stderr lines are collected as they come.
-struct Daemon {
-    child: Child,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Daemon {
-    /// Starts it and waits for its "recording/watching with hook" line.
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(CAPSPY)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let daemon = Self { child, stderr };
-        let start = Instant::now();
-        while !daemon.said(" with hook ") {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "capspy {args:?} did not start: {:?}",
-                daemon.lines()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        daemon
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn said(&self, needle: &str) -> bool {
-        self.lines().iter().any(|l| l.contains(needle))
-    }
-
-    /// SIGINT, and the daemon's exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        signal(&self.child, libc::SIGINT);
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        signal(&self.child, libc::SIGKILL);
-        let _ = self.child.wait();
-    }
 }
 
 fn capspy(args: &[&str]) -> Output {

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result, bail};
 
 use crate::baseline::{self, Baselines};
-use crate::collector::LossCounters;
-use crate::render::{Format, Report};
+use crate::render::Format;
 use crate::store::{self, Store};
 use crate::workloads::{Inventory, Target};
 
@@ -87,29 +86,9 @@ fn save(args: &SaveArgs) -> Result<i32> {
         let target = inventory
             .find(&key)
             .with_context(|| format!("workload {key:?}"))?;
-        let report = Report::new(
-            target.report_subject(),
-            "store",
-            target.profile(&store)?,
-            LossCounters::default(),
-        );
+        let report = target.report(&store)?;
         let path = baseline::write(&args.to, &key, &report.render(Format::Json))?;
-        let required: Vec<String> = report
-            .profile
-            .required
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        println!(
-            "{}\t{}\trequired: {}",
-            path.display(),
-            crate::text::printable(&key),
-            if required.is_empty() {
-                "none".to_string()
-            } else {
-                required.join(",")
-            }
-        );
+        crate::commands::merge::saved(&path, &key, &report);
     }
     Ok(0)
 }

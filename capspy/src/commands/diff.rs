@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::baseline::{Diff, DocSubject, ProfileDoc};
 use crate::store::Store;
-use crate::workloads::{Inventory, Target};
+use crate::workloads::Inventory;
 
 /// Exit status when CURRENT needs a capability BASELINE does not.
 pub const EXIT_DRIFT: i32 = 1;
@@ -91,26 +91,8 @@ fn load(arg: &str, store: Option<&Path>) -> Result<ProfileDoc> {
     let store = Store::open_reader(store_path)
         .with_context(|| format!("opening the store {}", store_path.display()))?;
     let inventory = Inventory::load(&store)?;
-    let target = inventory.find(arg)?;
-    let subject = match &target {
-        Target::Workload { key, .. } => DocSubject::Workload {
-            key: (*key).to_string(),
-        },
-        Target::Container(c) => DocSubject::Container {
-            id: c.key.clone(),
-            name: c.name.clone(),
-            workload: c.workload.clone(),
-        },
-        Target::HostGroup(s) => DocSubject::Workload {
-            key: crate::workloads::host_group_key(s),
-        },
-    };
-    let profile = target.profile(&store)?;
-    Ok(ProfileDoc::from_profile(
-        format!("store:{arg}"),
-        subject,
-        &profile,
-    ))
+    let report = inventory.find(arg)?.report(&store)?;
+    Ok(ProfileDoc::from_report(format!("store:{arg}"), &report))
 }
 
 fn text(baseline: &ProfileDoc, current: &ProfileDoc, d: &Diff) -> String {

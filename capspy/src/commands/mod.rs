@@ -7,6 +7,7 @@ pub mod decode;
 pub mod diff;
 pub mod doctor;
 pub mod ls;
+pub mod merge;
 pub mod profile;
 pub mod record;
 pub mod run;

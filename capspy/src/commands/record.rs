@@ -32,6 +32,21 @@ pub struct RecordArgs {
     /// Bytes of the first-sighting ring buffer: a power of two, at least 4096 (tests shrink it).
     #[arg(long, hide = true, default_value_t = capspy_common::SIGHTINGS_BYTES, value_parser = parse_ring_bytes)]
     pub ring_buffer_bytes: u32,
+    /// The name of this node in profiles merged from several (`capspy merge`), kept in the
+    /// store; default: the host name (in a pod, pass the node's name).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+}
+
+impl RecordArgs {
+    /// `--node`, else the host name.
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default()
+        })
+    }
 }
 
 fn parse_ring_bytes(s: &str) -> Result<u32, String> {
@@ -44,8 +59,9 @@ fn parse_ring_bytes(s: &str) -> Result<u32, String> {
 pub async fn record(args: RecordArgs) -> Result<i32> {
     privilege::require_tracing()?;
     // Open the store first: a second daemon must fail before touching the kernel.
-    let store = Store::open_writer(&args.store)
+    let mut store = Store::open_writer(&args.store)
         .with_context(|| format!("opening the store {}", args.store.display()))?;
+    store.set_host(&args.node_name())?;
     let root = cgroup::v2_root()?;
     let kernel = KernelInfo::probe();
     let sizes = MapSizes {

@@ -175,6 +175,7 @@ fn containers_subject(watch: &ContainerWatch, argv: &[String]) -> Option<(Subjec
         Subject::Workload {
             key: format!("started by `{}`", argv.join(" ")),
             containers: watch.started.values().map(|s| s.id.clone()).collect(),
+            images: Vec::new(),
         }
     };
     Some((subject, watch.started.keys().copied().collect()))

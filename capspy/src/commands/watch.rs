@@ -52,8 +52,9 @@ pub async fn watch(args: WatchArgs) -> Result<i32> {
         None => None,
     };
     let rec = &args.record;
-    let store = Store::open_writer(&rec.store)
+    let mut store = Store::open_writer(&rec.store)
         .with_context(|| format!("opening the store {}", rec.store.display()))?;
+    store.set_host(&rec.node_name())?;
     let root = cgroup::v2_root()?;
     let kernel = KernelInfo::probe();
     let sizes = MapSizes {
@@ -66,9 +67,16 @@ pub async fn watch(args: WatchArgs) -> Result<i32> {
     privilege::drop_all()?;
 
     let count = baselines.len();
-    let metrics = listener
-        .as_ref()
-        .map(|_| Arc::new(Metrics::new(tracer.method.name(), rec.map_entries, count)));
+    let metrics = listener.as_ref().map(|_| {
+        let mut programs = vec![("cap_capable", true)];
+        programs.extend(tracer.optional.iter().map(|(p, why)| (*p, why.is_none())));
+        Arc::new(Metrics::new(
+            tracer.method.name(),
+            &programs,
+            rec.map_entries,
+            count,
+        ))
+    });
     let served = match (listener, &metrics) {
         (Some(listener), Some(m)) => {
             let addr = listener.local_addr()?;

@@ -5,8 +5,10 @@
 // Each test crate uses its own part of this module.
 #![allow(dead_code)]
 
+use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The engine the tests use; a dockerd started here is stopped on drop, by its pid.
@@ -208,4 +210,71 @@ fn build_daemons_image() -> String {
         &image,
     ]);
     image
+}
+
+/// `image`, made from busybox-static with `applets`, unless the engine has it already.
+pub fn ensure_image(dir: &Path, image: &str, applets: &[&str]) {
+    if !image_exists(image) {
+        let root = busybox_rootfs(dir, applets);
+        import_rootfs(&root, dir, image);
+    }
+}
+
+/// A capspy daemon (record or watch) whose stderr lines are collected as they come.
+pub struct Daemon {
+    child: Child,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts it and waits for its "recording/watching with hook" line.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_capspy"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let daemon = Self { child, stderr };
+        let start = Instant::now();
+        while !daemon.said(" with hook ") {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "capspy {args:?} did not start: {:?}",
+                daemon.lines()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        daemon
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn said(&self, needle: &str) -> bool {
+        self.lines().iter().any(|l| l.contains(needle))
+    }
+
+    /// SIGINT, and the daemon's exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        signal(&self.child, libc::SIGINT);
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        signal(&self.child, libc::SIGKILL);
+        let _ = self.child.wait();
+    }
 }
