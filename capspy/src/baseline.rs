@@ -108,8 +108,7 @@ pub struct ProfileDoc {
 // after version 1 may be missing.
 #[derive(Deserialize)]
 struct Doc {
-    #[serde(rename = "schema_version")]
-    _schema_version: u32,
+    schema_version: u32,
     subject: DocSubject,
     #[serde(default)]
     hook: String,
@@ -153,6 +152,36 @@ impl ProfileDoc {
 
     /// Validates `text`, read from `path` (named in errors).
     pub fn parse(path: &Path, text: &str) -> Result<Self, BaselineError> {
+        // A valid document is read in one pass; the checks below explain an invalid one.
+        if let Ok(doc) = serde_json::from_str::<Doc>(text)
+            && Self::known_version(doc.schema_version)
+        {
+            return Ok(Self::from_doc(path, doc));
+        }
+        Self::parse_checked(path, text)
+    }
+
+    fn known_version(version: u32) -> bool {
+        (1..=crate::render::SCHEMA_VERSION).contains(&version)
+    }
+
+    fn from_doc(path: &Path, doc: Doc) -> Self {
+        Self {
+            source: path.display().to_string(),
+            subject: doc.subject,
+            required: doc.required,
+            attempted: attempted(&doc.checks),
+            hook: doc.hook,
+            checks: doc.checks,
+            granted: doc.granted,
+            losses: doc.losses,
+            notes: doc.notes,
+            host: doc.host,
+            coverage: doc.coverage,
+        }
+    }
+
+    fn parse_checked(path: &Path, text: &str) -> Result<Self, BaselineError> {
         let p = || path.to_path_buf();
         if text.trim().is_empty() {
             return Err(BaselineError::Empty { path: p() });
@@ -210,19 +239,7 @@ impl ProfileDoc {
                 message: bare_message(&inner),
             }
         })?;
-        Ok(Self {
-            source: path.display().to_string(),
-            subject: doc.subject,
-            required: doc.required,
-            attempted: attempted(&doc.checks),
-            hook: doc.hook,
-            checks: doc.checks,
-            granted: doc.granted,
-            losses: doc.losses,
-            notes: doc.notes,
-            host: doc.host,
-            coverage: doc.coverage,
-        })
+        Ok(Self::from_doc(path, doc))
     }
 
     /// A report as a document, as if rendered and read back (`capspy diff` with names in the
@@ -259,20 +276,42 @@ impl ProfileDoc {
                 path: path.to_path_buf(),
             });
         }
+        // Valid documents in one pass each; from the first that is not, the checked reading.
         let mut docs = Vec::new();
+        let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Doc>();
+        loop {
+            let start = stream.byte_offset();
+            match stream.next() {
+                None => return Ok(docs),
+                Some(Ok(doc)) if Self::known_version(doc.schema_version) => {
+                    docs.push(Self::from_doc(path, doc));
+                }
+                Some(_) => {
+                    docs.extend(Self::parse_all_checked(path, text, start)?);
+                    return Ok(docs);
+                }
+            }
+        }
+    }
+
+    /// The documents of `text` from byte `from` on, each checked by [`Self::parse`], with line
+    /// numbers counted from the file's start.
+    fn parse_all_checked(path: &Path, text: &str, from: usize) -> Result<Vec<Self>, BaselineError> {
+        let mut docs = Vec::new();
+        let rest = &text[from..];
         let mut stream =
-            serde_json::Deserializer::from_str(text).into_iter::<serde::de::IgnoredAny>();
+            serde_json::Deserializer::from_str(rest).into_iter::<serde::de::IgnoredAny>();
         let mut start = 0;
         while let Some(item) = stream.next() {
             let end = stream.byte_offset();
             // On a syntax error, the rest of the file is parsed alone for a precise message.
             let part = if item.is_ok() {
-                &text[start..end]
+                &rest[start..end]
             } else {
-                &text[start..]
+                &rest[start..]
             };
-            let doc = Self::parse(path, part)
-                .map_err(|e| e.lines_after(text[..start].matches('\n').count()))?;
+            let lines = text[..from + start].matches('\n').count();
+            let doc = Self::parse_checked(path, part).map_err(|e| e.lines_after(lines))?;
             docs.push(doc);
             start = end;
         }
@@ -514,6 +553,33 @@ mod tests {
         assert_eq!(doc.required, BTreeSet::from([Capability::NET_RAW]));
         // Only denied, audited, application checks are known attempts.
         assert_eq!(doc.attempted, BTreeSet::from([Capability(7)]));
+    }
+
+    #[test]
+    fn a_file_of_several_documents_loads_each_and_errors_name_the_line() {
+        let two = format!("{GOOD}\n{GOOD}\n");
+        let docs = ProfileDoc::parse_all(Path::new("all.json"), &two).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1].required, BTreeSet::from([Capability::NET_RAW]));
+        assert_eq!(docs[1].checks.len(), 4);
+        // The second document's bad field, at its line in the file.
+        let bad = format!(
+            "{GOOD}\n{}",
+            GOOD.replace(r#""capability": "SETUID""#, r#""capability": "SETUIDD""#)
+        );
+        let e = ProfileDoc::parse_all(Path::new("all.json"), &bad).unwrap_err();
+        let lines = GOOD.lines().count();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("all.json:{}:", lines + 8)),
+            "{e}"
+        );
+        // Truncated after the first.
+        let cut = format!("{GOOD}\n{}", &GOOD[..40]);
+        let e = ProfileDoc::parse_all(Path::new("all.json"), &cut)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("truncated"), "{e}");
     }
 
     #[test]

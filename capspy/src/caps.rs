@@ -65,6 +65,7 @@ impl Capability {
     pub const CHOWN: Self = Self(0);
     pub const DAC_OVERRIDE: Self = Self(1);
     pub const DAC_READ_SEARCH: Self = Self(2);
+    pub const SETPCAP: Self = Self(8);
     pub const NET_BIND_SERVICE: Self = Self(10);
     pub const NET_ADMIN: Self = Self(12);
     pub const NET_RAW: Self = Self(13);

@@ -38,8 +38,10 @@ struct Group {
     hosts: BTreeSet<String>,
     containers: BTreeSet<String>,
     images: BTreeSet<String>,
-    /// Every input knew what it was granted; then their union.
-    granted: Option<Option<BTreeSet<Capability>>>,
+    /// The union of what the inputs were granted...
+    granted: BTreeSet<Capability>,
+    /// ...unless one of them did not know.
+    granted_unknown: bool,
     losses: BTreeMap<String, LossCounters>,
     hooks: BTreeSet<String>,
     notes: Vec<String>,
@@ -48,24 +50,53 @@ struct Group {
 /// Merges `docs` into one report per workload, in workload order; a workload whose inputs ran
 /// different images gets one report per image set unless `merge_images`.
 pub fn merge(docs: Vec<ProfileDoc>, merge_images: bool) -> Result<Vec<Report>, MergeError> {
-    if docs.is_empty() {
-        return Err(MergeError::Empty);
-    }
-    let mut groups: BTreeMap<(String, Vec<String>), Group> = BTreeMap::new();
+    let mut merger = Merger::new(merge_images);
     for doc in docs {
+        merger.add(doc)?;
+    }
+    merger.finish()
+}
+
+/// [`merge`] one document at a time, so a thousand nodes' files need not all be held at once.
+pub struct Merger {
+    merge_images: bool,
+    groups: BTreeMap<(String, Vec<String>), Group>,
+}
+
+impl Merger {
+    pub fn new(merge_images: bool) -> Self {
+        Self {
+            merge_images,
+            groups: BTreeMap::new(),
+        }
+    }
+
+    pub fn add(&mut self, doc: ProfileDoc) -> Result<(), MergeError> {
         let Some(key) = doc.subject.workload().map(str::to_string) else {
             return Err(MergeError::NoWorkload(doc.source));
         };
-        let mut images = doc.subject.images();
-        images.sort();
-        images.dedup();
-        let group_images = if merge_images { Vec::new() } else { images };
-        groups.entry((key, group_images)).or_default().add(doc);
+        let images = if self.merge_images {
+            Vec::new()
+        } else {
+            let mut images = doc.subject.images();
+            images.sort();
+            images.dedup();
+            images
+        };
+        self.groups.entry((key, images)).or_default().add(doc);
+        Ok(())
     }
-    Ok(groups
-        .into_iter()
-        .map(|((key, _), group)| group.into_report(key))
-        .collect())
+
+    pub fn finish(self) -> Result<Vec<Report>, MergeError> {
+        if self.groups.is_empty() {
+            return Err(MergeError::Empty);
+        }
+        Ok(self
+            .groups
+            .into_iter()
+            .map(|((key, _), group)| group.into_report(key))
+            .collect())
+    }
 }
 
 impl Group {
@@ -81,11 +112,10 @@ impl Group {
         }
         self.containers.extend(doc.subject.containers());
         self.images.extend(doc.subject.images());
-        self.granted = Some(match (self.granted.take(), doc.granted) {
-            (None, g) => g,
-            (Some(Some(a)), Some(b)) => Some(&a | &b),
-            (Some(_), _) => None,
-        });
+        match &doc.granted {
+            Some(g) => self.granted.extend(g),
+            None => self.granted_unknown = true,
+        }
         let losses = self.losses.entry(host.clone()).or_default();
         losses.sightings_lost = losses.sightings_lost.max(doc.losses.sightings_lost);
         losses.checks_overflow = losses.checks_overflow.max(doc.losses.checks_overflow);
@@ -132,9 +162,10 @@ impl Group {
                 .max()
                 .unwrap_or(SystemTime::UNIX_EPOCH),
         };
-        let granted = self.granted.flatten().map(|caps| {
+        let granted = (!self.granted_unknown).then(|| {
             CapSet(
-                caps.iter()
+                self.granted
+                    .iter()
                     .filter(|c| c.0 < 64)
                     .fold(0, |mask, c| mask | 1 << c.0),
             )
@@ -333,6 +364,16 @@ mod tests {
         let b = reader("node-b");
         let once = merge(vec![a.clone(), b.clone()], false).unwrap().remove(0);
         let json = once.render(Format::Json);
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../schema/capspy-report.schema.json")).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let errors: Vec<String> = jsonschema::validator_for(&schema)
+            .unwrap()
+            .iter_errors(&value)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}\n{json}");
+        assert!(value["coverage"]["hosts"].is_array() && value["checks"][0]["host"].is_string());
         let back = ProfileDoc::parse(Path::new("merged.json"), &json).unwrap();
         assert_eq!(back.required, once.profile.required);
         assert_eq!(back.subject.workload(), Some("k8s:shop/web/app"));

@@ -14,6 +14,19 @@ pub enum PrivilegeError {
     Drop(std::io::Error),
 }
 
+/// What the daemon (`capspy record`, `capspy watch`) needs to start, as capspy measures itself
+/// (`capspy run --format json -- capspy watch ...`): loading and attaching the kernel program
+/// (BPF, PERFMON), reading kallsyms' real addresses to classify checks (SYSLOG), emptying its
+/// own bounding set (SETPCAP). The measurement also shows NET_ADMIN, asked by the loader's probe
+/// of XDP device maps (`map_create`), which capspy does not use: left out. dist/capspy.service,
+/// dist/Dockerfile and dist/kubernetes/daemonset.yaml grant exactly these (tested).
+pub const DAEMON_CAPABILITIES: [Capability; 4] = [
+    Capability::SETPCAP,
+    Capability::SYSLOG,
+    Capability::PERFMON,
+    Capability::BPF,
+];
+
 /// The effective set of a process, from `/proc/PID/status` text.
 pub fn effective_from_status(status: &str) -> Option<CapSet> {
     status
@@ -120,4 +133,197 @@ pub fn drop_all() -> Result<(), PrivilegeError> {
         }
     }
     Ok(())
+}
+
+/// The recipes in dist/ grant exactly [`DAEMON_CAPABILITIES`].
+#[cfg(test)]
+mod recipes {
+    use super::*;
+
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+
+    use serde_json::Value;
+
+    fn kubernetes_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/kubernetes")
+    }
+
+    /// Every manifest of dist/kubernetes, by file name.
+    fn manifests() -> Vec<(String, Value)> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(kubernetes_dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).unwrap();
+                let value: Value = serde_saphyr::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                (p.file_name().unwrap().to_string_lossy().into_owned(), value)
+            })
+            .collect()
+    }
+
+    fn kind<'a>(all: &'a [(String, Value)], kind: &str) -> &'a Value {
+        &all.iter()
+            .find(|(_, v)| v["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} manifest"))
+            .1
+    }
+
+    fn names(caps: &[Capability]) -> BTreeSet<String> {
+        caps.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn every_manifest_parses_and_the_kustomization_lists_them() {
+        let all = manifests();
+        assert!(
+            all.len() >= 7,
+            "{:?}",
+            all.iter().map(|m| &m.0).collect::<Vec<_>>()
+        );
+        let kustomization = kind(&all, "Kustomization");
+        let listed: BTreeSet<&str> = kustomization["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        for (file, value) in &all {
+            if value["kind"] == "Kustomization" {
+                continue;
+            }
+            assert!(value["apiVersion"].is_string(), "{file}");
+            assert!(value["metadata"]["name"].is_string(), "{file}");
+            assert!(
+                listed.contains(file.as_str()),
+                "{file} is not in kustomization.yaml"
+            );
+            if value["kind"] != "Namespace" {
+                assert_eq!(value["metadata"]["namespace"], "capspy", "{file}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_daemonset_grants_exactly_the_measured_capabilities() {
+        let all = manifests();
+        let ds = kind(&all, "DaemonSet");
+        let pod = &ds["spec"]["template"]["spec"];
+        assert_eq!(pod["hostPID"], true);
+        assert!(
+            pod["hostNetwork"].is_null(),
+            "metrics go on the pod IP, not the node's"
+        );
+        let containers = pod["containers"].as_array().unwrap();
+        assert_eq!(containers.len(), 1);
+        let c = &containers[0];
+        let sc = &c["securityContext"];
+        assert_eq!(sc["privileged"], false);
+        assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+        let added: BTreeSet<String> = sc["capabilities"]["add"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(added, names(&DAEMON_CAPABILITIES));
+
+        // Metrics on the pod's IP from the downward API; the node's name for merged profiles.
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let after = |flag: &str| args[args.iter().position(|a| *a == flag).unwrap() + 1];
+        assert_eq!(after("--metrics"), "$(POD_IP):9464");
+        assert_eq!(after("--node"), "$(NODE_NAME)");
+        let env = |name: &str| {
+            c["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == name)
+                .map(|e| e["valueFrom"]["fieldRef"]["fieldPath"].clone())
+        };
+        assert_eq!(env("POD_IP"), Some(Value::from("status.podIP")));
+        assert_eq!(env("NODE_NAME"), Some(Value::from("spec.nodeName")));
+
+        // Host paths: read-only except the store.
+        let volumes = pod["volumes"].as_array().unwrap();
+        let host_path = |name: &str| {
+            volumes
+                .iter()
+                .find(|v| v["name"] == name)
+                .and_then(|v| v["hostPath"]["path"].as_str())
+        };
+        for m in c["volumeMounts"].as_array().unwrap() {
+            let name = m["name"].as_str().unwrap();
+            let writable = m["readOnly"] != true;
+            assert_eq!(writable, name == "store", "{name}");
+        }
+        for (name, path) in [
+            ("cgroup", "/sys/fs/cgroup"),
+            ("btf", "/sys/kernel/btf"),
+            ("tracefs", "/sys/kernel/tracing"),
+            ("docker-socket", "/var/run/docker.sock"),
+            ("store", "/var/lib/capspy"),
+        ] {
+            assert_eq!(host_path(name), Some(path), "{name}");
+        }
+
+        // The Service selects the pods and names the port the ServiceMonitor scrapes.
+        let pod_labels = &ds["spec"]["template"]["metadata"]["labels"];
+        let service = kind(&all, "Service");
+        for (k, v) in service["spec"]["selector"].as_object().unwrap() {
+            assert_eq!(&pod_labels[k], v, "service selector {k}");
+        }
+        assert_eq!(service["spec"]["ports"][0]["name"], "metrics");
+        let monitor = kind(&all, "ServiceMonitor");
+        assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+        for (k, v) in monitor["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap()
+        {
+            assert_eq!(
+                &service["metadata"]["labels"][k], v,
+                "servicemonitor selector {k}"
+            );
+        }
+        // The rules' `job="capspy"` is the Service's name.
+        assert_eq!(service["metadata"]["name"], "capspy");
+    }
+
+    /// The systemd unit and the Dockerfile grant the same set.
+    #[test]
+    fn the_other_recipes_grant_the_same_set() {
+        let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist");
+        let unit = std::fs::read_to_string(dist.join("capspy.service")).unwrap();
+        for key in ["CapabilityBoundingSet=", "AmbientCapabilities="] {
+            let line = unit.lines().find(|l| l.starts_with(key)).unwrap();
+            let caps: BTreeSet<String> = line[key.len()..]
+                .split_whitespace()
+                .map(|c| c.trim_start_matches("CAP_").to_string())
+                .collect();
+            assert_eq!(caps, names(&DAEMON_CAPABILITIES), "{line}");
+        }
+        let dockerfile = std::fs::read_to_string(dist.join("Dockerfile")).unwrap();
+        // The `docker run` line of the recipe.
+        let run = dockerfile
+            .lines()
+            .find(|l| l.contains("--cap-drop ALL"))
+            .unwrap();
+        let caps: BTreeSet<String> = run
+            .split("--cap-add ")
+            .skip(1)
+            .map(|s| s.split_whitespace().next().unwrap().to_string())
+            .collect();
+        assert_eq!(caps, names(&DAEMON_CAPABILITIES));
+    }
 }

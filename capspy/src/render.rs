@@ -781,26 +781,26 @@ fn userns_str(u: UserNs) -> &'static str {
 
 /// The inverse of [`rfc3339`]: `2026-11-29T00:18:02.123Z` (any number of fraction digits, or
 /// none; UTC only, as capspy writes it).
-pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let b = s.strip_suffix('Z')?;
-    let (date, time) = b.split_once('T')?;
-    let mut d = date.split('-');
+pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let bare = text.strip_suffix('Z')?;
+    let (date, clock) = bare.split_once('T')?;
+    let mut ymd = date.split('-');
     let (year, month, day): (i64, i64, i64) = (
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
+        ymd.next()?.parse().ok()?,
+        ymd.next()?.parse().ok()?,
+        ymd.next()?.parse().ok()?,
     );
-    if d.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+    if ymd.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
         return None;
     }
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let mut t = hms.split(':');
-    let (h, m, sec): (u64, u64, u64) = (
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
+    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut parts = hms.split(':');
+    let (hour, minute, second): (u64, u64, u64) = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
     );
-    if t.next().is_some() || h > 23 || m > 59 || sec > 60 {
+    if parts.next().is_some() || hour > 23 || minute > 59 || second > 60 {
         return None;
     }
     if !frac.bytes().all(|c| c.is_ascii_digit()) || frac.len() > 9 {
@@ -812,16 +812,15 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
         format!("{frac:0<9}").parse().ok()?
     };
     // Days since 1970-01-01 from a civil date (Howard Hinnant's algorithm).
-    let y = year - i64::from(month <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
+    let shifted = year - i64::from(month <= 2);
+    let era = shifted.div_euclid(400);
+    let yoe = shifted.rem_euclid(400);
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
     let secs = days
         .checked_mul(86_400)?
-        .checked_add(h * 3600 + m * 60 + sec)?;
+        .checked_add(hour * 3600 + minute * 60 + second)?;
     UNIX_EPOCH.checked_add(std::time::Duration::new(secs, nanos))
 }
 
@@ -1056,6 +1055,29 @@ mod tests {
                 images: vec!["busybox:1".into()],
             },
         ]
+    }
+
+    #[test]
+    fn times_parse_back() {
+        for secs in [0, 951_782_400, 1_800_000_000, 4_102_444_800] {
+            for ms in [0, 1, 999] {
+                let t = UNIX_EPOCH + std::time::Duration::from_millis(secs * 1000 + ms);
+                assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t), "{}", rfc3339(t));
+            }
+        }
+        assert_eq!(
+            parse_rfc3339("2026-11-29T01:56:58Z"),
+            Some(UNIX_EPOCH + std::time::Duration::from_secs(1_795_917_418))
+        );
+        for bad in [
+            "",
+            "2026-11-29",
+            "2026-13-01T00:00:00Z",
+            "2026-11-29T01:56:58+01:00",
+            "x",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

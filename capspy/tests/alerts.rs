@@ -162,6 +162,79 @@ fn delivered(received: &Mutex<Vec<Value>>) -> Vec<Value> {
         .collect()
 }
 
+/// The baseline allows NET_RAW only, as `capspy baseline save` would write it after a ping.
+fn write_baseline(dir: &Path, workload: &str) -> PathBuf {
+    let baselines = dir.join("baselines");
+    std::fs::create_dir_all(&baselines).unwrap();
+    let baseline = serde_json::json!({
+        "schema_version": 2,
+        "subject": { "kind": "workload", "key": workload, "containers": [] },
+        "hook": "store",
+        "required": ["NET_RAW"],
+        "checks": [],
+    });
+    std::fs::write(baselines.join("web.json"), baseline.to_string()).unwrap();
+    baselines
+}
+
+/// Alertmanager on loopback, no cluster, posting every group (after 1 s) to the webhook.
+fn start_alertmanager(dir: &Path, hook_port: u16) -> (Spawned, u16) {
+    let port = free_port();
+    std::fs::write(
+        dir.join("alertmanager.yml"),
+        format!(
+            "route:\n  receiver: test\n  group_by: [alertname, workload, capability]\n  \
+             group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+             receivers:\n  - name: test\n    webhook_configs:\n      - url: http://127.0.0.1:{hook_port}/\n"
+        ),
+    )
+    .unwrap();
+    let mut alertmanager = Spawned::start(
+        "alertmanager",
+        "prometheus-alertmanager",
+        &[
+            format!("--config.file={}", dir.join("alertmanager.yml").display()),
+            format!("--storage.path={}", dir.join("am").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            // No cluster: no gossip port on every interface.
+            "--cluster.listen-address=".into(),
+        ],
+        dir,
+    );
+    alertmanager.wait_ready(&format!("http://127.0.0.1:{port}/-/ready"));
+    (alertmanager, port)
+}
+
+/// Prometheus on loopback scraping `target` and evaluating the shipped rules every second.
+fn start_prometheus(dir: &Path, target: &str, am_port: u16) -> (Spawned, u16) {
+    let rules =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist/prometheus/capspy-rules.yaml");
+    let port = free_port();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+             rule_files:\n  - {}\n\
+             alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{am_port}']\n\
+             scrape_configs:\n  - job_name: capspy\n    static_configs:\n      - targets: ['{target}']\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let mut prometheus = Spawned::start(
+        "prometheus",
+        "prometheus",
+        &[
+            format!("--config.file={}", dir.join("prometheus.yml").display()),
+            format!("--storage.tsdb.path={}", dir.join("prom").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ],
+        dir,
+    );
+    prometheus.wait_ready(&format!("http://127.0.0.1:{port}/-/ready"));
+    (prometheus, port)
+}
+
 #[test]
 fn a_drift_alert_reaches_alertmanager_through_prometheus() {
     for tool in ["prometheus", "prometheus-alertmanager"] {
@@ -190,42 +263,9 @@ fn a_drift_alert_reaches_alertmanager_through_prometheus() {
     let name = format!("capspy-alert-{tag}");
     let workload = format!("image:{IMAGE}/{name}");
 
-    // The baseline allows NET_RAW only, as `capspy baseline save` would write it after a ping.
-    let baselines = dir.join("baselines");
-    std::fs::create_dir_all(&baselines).unwrap();
-    let baseline = serde_json::json!({
-        "schema_version": 2,
-        "subject": { "kind": "workload", "key": workload, "containers": [] },
-        "hook": "store",
-        "required": ["NET_RAW"],
-        "checks": [],
-    });
-    std::fs::write(baselines.join("web.json"), baseline.to_string()).unwrap();
-
+    let baselines = write_baseline(&dir, &workload);
     let (hook_port, received) = webhook_receiver();
-    let am_port = free_port();
-    std::fs::write(
-        dir.join("alertmanager.yml"),
-        format!(
-            "route:\n  receiver: test\n  group_by: [alertname, workload, capability]\n  \
-             group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
-             receivers:\n  - name: test\n    webhook_configs:\n      - url: http://127.0.0.1:{hook_port}/\n"
-        ),
-    )
-    .unwrap();
-    let mut alertmanager = Spawned::start(
-        "alertmanager",
-        "prometheus-alertmanager",
-        &[
-            format!("--config.file={}", dir.join("alertmanager.yml").display()),
-            format!("--storage.path={}", dir.join("am").display()),
-            format!("--web.listen-address=127.0.0.1:{am_port}"),
-            // No cluster: no gossip port on every interface.
-            "--cluster.listen-address=".into(),
-        ],
-        &dir,
-    );
-    alertmanager.wait_ready(&format!("http://127.0.0.1:{am_port}/-/ready"));
+    let (alertmanager, am_port) = start_alertmanager(&dir, hook_port);
 
     let watch = Daemon::start(&[
         "watch",
@@ -240,41 +280,12 @@ fn a_drift_alert_reaches_alertmanager_through_prometheus() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let target = watch
-        .lines()
-        .iter()
-        .find_map(|l| {
-            let at = l.find("http://127.0.0.1:")?;
-            let addr = l[at + "http://".len()..].split('/').next()?;
-            Some(addr.to_string())
-        })
-        .expect("the metrics address in the start-up line");
+    let url = watch.metrics_url();
+    let target = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
 
-    let rules =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist/prometheus/capspy-rules.yaml");
-    let prom_port = free_port();
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             rule_files:\n  - {}\n\
-             alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{am_port}']\n\
-             scrape_configs:\n  - job_name: capspy\n    static_configs:\n      - targets: ['{target}']\n",
-            rules.display()
-        ),
-    )
-    .unwrap();
-    let mut prometheus = Spawned::start(
-        "prometheus",
-        "prometheus",
-        &[
-            format!("--config.file={}", dir.join("prometheus.yml").display()),
-            format!("--storage.tsdb.path={}", dir.join("prom").display()),
-            format!("--web.listen-address=127.0.0.1:{prom_port}"),
-        ],
-        &dir,
-    );
-    prometheus.wait_ready(&format!("http://127.0.0.1:{prom_port}/-/ready"));
+    let (prometheus, prom_port) = start_prometheus(&dir, target, am_port);
 
     // The workload pings (its baseline) and then chowns a file: drift.
     let out = docker(&[

@@ -323,14 +323,7 @@ fn watch_alerts_on_drift_and_new_workloads() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let url = watch
-        .lines()
-        .iter()
-        .find_map(|l| {
-            let start = l.find("http://127.0.0.1:")?;
-            Some(l[start..].split(';').next()?.trim().to_string())
-        })
-        .expect("the metrics address in the start-up line");
+    let url = watch.metrics_url();
     let before = scrape(&url);
     assert!((sample(&before, "capspy_map_capacity", &[]) - 32_768.0).abs() < 0.5);
     assert!((sample(&before, "capspy_baselines", &[]) - 1.0).abs() < 0.5);

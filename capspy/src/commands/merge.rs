@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 
 use crate::baseline::{self, ProfileDoc};
+use crate::merge::Merger;
 use crate::render::{self, Format, Report};
 
 #[derive(Debug, clap::Args)]
@@ -29,11 +30,13 @@ pub struct MergeArgs {
 }
 
 pub fn merge(args: &MergeArgs) -> Result<i32> {
-    let mut docs = Vec::new();
+    let mut merger = Merger::new(args.merge_images);
     for file in &args.files {
-        docs.extend(ProfileDoc::load_all(file)?);
+        for doc in ProfileDoc::load_all(file)? {
+            merger.add(doc)?;
+        }
     }
-    let reports = crate::merge::merge(docs, args.merge_images)?;
+    let reports = merger.finish()?;
     output(&reports, args.format, args.to.as_deref())?;
     Ok(0)
 }

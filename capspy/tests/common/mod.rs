@@ -261,6 +261,17 @@ impl Daemon {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// `http://127.0.0.1:PORT/metrics`, from the start-up line of `watch --metrics 127.0.0.1:0`.
+    pub fn metrics_url(&self) -> String {
+        self.lines()
+            .iter()
+            .find_map(|l| {
+                let start = l.find("http://127.0.0.1:")?;
+                Some(l[start..].split(';').next()?.trim().to_string())
+            })
+            .expect("the metrics address in the start-up line")
+    }
+
     pub fn said(&self, needle: &str) -> bool {
         self.lines().iter().any(|l| l.contains(needle))
     }
