@@ -228,3 +228,110 @@ fn a_thousand_nodes_of_a_hundred_workloads_merge_in_seconds() {
     assert!(took < Duration::from_mins(1), "{took:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A node's store with workloads `web` (NET_BIND_SERVICE granted `count` times) and `db`, kept
+/// under the node's name, as `capspy record --node NAME` leaves it.
+fn node_store(path: &Path, node: &str, count: u64) {
+    use capspy::store::{CheckRecord, Store, Subject as StoreSubject, SubjectKind};
+    let mut store = Store::open_writer(path).unwrap();
+    store.set_host(node).unwrap();
+    let session = store.begin_session("tp_btf", 1_800_000_000_000).unwrap();
+    let mut checks = Vec::new();
+    for (i, name) in ["web", "db"].into_iter().enumerate() {
+        let cgroup_id = 1000 + i as u64;
+        store
+            .upsert_subject(
+                cgroup_id,
+                &StoreSubject {
+                    kind: SubjectKind::Container,
+                    key: format!("{node}-{name}-{}", "0".repeat(40)),
+                    runtime: Some("docker".into()),
+                    name: Some(name.into()),
+                    image: Some("shop:1".into()),
+                    workload: Some(format!("image:shop:1/{name}")),
+                    first_seen_ms: 1_800_000_000_000,
+                    last_seen_ms: 1_800_000_000_000,
+                    running: false,
+                    ..StoreSubject::default()
+                },
+            )
+            .unwrap();
+        checks.push(CheckRecord {
+            cgroup_id,
+            cap: 10,
+            count,
+            classifier: 1,
+            first_seen_ms: 1_800_000_000_000,
+            last_seen_ms: 1_800_000_000_000,
+            comm: "httpd".into(),
+            call_path: BIND.iter().map(|f| (*f).to_string()).collect(),
+            ..CheckRecord::default()
+        });
+    }
+    store.write_checks(session, &checks).unwrap();
+    store.end_session(session, 1_800_000_000_001).unwrap();
+}
+
+#[test]
+fn profiles_from_several_stores_and_all_workloads() {
+    let dir = scratch("stores");
+    let (a, b) = (dir.join("a.db"), dir.join("b.db"));
+    node_store(&a, "node-a", 2);
+    node_store(&b, "node-b", 3);
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+
+    // One document per workload, each naming its node.
+    let out = capspy(&["profile", "--all", "--format", "json", "--store", a]);
+    assert!(out.status.success(), "{out:?}");
+    let docs: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let keys: Vec<&str> = docs
+        .iter()
+        .map(|d| d["subject"]["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["image:shop:1/db", "image:shop:1/web"]);
+    assert!(docs.iter().all(|d| d["host"] == "node-a"), "{docs:#?}");
+    // ... which merge reads back as one file.
+    let all = write(&dir, "node-a.json", &String::from_utf8_lossy(&out.stdout));
+
+    // Two stores: one profile, both nodes, counts summed.
+    let out = capspy(&[
+        "profile", "web", "--store", a, "--store", b, "--format", "json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["coverage"]["hosts"],
+        serde_json::json!(["node-a", "node-b"])
+    );
+    assert_eq!(doc["required"], serde_json::json!(["NET_BIND_SERVICE"]));
+    assert_eq!(doc["explanations"][0]["evidence"]["count"], 5);
+
+    // --all over both stores into a folder of baselines that watch's loader takes.
+    let baselines = dir.join("baselines");
+    let out = capspy(&[
+        "profile",
+        "--all",
+        "--store",
+        a,
+        "--store",
+        b,
+        "--to",
+        baselines.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read_dir(&baselines).unwrap().count(), 2);
+    let check = capspy(&["baseline", "check", baselines.to_str().unwrap()]);
+    assert!(check.status.success(), "{check:?}");
+    // The node-a export merged with the node-b store's export gives the same.
+    let out = capspy(&["profile", "--all", "--format", "json", "--store", b]);
+    let b_all = write(&dir, "node-b.json", &String::from_utf8_lossy(&out.stdout));
+    let out = capspy(&["merge", &all, &b_all, "--format", "docker"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "--cap-drop ALL --cap-add NET_BIND_SERVICE\n--cap-drop ALL --cap-add NET_BIND_SERVICE\n"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

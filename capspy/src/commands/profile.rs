@@ -23,9 +23,9 @@ pub struct ProfileArgs {
     /// Every container workload in the store(s), one profile each.
     #[arg(long)]
     pub all: bool,
-    /// Report format.
-    #[arg(long, value_enum, default_value = "text")]
-    pub format: Format,
+    /// Report format [default: text; json with --to].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
     /// The store to read; given several times (stores copied from several nodes), the profiles
     /// are merged as `capspy merge` does.
     #[arg(long, value_name = "PATH", default_value = store::DEFAULT_PATH)]
@@ -113,7 +113,12 @@ pub async fn profile(args: &ProfileArgs) -> Result<i32> {
     } else {
         reports.into_iter().map(|(_, r)| r).collect()
     };
-    crate::commands::merge::output(&reports, args.format, args.to.as_deref())?;
+    let format = args.format.unwrap_or(if args.to.is_some() {
+        Format::Json
+    } else {
+        Format::Text
+    });
+    crate::commands::merge::output(&reports, format, args.to.as_deref())?;
     Ok(0)
 }
 
@@ -125,13 +130,14 @@ async fn one_store(
     store: &Store,
     inventory: &Inventory,
 ) -> Result<i32> {
+    let format = args.format.unwrap_or(Format::Text);
     let rerun = if args.verify {
         Some(DockerRun::parse(&args.command)?)
     } else {
         None
     };
     // `--format compose PROJECT`: every service of a compose project in one block.
-    if args.format == Format::Compose && rerun.is_none() {
+    if format == Format::Compose && rerun.is_none() {
         let services = inventory.compose_project(name);
         if !services.is_empty() {
             let reports = services
@@ -159,6 +165,6 @@ async fn one_store(
         status = i32::from(v.working.is_none());
         report = report.with_verification(v);
     }
-    print!("{}", report.render(args.format));
+    print!("{}", report.render(format));
     Ok(status)
 }
