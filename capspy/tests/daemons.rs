@@ -50,6 +50,8 @@ struct Run {
 
 /// What the test does with one workload, and the failures it found (all of them, not the first).
 struct Case {
+    /// The test's name: its folder's and containers' names (tests of one workload run at once).
+    tag: String,
     cleanup: Cleanup,
     image: String,
     workload: Workload,
@@ -59,14 +61,15 @@ struct Case {
 
 impl Case {
     fn new(workload: Workload) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "capspy-daemons-{}-{}",
-            workload.name,
-            std::process::id()
-        ));
+        let tag = std::thread::current()
+            .name()
+            .unwrap_or(workload.name)
+            .replace("::", "-");
+        let dir = std::env::temp_dir().join(format!("capspy-daemons-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Self {
+            tag,
             cleanup: Cleanup::new(dir),
             image: common::daemons_image(),
             workload,
@@ -83,12 +86,7 @@ impl Case {
     /// name the cleanup removes if the run is cut short.
     fn docker_run(&mut self, cap_flags: &[String]) -> Vec<String> {
         self.runs += 1;
-        let name = format!(
-            "capspy-d-{}-{}-{}",
-            self.workload.name,
-            std::process::id(),
-            self.runs
-        );
+        let name = format!("capspy-d-{}-{}-{}", self.tag, std::process::id(), self.runs);
         self.cleanup.containers.push(name.clone());
         let mut args: Vec<String> = ["docker", "run", "--rm", "--network", "none", "--name"]
             .iter()
@@ -145,7 +143,9 @@ fn run_for(args: &[String], out: &Path, limit: Duration) -> (ExitStatus, String)
     (status, std::fs::read_to_string(out).unwrap_or_default())
 }
 
+/// How long one run of the workload may take; capspy with --verify runs it a dozen times.
 const LIMIT: Duration = Duration::from_mins(2);
+const VERIFY_LIMIT: Duration = Duration::from_mins(8);
 
 /// The last lines of a run's output, for a failure message.
 fn tail(output: &str) -> String {
@@ -189,8 +189,9 @@ fn listed(report: &Value, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// `capspy run --container --format json` of the workload under Docker's defaults: the report.
-fn traced(case: &mut Case) -> Value {
+/// `capspy run --container --format json` of the workload under Docker's defaults (with
+/// `--verify`: re-run until removal proved each capability): the report.
+fn traced(case: &mut Case, verify: bool) -> Value {
     let dir = case.dir().to_path_buf();
     let defaults = case.default_flags();
     let report_path = dir.join("report.json");
@@ -202,10 +203,14 @@ fn traced(case: &mut Case) -> Value {
         "json".into(),
         "--output".into(),
         report_path.to_str().unwrap().into(),
-        "--".into(),
     ];
+    if verify {
+        capspy.push("--verify".into());
+    }
+    capspy.push("--".into());
     capspy.extend(case.docker_run(&defaults));
-    let (status, output) = run_for(&capspy, &dir.join("capspy.log"), LIMIT);
+    let limit = if verify { VERIFY_LIMIT } else { LIMIT };
+    let (status, output) = run_for(&capspy, &dir.join("capspy.log"), limit);
     let report: Value = match std::fs::read_to_string(&report_path) {
         Ok(text) => serde_json::from_str(&text).expect("report is JSON"),
         Err(e) => panic!("no report ({e}), capspy {status}: {}", tail(&output)),
@@ -219,8 +224,9 @@ fn traced(case: &mut Case) -> Value {
     report
 }
 
-/// The whole check of one workload; every failure is collected, then reported together.
-fn check(workload: Workload) {
+/// The whole check of one workload; every failure is collected, then reported together. With
+/// `verify`, capspy re-ran the workload itself: every capability it prints must be needed.
+fn check(workload: Workload, verify: bool) {
     let mut case = Case::new(workload);
     let dir: PathBuf = case.dir().to_path_buf();
 
@@ -237,7 +243,7 @@ fn check(workload: Workload) {
     }
 
     // 2. capspy's profile of the same run, from its own output.
-    let report = traced(&mut case);
+    let report = traced(&mut case, verify);
     let printed = report["docker_flags"].as_str().unwrap_or_default();
     let flags: Vec<String> = printed
         .split_whitespace()
@@ -266,7 +272,11 @@ fn check(workload: Workload) {
 
     // 4. ... and each capability in them necessary, unless the report says it is unproven. The
     // runs are independent: run them side by side.
-    let unproven = listed(&report, "unproven");
+    let unproven = if verify {
+        Vec::new()
+    } else {
+        listed(&report, "unproven")
+    };
     let removals: Vec<(String, Vec<String>)> = caps_of_flags(&flags)
         .into_iter()
         .filter(|c| !unproven.contains(c))
@@ -297,15 +307,21 @@ fn check(workload: Workload) {
     for (cap, run) in results {
         if run.passed && profile_run.passed {
             case.problem(&format!(
-                "expected to fail without {cap} (in `{printed}`, not listed as unproven), it passed"
+                "expected to fail without {cap} (in `{printed}`{}), it passed",
+                if verify {
+                    " after --verify"
+                } else {
+                    ", not listed as unproven"
+                }
             ));
         }
     }
 
-    // 5. Checks that only choose a behaviour are optional, not required.
+    // 5. Checks that only choose a behaviour are optional, not required (a verified profile
+    // drops them instead).
     let required = listed(&report, "required");
     let optional = listed(&report, "optional");
-    for cap in case.workload.optional {
+    for cap in case.workload.optional.iter().filter(|_| !verify) {
         if required.iter().any(|c| c == cap) || !optional.iter().any(|c| c == cap) {
             case.problem(&format!(
                 "expected {cap} listed as optional and not required, got required {required:?}, optional {optional:?}"
@@ -316,13 +332,46 @@ fn check(workload: Workload) {
     case.assert_no_problems();
 }
 
-/// dbus-daemon changes to messagebus with libcap-ng's capng_change_id, keeping AUDIT_WRITE only
-/// when it has it.
-#[test]
-fn dbus_changes_user_with_libcap_ng() {
-    check(Workload::script("dbus", include_str!("daemons/dbus.sh")));
+/// chronyd drops to _chrony keeping NET_BIND_SERVICE with libcap's cap_set_proc: no check.
+fn chrony() -> Workload {
+    Workload::script("chrony", include_str!("daemons/chrony.sh"))
 }
 
+/// dnsmasq (DNS and DHCP) checks its own sets, then keeps NET_ADMIN and NET_RAW with capset.
+fn dnsmasq() -> Workload {
+    Workload {
+        deployed_with: &["NET_ADMIN"],
+        ..Workload::script("dnsmasq", include_str!("daemons/dnsmasq.sh"))
+    }
+}
+
+/// dbus-daemon changes to messagebus with libcap-ng's capng_change_id, keeping AUDIT_WRITE only
+/// when it has it.
+fn dbus() -> Workload {
+    Workload::script("dbus", include_str!("daemons/dbus.sh"))
+}
+
+/// A non-root user executes iputils' ping, which has file capabilities (cap_net_raw=ep).
+fn ping() -> Workload {
+    Workload {
+        name: "ping",
+        command: vec!["ping", "-c1", "-W2", "127.0.0.1"],
+        options: &["--user", "tester"],
+        deployed_with: &[],
+        optional: &[],
+    }
+}
+
+/// openssh-client's postinst sets the set-group-ID bit of ssh-agent as root not in its group:
+/// an FSETID check whose denial only clears the bit.
+fn ssh_agent() -> Workload {
+    Workload {
+        optional: &["FSETID"],
+        ..Workload::script("ssh-agent", include_str!("daemons/ssh-agent.sh"))
+    }
+}
+
+/// ps reads /proc/sys/kernel/pid_max: SYS_ADMIN through ns_capable_noaudit, advisory.
 fn ps() -> Workload {
     Workload {
         name: "ps",
@@ -333,12 +382,63 @@ fn ps() -> Workload {
     }
 }
 
+fn sshd() -> Workload {
+    Workload::script("ssh", include_str!("daemons/ssh.sh"))
+}
+
+fn nginx() -> Workload {
+    Workload::script("nginx", include_str!("daemons/nginx.sh"))
+}
+
+/// vsftpd's privileged helper keeps NET_BIND_SERVICE with capset.
+fn vsftpd() -> Workload {
+    Workload::script("vsftpd", include_str!("daemons/vsftpd.sh"))
+}
+
+#[test]
+fn dbus_changes_user_with_libcap_ng() {
+    check(dbus(), false);
+}
+
 #[test]
 fn ps_needs_nothing() {
-    check(ps());
+    check(ps(), false);
 }
 
 #[test]
 fn nginx_serves_a_page() {
-    check(Workload::script("nginx", include_str!("daemons/nginx.sh")));
+    check(nginx(), false);
+}
+
+/// With --verify, what capspy prints is minimal: chrony's capset need is found by bisection.
+#[test]
+fn chrony_verified() {
+    check(chrony(), true);
+}
+
+#[test]
+fn dnsmasq_verified() {
+    check(dnsmasq(), true);
+}
+
+#[test]
+fn ping_verified() {
+    check(ping(), true);
+}
+
+/// sshd's AUDIT_WRITE is dropped: sshd goes on when its audit messages are refused.
+#[test]
+fn sshd_verified() {
+    check(sshd(), true);
+}
+
+/// FSETID (behaviour only) and ssh-agent's SETGID (the kernel falls back) are dropped.
+#[test]
+fn ssh_agent_verified() {
+    check(ssh_agent(), true);
+}
+
+#[test]
+fn vsftpd_verified() {
+    check(vsftpd(), true);
 }
