@@ -3,7 +3,7 @@
 //! Everything here crosses the kernel boundary as raw bytes, so every struct is `#[repr(C)]`
 //! with explicit padding fields: hash map keys are compared byte for byte, and uninitialised
 //! padding would split one key into many.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 /// Map names, as the loader looks them up in the object.
 pub mod maps {
@@ -20,6 +20,8 @@ pub mod maps {
     pub const NEW_CGROUPS: &str = "NEW_CGROUPS";
     /// `HashMap<u64, KprobeArgs>`: `cap_capable`'s arguments between kprobe and kretprobe.
     pub const KPROBE_ARGS: &str = "KPROBE_ARGS";
+    /// `HashMap<u64, PendingFact>`: a `capset` or `prctl` between its enter and exit.
+    pub const PENDING_FACTS: &str = "PENDING_FACTS";
 }
 
 /// Global variables the loader sets before loading.
@@ -42,6 +44,8 @@ pub mod globals {
     /// `[AddrRange; ADVISORY_FUNCS_CAPACITY]`: kernel functions on the call path of advisory
     /// (noaudit) checks, from kallsyms.
     pub const ADVISORY_FUNCS: &str = "ADVISORY_FUNCS";
+    /// [`super::CredOffsets`]: where `struct cred` keeps ids and capability sets (from BTF).
+    pub const CRED_OFFSETS: &str = "CRED_OFFSETS";
 }
 
 /// Program names in the object, one per attach method.
@@ -54,6 +58,15 @@ pub mod programs {
     pub const TRACEPOINT: &str = "cap_capable_tracepoint";
     /// `cgroup:cgroup_mkdir`, for attribution.
     pub const CGROUP_MKDIR: &str = "cgroup_mkdir";
+    /// Capabilities kept or raised without a `cap_capable` check (see [`super::ORIGIN_CAPSET`]),
+    /// as (program, tracepoint category, tracepoint name).
+    pub const FACTS: [(&str, &str, &str); 5] = [
+        ("capset_enter", "syscalls", "sys_enter_capset"),
+        ("capset_exit", "syscalls", "sys_exit_capset"),
+        ("prctl_enter", "syscalls", "sys_enter_prctl"),
+        ("prctl_exit", "syscalls", "sys_exit_prctl"),
+        ("process_exec", "sched", "sched_process_exec"),
+    ];
 }
 
 /// How `cap_capable`'s last argument is laid out (decided from BTF by the loader).
@@ -97,6 +110,8 @@ pub const CLASSIFIER_CALL_PATH: u8 = 1;
 /// The call path could not be read; the check is counted as audited, which errs towards a
 /// sufficient profile rather than a minimal one.
 pub const CLASSIFIER_NONE: u8 = 2;
+/// Not a check: the verdict is a syscall's own return value (see [`ORIGIN_CAPSET`]).
+pub const CLASSIFIER_SYSCALL: u8 = 3;
 
 /// Who made the check: the workload, or a container runtime setting it up (`runc:[2:INIT]` before
 /// it execs the entrypoint), told apart by the task's comm.
@@ -115,6 +130,114 @@ pub struct CommPrefix {
     pub mask: u64,
 }
 
+/// What a [`CheckKey`] counts: `cap_capable` checks, or a capability that a process kept or
+/// raised without one. A capability that is only kept makes no check, yet without it in the
+/// bounding set the call that keeps it fails with EPERM.
+pub const ORIGIN_CHECK: u8 = 0;
+/// A non-root `capset(2)` that kept the capability in its permitted or inheritable set.
+pub const ORIGIN_CAPSET: u8 = 1;
+/// `prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)`.
+pub const ORIGIN_AMBIENT: u8 = 2;
+/// A non-root `execve` whose new permitted set came from the file's `security.capability`.
+/// The first sighting's `stack` carries the executed path instead of return addresses.
+pub const ORIGIN_FILE_CAPS: u8 = 3;
+
+/// Where `struct cred` keeps what the fact programs read, as byte offsets from BTF (0: unknown;
+/// no field is at offset 0 except `usage`, which is never read).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CredOffsets {
+    pub uid: u32,
+    pub euid: u32,
+    pub cap_inheritable: u32,
+    pub cap_permitted: u32,
+    pub cap_ambient: u32,
+    pub user_ns: u32,
+}
+
+/// A `capset(2)` or `prctl(PR_CAP_AMBIENT_RAISE)` between its enter and exit tracepoints.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingFact {
+    /// [`ORIGIN_CAPSET`] or [`ORIGIN_AMBIENT`].
+    pub origin: u8,
+    /// 1 when the caller's uid and euid are both non-zero.
+    pub non_root: u8,
+    pub padding: [u8; 6],
+    /// What the call asks for: capset's new permitted set, or the ambient capability.
+    pub asked_permitted: u64,
+    /// capset's new inheritable set.
+    pub asked_inheritable: u64,
+    /// The caller's permitted and inheritable sets before the call.
+    pub held_permitted: u64,
+    pub held_inheritable: u64,
+}
+
+impl PendingFact {
+    /// The capabilities the call shows a need for, once it returned `ret`; `None` when it says
+    /// nothing (another error than EPERM, or a root caller's capset).
+    ///
+    /// The kernel's rules (`cap_capset` in
+    /// <https://github.com/torvalds/linux/blob/v6.18/security/commoncap.c>): the new permitted set
+    /// must be a subset of the old one, the new inheritable set of the old inheritable set and
+    /// the bounding set (and of the old permitted set without SETPCAP). So a capability a process
+    /// keeps must still be in its permitted set, which under `--cap-drop` it is not: the call
+    /// fails with EPERM. For `PR_CAP_AMBIENT_RAISE` the capability must be permitted and
+    /// inheritable (`cap_task_prctl`, same file).
+    ///
+    /// What is a need:
+    /// - a failed call (EPERM, any uid): the capabilities asked for and not held, as refused;
+    /// - an ambient raise that succeeded (any uid: it is only ever done on purpose);
+    /// - a non-root capset that changed the permitted set (after a switch from root, the set it
+    ///   keeps is a choice: ntpd keeps SYS_TIME): the new permitted and inheritable sets. One that
+    ///   leaves the permitted set as it was only restores the effective set (setpriv does, after
+    ///   setresuid): only the capabilities it adds to the inheritable set count.
+    ///
+    /// A root capset is not a need: root's sets follow the bounding set at every exec, and its
+    /// capset mostly drops (`ping` as root keeps `NET_RAW` only if it had it).
+    pub fn needs(&self, ret: i64) -> Option<(u64, bool)> {
+        const EPERM: i64 = 1;
+        let held = self.held_permitted | self.held_inheritable;
+        match ret {
+            0 if self.origin == ORIGIN_AMBIENT => Some((self.asked_permitted, true)),
+            0 if self.non_root == 0 => None,
+            0 if self.asked_permitted != self.held_permitted => {
+                Some((self.asked_permitted | self.asked_inheritable, true))
+            }
+            0 => Some((self.asked_inheritable & !self.held_inheritable, true)),
+            r if r == -EPERM && self.origin == ORIGIN_AMBIENT => {
+                Some((self.asked_permitted, false))
+            }
+            r if r == -EPERM => Some((
+                (self.asked_permitted & !self.held_permitted) | (self.asked_inheritable & !held),
+                false,
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The capabilities a process got from the file it just executed, from its new credentials.
+/// For a process whose uid and euid are not 0, the new permitted set is
+/// `(bounding & file permitted) | (inheritable & file inheritable) | ambient`
+/// (`cap_bprm_creds_from_file` in
+/// <https://github.com/torvalds/linux/blob/v6.18/security/commoncap.c>): what it holds beyond
+/// the ambient set came from the file's `security.capability`. The exec fails with EPERM when
+/// the bounding set lacks one of the file's permitted capabilities and the file has the
+/// effective bit (`bprm_caps_from_vfs_caps`), as iputils' `ping` (`cap_net_raw=ep`) has. Root's
+/// new permitted set is the whole bounding set, so its file capabilities cannot be told apart.
+pub const fn file_caps_of_exec(uid: u32, euid: u32, permitted: u64, ambient: u64) -> u64 {
+    if uid == 0 || euid == 0 {
+        0
+    } else {
+        permitted & !ambient
+    }
+}
+
+pub const PENDING_FACTS_CAPACITY: u32 = 1024;
+/// Bytes of the executed path kept in a file-capability fact's first sighting (the `stack`).
+pub const FACT_PATH_LEN: usize = STACK_DEPTH * 8;
+
 pub const USERNS_INITIAL: u8 = 0;
 pub const USERNS_OTHER: u8 = 1;
 /// The kernel has no BTF to find `user_namespace.level` with.
@@ -132,7 +255,9 @@ pub struct CheckKey {
     pub userns: u8,
     /// [`BUCKET_APP`] or [`BUCKET_RUNTIME`].
     pub bucket: u8,
-    pub padding: [u8; 3],
+    /// [`ORIGIN_CHECK`] or a capability kept without a check ([`ORIGIN_CAPSET`], ...).
+    pub origin: u8,
+    pub padding: [u8; 2],
 }
 
 /// What the kernel keeps per [`CheckKey`].
@@ -209,7 +334,10 @@ pub struct KprobeArgs {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{AddrRange, CheckKey, CheckStats, CommPrefix, FirstSighting, KprobeArgs};
+    use super::{
+        AddrRange, CheckKey, CheckStats, CommPrefix, CredOffsets, FirstSighting, KprobeArgs,
+        PendingFact,
+    };
 
     // SAFETY: all are repr(C) plain data with explicit padding.
     unsafe impl aya::Pod for CheckKey {}
@@ -219,4 +347,83 @@ mod pod {
     unsafe impl aya::Pod for CommPrefix {}
     unsafe impl aya::Pod for super::NewCgroup {}
     unsafe impl aya::Pod for KprobeArgs {}
+    unsafe impl aya::Pod for CredOffsets {}
+    unsafe impl aya::Pod for PendingFact {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SYS_TIME: u64 = 1 << 25;
+    const NET_BIND_SERVICE: u64 = 1 << 10;
+    const SETUID: u64 = 1 << 7;
+    const NET_RAW: u64 = 1 << 13;
+
+    fn capset(non_root: u8, held: u64, asked: u64) -> PendingFact {
+        PendingFact {
+            origin: ORIGIN_CAPSET,
+            non_root,
+            held_permitted: held,
+            asked_permitted: asked,
+            ..PendingFact::default()
+        }
+    }
+
+    #[test]
+    fn a_non_root_capset_that_narrows_keeps_what_it_asks_for() {
+        let kept = SYS_TIME | NET_BIND_SERVICE;
+        let ntpd = capset(1, kept | SETUID, kept);
+        assert_eq!(ntpd.needs(0), Some((kept, true)));
+    }
+
+    #[test]
+    fn restoring_the_effective_set_or_a_root_capset_is_no_need() {
+        // setpriv after setresuid: P' == P.
+        assert_eq!(
+            capset(1, SYS_TIME | SETUID, SYS_TIME | SETUID).needs(0),
+            Some((0, true))
+        );
+        // root dropping to one capability.
+        assert_eq!(capset(0, SYS_TIME | NET_RAW, NET_RAW).needs(0), None);
+    }
+
+    #[test]
+    fn raising_the_inheritable_set_needs_what_it_adds() {
+        let mut raise = capset(1, NET_RAW | SETUID, NET_RAW | SETUID);
+        raise.asked_inheritable = NET_RAW;
+        assert_eq!(raise.needs(0), Some((NET_RAW, true)));
+    }
+
+    #[test]
+    fn a_refused_capset_blames_what_it_did_not_hold() {
+        // Under --cap-drop ALL the kept set is empty: every capability asked for is refused.
+        assert_eq!(capset(1, 0, SYS_TIME).needs(-1), Some((SYS_TIME, false)));
+        assert_eq!(
+            capset(0, NET_RAW, NET_RAW | SYS_TIME).needs(-1),
+            Some((SYS_TIME, false))
+        );
+        // EINVAL (a bad version) says nothing.
+        assert_eq!(capset(1, 0, SYS_TIME).needs(-22), None);
+    }
+
+    #[test]
+    fn file_capabilities_are_what_a_non_root_exec_holds_beyond_ambient() {
+        assert_eq!(file_caps_of_exec(1000, 1000, NET_RAW, 0), NET_RAW);
+        assert_eq!(file_caps_of_exec(1000, 1000, NET_RAW, NET_RAW), 0);
+        // Root (real or effective) gets the bounding set whatever the file says.
+        assert_eq!(file_caps_of_exec(0, 0, u64::MAX, 0), 0);
+        assert_eq!(file_caps_of_exec(1000, 0, u64::MAX, 0), 0);
+    }
+
+    #[test]
+    fn an_ambient_raise_is_a_need_for_any_uid() {
+        let raise = PendingFact {
+            origin: ORIGIN_AMBIENT,
+            asked_permitted: NET_RAW,
+            ..PendingFact::default()
+        };
+        assert_eq!(raise.needs(0), Some((NET_RAW, true)));
+        assert_eq!(raise.needs(-1), Some((NET_RAW, false)));
+    }
 }

@@ -9,7 +9,11 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod capset;
 mod cgroups;
+mod exec;
+mod facts;
+mod prctl;
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
@@ -33,9 +37,9 @@ use capspy_common::{
     ADVISORY_FUNCS_CAPACITY, AUDIT_ADVISORY, AUDIT_AUDITED, AddrRange, BUCKET_APP, BUCKET_BORROWED,
     BUCKET_RUNTIME, CHECKS_CAPACITY, CLASSIFIER_CALL_PATH, CLASSIFIER_NONE, CLASSIFIER_OPTS,
     CheckKey, CheckStats, CommPrefix, FirstSighting, KPROBE_ARGS_CAPACITY, KprobeArgs,
-    RUNTIME_COMMS_CAPACITY, SIGHTINGS_BYTES, SITE_ADVISORY, SITE_AUDITED, SITE_UNKNOWN,
-    STACK_DEPTH, USERNS_INITIAL, USERNS_OTHER, USERNS_UNKNOWN, VERDICT_DENIED, VERDICT_GRANTED,
-    abi, counter,
+    ORIGIN_CHECK, RUNTIME_COMMS_CAPACITY, SIGHTINGS_BYTES, SITE_ADVISORY, SITE_AUDITED,
+    SITE_UNKNOWN, STACK_DEPTH, USERNS_INITIAL, USERNS_OTHER, USERNS_UNKNOWN, VERDICT_DENIED,
+    VERDICT_GRANTED, abi, counter,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -50,7 +54,7 @@ static USERNS_LEVEL_OFFSET: u32 = 0;
 static CAP_CAPABLE_ABI: u8 = abi::OPTS;
 /// Byte offset of `real_cred` in `struct task_struct`, from BTF; 0 when unknown.
 #[unsafe(no_mangle)]
-static TASK_REAL_CRED_OFFSET: u32 = 0;
+pub(crate) static TASK_REAL_CRED_OFFSET: u32 = 0;
 /// Byte offset of `comm` in `struct task_struct`, from BTF; 0 when unknown.
 #[unsafe(no_mangle)]
 static TASK_COMM_OFFSET: u32 = 0;
@@ -75,7 +79,7 @@ static ADVISORY_FUNCS: [AddrRange; ADVISORY_FUNCS_CAPACITY as usize] =
 static CHECKS: HashMap<CheckKey, CheckStats> = HashMap::with_max_entries(CHECKS_CAPACITY, 0);
 
 #[map]
-static SIGHTINGS: RingBuf = RingBuf::with_byte_size(SIGHTINGS_BYTES, 0);
+pub(crate) static SIGHTINGS: RingBuf = RingBuf::with_byte_size(SIGHTINGS_BYTES, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
@@ -248,14 +252,23 @@ fn record<C: EbpfContext>(
         audit,
         userns: userns_class(target_ns),
         bucket: bucket_of(task, cred),
-        padding: [0; 3],
+        origin: ORIGIN_CHECK,
+        padding: [0; 2],
     };
+    if let Some(stats) = upsert(&key, pid_tgid, classifier) {
+        emit_sighting(ctx, &key, &stats);
+    }
+}
 
+/// Counts one check (or fact) under `key`. A new key returns its first stats, for the caller to
+/// send as a first sighting.
+#[inline(always)]
+pub(crate) fn upsert(key: &CheckKey, pid_tgid: u64, classifier: u8) -> Option<CheckStats> {
     // A key seen before costs one lookup and one atomic add: no clock, no comm copy. The daemon
     // dates the latest check by the sweep that sees the count change.
     if let Some(stats) = CHECKS.get_ptr_mut(key) {
         bump(stats);
-        return;
+        return None;
     }
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_boot_ns() };
@@ -264,27 +277,31 @@ fn record<C: EbpfContext>(
         first_ns: now,
         last_ns: now,
         first_pid: pid_tgid as u32,
-        first_tgid: tgid,
+        first_tgid: (pid_tgid >> 32) as u32,
         first_uid: bpf_get_current_uid_gid() as u32,
         classifier,
         padding: [0; 3],
         first_comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
     match CHECKS.insert(key, stats, u64::from(BPF_NOEXIST)) {
-        Ok(()) => emit_sighting(ctx, &key, &stats),
+        Ok(()) => Some(stats),
         // Another CPU inserted the same key first: count on its entry.
         Err(e) if e == -libc_eexist() => {
             if let Some(stats) = CHECKS.get_ptr_mut(key) {
                 bump(stats);
             }
+            None
         }
-        Err(_) => count(counter::CHECKS_OVERFLOW),
+        Err(_) => {
+            count(counter::CHECKS_OVERFLOW);
+            None
+        }
     }
 }
 
 /// Who the check is for: see [`BUCKET_APP`], [`BUCKET_RUNTIME`], [`BUCKET_BORROWED`].
 #[inline(always)]
-fn bucket_of(task: *const u8, cred: u64) -> u8 {
+pub(crate) fn bucket_of(task: *const u8, cred: u64) -> u8 {
     // SAFETY: globals written by the loader.
     let (real_cred_at, comm_at) = unsafe {
         (
@@ -328,7 +345,7 @@ fn has_task_btf() -> bool {
 /// The current `struct task_struct`: a BTF pointer where the kernel has
 /// `bpf_get_current_task_btf`, else its plain address, for [`task_field`].
 #[inline(always)]
-fn current_task() -> *const u8 {
+pub(crate) fn current_task() -> *const u8 {
     if has_task_btf() {
         // SAFETY: helper without preconditions.
         unsafe { bpf_get_current_task_btf() }
@@ -344,7 +361,7 @@ fn current_task() -> *const u8 {
 /// not a helper call: the verifier checks the access against the kernel's BTF (the offset is a
 /// read-only global it folds) and guards it against faults. Without one, a checked copy.
 #[inline(always)]
-fn task_field(task: *const u8, offset: u32) -> u64 {
+pub(crate) fn task_field(task: *const u8, offset: u32) -> u64 {
     if has_task_btf() {
         // SAFETY: see above; the verifier rejects the program if `offset` is not inside the
         // struct.
@@ -356,7 +373,7 @@ fn task_field(task: *const u8, offset: u32) -> u64 {
 }
 
 #[inline(always)]
-fn userns_class(target_ns: u64) -> u8 {
+pub(crate) fn userns_class(target_ns: u64) -> u8 {
     let Some(init_ns) = INIT_USER_NS.get_ptr_mut(0) else {
         return USERNS_UNKNOWN;
     };
@@ -524,7 +541,7 @@ fn emit_sighting<C: EbpfContext>(ctx: &C, key: &CheckKey, stats: &CheckStats) {
 }
 
 #[inline(always)]
-fn count(index: u32) {
+pub(crate) fn count(index: u32) {
     if let Some(value) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU value, no other writer on this CPU while we run.
         unsafe { *value += 1 };

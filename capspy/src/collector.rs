@@ -274,7 +274,8 @@ mod tests {
             audit: 0,
             userns: 0,
             bucket: 0,
-            padding: [0; 3],
+            origin: 0,
+            padding: [0; 2],
         };
         let mut latest = StdHashMap::new();
         let mut sweep =
@@ -299,7 +300,8 @@ mod tests {
             audit: 0,
             userns: 0,
             bucket: 0,
-            padding: [0; 3],
+            origin: 0,
+            padding: [0; 2],
         };
         let mut latest = StdHashMap::new();
         let mut sweep =

@@ -10,8 +10,8 @@ use aya::{
     programs::{BtfTracePoint, FExit, KProbe, RawTracePoint, TracePoint},
 };
 use capspy_common::{
-    ADVISORY_FUNCS_CAPACITY, AddrRange, CommPrefix, KPROBE_ARGS_CAPACITY, RUNTIME_COMMS_CAPACITY,
-    SITE_ALWAYS_WALK, SYSCALL_SLOTS, abi, globals, maps, programs,
+    ADVISORY_FUNCS_CAPACITY, AddrRange, CommPrefix, CredOffsets, KPROBE_ARGS_CAPACITY,
+    RUNTIME_COMMS_CAPACITY, SITE_ALWAYS_WALK, SYSCALL_SLOTS, abi, globals, maps, programs,
 };
 
 use crate::{btf, caps::Capability, kallsyms::Kallsyms};
@@ -114,6 +114,9 @@ pub struct KernelInfo {
     /// copies the task's fields with `bpf_probe_read_kernel`, and the tracepoint methods walk the
     /// stack on every check (the syscall number needs a BTF task).
     pub task_btf_helper: bool,
+    /// Where `struct cred` keeps ids and capability sets, for the programs that see capabilities
+    /// kept without a check (all 0 without BTF: they then record nothing).
+    pub cred_offsets: CredOffsets,
     pub advisory_funcs: Vec<(String, AddrRange)>,
     /// Why /proc/kallsyms is unusable, if it is. The table itself (about 6 MB) is not kept: see
     /// [`KernelInfo::symbols`].
@@ -139,21 +142,29 @@ pub const ADVISORY_FUNCTIONS: &[&str] = &[
 
 impl KernelInfo {
     pub fn probe() -> Self {
-        let (btf_problem, abi, userns_level_offset, task_real_cred_offset, task_comm_offset) =
-            match btf::Btf::from_sys_fs() {
-                Ok(parsed) => {
-                    let abi = parsed.cap_capable_abi().ok();
-                    let offset = |s, m| parsed.struct_member_offset(s, m).unwrap_or(0);
-                    (
-                        None,
-                        abi,
-                        offset("user_namespace", "level"),
-                        offset("task_struct", "real_cred"),
-                        offset("task_struct", "comm"),
-                    )
-                }
-                Err(e) => (Some(e.to_string()), None, 0, 0, 0),
-            };
+        let (btf_problem, abi, offsets) = match btf::Btf::from_sys_fs() {
+            Ok(parsed) => {
+                let abi = parsed.cap_capable_abi().ok();
+                let offset = |s, m| parsed.struct_member_offset(s, m).unwrap_or(0);
+                let cred = CredOffsets {
+                    uid: offset("cred", "uid"),
+                    euid: offset("cred", "euid"),
+                    cap_inheritable: offset("cred", "cap_inheritable"),
+                    cap_permitted: offset("cred", "cap_permitted"),
+                    cap_ambient: offset("cred", "cap_ambient"),
+                    user_ns: offset("cred", "user_ns"),
+                };
+                let offsets = (
+                    offset("user_namespace", "level"),
+                    offset("task_struct", "real_cred"),
+                    offset("task_struct", "comm"),
+                    cred,
+                );
+                (None, abi, offsets)
+            }
+            Err(e) => (Some(e.to_string()), None, (0, 0, 0, CredOffsets::default())),
+        };
+        let (userns_level_offset, task_real_cred_offset, task_comm_offset, cred_offsets) = offsets;
         // Only the advisory functions' ranges are kept; the table is dropped before attaching,
         // when aya parses BTF, to keep the start-up peak low.
         let (kallsyms, kallsyms_problem) = match Kallsyms::from_proc() {
@@ -185,6 +196,7 @@ impl KernelInfo {
             task_real_cred_offset,
             task_comm_offset,
             task_btf_helper: has_task_btf_helper(),
+            cred_offsets,
             advisory_funcs,
             kallsyms_problem,
         }
@@ -267,12 +279,24 @@ impl Tracer {
                         // cgroups may then stay unattributed.
                         log::warn!("cgroup creation is not traced ({why})");
                     }
+                    let facts = attach_facts(&mut ebpf, kernel);
+                    let facts_missing = missing(&facts);
+                    if !facts_missing.is_empty() {
+                        // Checks are still traced; only needs that make no check are missed.
+                        log::warn!(
+                            "capabilities kept without a check (capset, ambient raise, file \
+                             capabilities) are not all traced: {}",
+                            facts_missing.join("; ")
+                        );
+                    }
+                    let mut optional = vec![(programs::CGROUP_MKDIR, mkdir)];
+                    optional.extend(facts);
                     release_freed_memory();
                     return Ok(Self {
                         ebpf,
                         method,
                         skipped: failures,
-                        optional: vec![(programs::CGROUP_MKDIR, mkdir)],
+                        optional,
                     });
                 }
                 Err(why) => failures.push((method, why)),
@@ -362,6 +386,7 @@ fn load_object(
         )
         .override_global(globals::TASK_COMM_OFFSET, &kernel.task_comm_offset, true)
         .override_global(globals::TASK_BTF, &u8::from(kernel.task_btf_helper), true)
+        .override_global(globals::CRED_OFFSETS, &kernel.cred_offsets, true)
         .override_global(globals::ADVISORY_FUNCS, &ranges, true)
         .override_global(globals::RUNTIME_COMMS, &runtime_comm_prefixes(), true)
         .load(OBJECT)
@@ -430,6 +455,33 @@ fn attach_cgroup_mkdir(ebpf: &mut Ebpf) -> Result<(), String> {
     prog.attach("cgroup", "cgroup_mkdir")
         .map_err(|e| describe(&e))?;
     Ok(())
+}
+
+/// The programs that see capabilities kept or raised without a check (`capset`, ambient raise,
+/// exec of a file with file capabilities), as classic tracepoints: they exist on every kernel
+/// with `CONFIG_FTRACE_SYSCALLS`. Returns what did not attach, and why; the others stay.
+pub fn attach_facts(ebpf: &mut Ebpf, kernel: &KernelInfo) -> Vec<String> {
+    if kernel.cred_offsets.cap_permitted == 0 || kernel.task_real_cred_offset == 0 {
+        return vec![format!(
+            "no BTF to find struct cred's fields ({})",
+            kernel
+                .btf_problem
+                .as_deref()
+                .unwrap_or("cred has no cap_permitted")
+        )];
+    }
+    let mut missing = Vec::new();
+    for (name, category, tracepoint) in programs::FACTS {
+        let attached = program::<TracePoint>(ebpf, name).and_then(|prog| {
+            prog.load()?;
+            prog.attach(category, tracepoint)?;
+            Ok(())
+        });
+        if let Err(e) = attached {
+            missing.push(format!("{category}:{tracepoint}: {}", describe(&e)));
+        }
+    }
+    missing
 }
 
 /// The kernel's BTF, parsed for one attach and dropped after it.

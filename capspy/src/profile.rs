@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use capspy_common::{
     AUDIT_ADVISORY, BUCKET_BORROWED, BUCKET_RUNTIME, CLASSIFIER_CALL_PATH, CLASSIFIER_OPTS,
-    CheckKey, CheckStats, USERNS_INITIAL, USERNS_OTHER, VERDICT_GRANTED,
+    CLASSIFIER_SYSCALL, CheckKey, CheckStats, ORIGIN_AMBIENT, ORIGIN_CAPSET, ORIGIN_CHECK,
+    ORIGIN_FILE_CAPS, USERNS_INITIAL, USERNS_OTHER, VERDICT_GRANTED,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -41,6 +42,53 @@ pub enum Classifier {
     /// Neither could be read; counted as audited so the profile stays sufficient.
     #[default]
     Unclassified,
+    /// Not a check (see [`Origin`]): the verdict is the syscall's own return value.
+    Syscall,
+}
+
+/// What a row counts: `cap_capable` checks, or a capability the workload kept or raised without
+/// one, which fails with EPERM when the capability is not in the bounding set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Also what a profile document written before origins existed holds.
+    #[default]
+    Check,
+    /// Kept in the permitted or inheritable set with `capset(2)` by a non-root process.
+    Capset,
+    /// Raised into the ambient set with `prctl(PR_CAP_AMBIENT_RAISE)`.
+    Ambient,
+    /// Given by the file capabilities of a program executed by a non-root process.
+    FileCaps,
+}
+
+impl Origin {
+    fn from_kernel(origin: u8) -> Self {
+        match origin {
+            ORIGIN_CAPSET => Self::Capset,
+            ORIGIN_AMBIENT => Self::Ambient,
+            ORIGIN_FILE_CAPS => Self::FileCaps,
+            _ => Self::Check,
+        }
+    }
+
+    pub fn to_kernel(self) -> u8 {
+        match self {
+            Self::Check => ORIGIN_CHECK,
+            Self::Capset => ORIGIN_CAPSET,
+            Self::Ambient => ORIGIN_AMBIENT,
+            Self::FileCaps => ORIGIN_FILE_CAPS,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Check => "check",
+            Self::Capset => "capset",
+            Self::Ambient => "ambient",
+            Self::FileCaps => "file_caps",
+        }
+    }
 }
 
 /// Who made the check: the workload, or the container runtime setting the container up.
@@ -86,6 +134,8 @@ pub struct CheckRow {
         deserialize_with = "crate::caps::deserialize_name"
     )]
     pub capability: Capability,
+    #[serde(default)]
+    pub origin: Origin,
     pub verdict: Verdict,
     pub audit: AuditClass,
     #[serde(default)]
@@ -110,7 +160,8 @@ pub struct CheckRow {
     /// The process that made the first check.
     #[serde(default)]
     pub example: ProcessRef,
-    /// Kernel functions above `cap_capable` for the first check, innermost first.
+    /// Kernel functions above `cap_capable` for the first check, innermost first. For a
+    /// capability kept without a check: the executed file (file capabilities), else empty.
     #[serde(default)]
     pub call_path: Vec<String>,
     /// The node it was observed on, in a profile merged from several (`capspy merge`).
@@ -131,7 +182,11 @@ impl CheckRow {
     }
 
     pub fn from_observation(obs: &Observation, clock: &BootClock, syms: Option<&Kallsyms>) -> Self {
-        let call_path = syms.map(|s| call_path(&obs.stack, s)).unwrap_or_default();
+        let call_path = match obs.key.origin {
+            ORIGIN_CHECK => syms.map(|s| call_path(&obs.stack, s)).unwrap_or_default(),
+            ORIGIN_FILE_CAPS => fact_path(&obs.stack).into_iter().collect(),
+            _ => Vec::new(),
+        };
         Self::from_kernel(&obs.key, &obs.stats, clock, call_path)
     }
 
@@ -150,6 +205,7 @@ impl CheckRow {
                 userns: key.userns,
                 bucket: key.bucket,
                 classifier: stats.classifier,
+                origin: key.origin,
             },
             stats.count,
             (
@@ -176,6 +232,7 @@ impl CheckRow {
     ) -> Self {
         Self {
             capability: Capability(raw.cap),
+            origin: Origin::from_kernel(raw.origin),
             verdict: if raw.verdict == VERDICT_GRANTED {
                 Verdict::Granted
             } else {
@@ -189,6 +246,7 @@ impl CheckRow {
             classified_by: match raw.classifier {
                 CLASSIFIER_OPTS => Classifier::Opts,
                 CLASSIFIER_CALL_PATH => Classifier::CallPath,
+                CLASSIFIER_SYSCALL => Classifier::Syscall,
                 _ => Classifier::Unclassified,
             },
             user_namespace: match raw.userns {
@@ -220,6 +278,14 @@ pub struct RawCheck {
     pub userns: u8,
     pub bucket: u8,
     pub classifier: u8,
+    pub origin: u8,
+}
+
+/// The executed file a file-capability fact's first sighting carries in place of its stack.
+fn fact_path(stack: &[u64]) -> Option<String> {
+    let bytes: Vec<u8> = stack.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let path = kernel_string(&bytes);
+    (!path.is_empty()).then_some(path)
 }
 
 /// What a workload needs, with the evidence.
@@ -473,6 +539,17 @@ fn finding(cap: Capability, rows: &[&CheckRow], reason: String) -> Finding {
 }
 
 fn refusal_reason(cap: Capability, rows: &[&CheckRow], other_ns: bool) -> String {
+    if let Some(row) = rows.iter().find(|r| r.origin != Origin::Check) {
+        let call = match row.origin {
+            Origin::Ambient => "raise it into the ambient set (prctl)",
+            _ => "keep it with capset",
+        };
+        return format!(
+            "refused: {} (uid {}) tried to {call} and failed with EPERM: the workload needs it \
+             (add it, then verify)",
+            row.example.comm, row.example.uid
+        );
+    }
     let count: u64 = rows.iter().map(|r| r.count).sum();
     format!(
         "refused: the workload may need it ({cap} was denied {count} time{}{} and never \
@@ -516,9 +593,16 @@ fn dac_decision(checks: &[CheckRow], host_granted: &BTreeSet<Capability>) -> Opt
     if !host_granted.contains(&Capability::DAC_OVERRIDE) {
         return None;
     }
+    // A file capability or a capset that keeps DAC_OVERRIDE needs DAC_OVERRIDE itself.
+    if checks.iter().any(|c| {
+        c.capability == Capability::DAC_OVERRIDE && c.origin != Origin::Check && c.makes_required()
+    }) {
+        return None;
+    }
     let host = |cap: Capability| {
         checks.iter().filter(move |c| {
             c.capability == cap
+                && c.origin == Origin::Check
                 && c.bucket == Bucket::App
                 && c.audit == AuditClass::Audited
                 && c.user_namespace != UserNs::Other
@@ -612,8 +696,52 @@ fn asked_by(call_path: &[String]) -> Option<String> {
     (!callers.is_empty()).then(|| callers.join(" <- "))
 }
 
-/// One plain-language reason for a required capability, from what it is and who asked.
+/// One plain-language reason for a required capability: what kept it without a check (that call
+/// fails outright without it) if anything did, else what it is and who asked.
 fn explain(cap: Capability, rows: &[&CheckRow], dac: Option<&Dac>) -> String {
+    let checks: Vec<&CheckRow> = rows
+        .iter()
+        .copied()
+        .filter(|r| r.origin == Origin::Check)
+        .collect();
+    match fact_reason(rows) {
+        Some(fact) if checks.is_empty() => fact,
+        Some(fact) => format!("{fact}; it also {}", explain_checks(cap, &checks, dac)),
+        None => explain_checks(cap, rows, dac),
+    }
+}
+
+/// Why a capability kept without a check is needed, from the earliest such row; `None` if every
+/// row is a check.
+fn fact_reason(rows: &[&CheckRow]) -> Option<String> {
+    let row = rows
+        .iter()
+        .filter(|r| r.origin != Origin::Check)
+        .min_by_key(|r| r.first_seen)?;
+    let who = format!("{}, uid {}", row.example.comm, row.example.uid);
+    Some(match row.origin {
+        Origin::FileCaps => format!(
+            "needed by the file capabilities of {} executed as uid {}; without it in the \
+             bounding set the exec fails with EPERM",
+            row.call_path
+                .first()
+                .map_or(row.example.comm.as_str(), String::as_str),
+            row.example.uid
+        ),
+        Origin::Ambient => format!(
+            "raised into the ambient set with prctl(PR_CAP_AMBIENT_RAISE) ({who}); without it \
+             the raise fails with EPERM"
+        ),
+        Origin::Capset | Origin::Check => format!(
+            "kept across the switch to uid {} with capset ({}); without it in the bounding set \
+             that capset fails with EPERM",
+            row.example.uid, row.example.comm
+        ),
+    })
+}
+
+/// The reason from the checks themselves.
+fn explain_checks(cap: Capability, rows: &[&CheckRow], dac: Option<&Dac>) -> String {
     let path: &[String] = rows
         .iter()
         .find(|r| !r.call_path.is_empty())
@@ -1011,6 +1139,7 @@ pub(crate) mod tests {
     pub fn row(cap: Capability, verdict: Verdict, audit: AuditClass, count: u64) -> CheckRow {
         CheckRow {
             capability: cap,
+            origin: Origin::Check,
             verdict,
             audit,
             classified_by: Classifier::CallPath,
@@ -1028,6 +1157,126 @@ pub(crate) mod tests {
             call_path: vec!["security_capable+0x3c".into()],
             host: None,
         }
+    }
+
+    /// A capability kept without a check, as the kernel program records it.
+    pub fn fact(cap: Capability, origin: Origin, verdict: Verdict, uid: u32) -> CheckRow {
+        let mut r = row(cap, verdict, AuditClass::Audited, 1);
+        r.origin = origin;
+        r.classified_by = Classifier::Syscall;
+        r.example.uid = uid;
+        r.example.comm = "ntpd".into();
+        r.call_path = Vec::new();
+        r
+    }
+
+    #[test]
+    fn capabilities_kept_without_a_check_are_required_with_their_own_reason() {
+        let mut ping = fact(
+            Capability::NET_RAW,
+            Origin::FileCaps,
+            Verdict::Granted,
+            1000,
+        );
+        ping.call_path = vec!["/usr/bin/ping".into()];
+        let p = Profile::from_checks(vec![
+            fact(Capability::SYS_TIME, Origin::Capset, Verdict::Granted, 105),
+            fact(
+                Capability::NET_BIND_SERVICE,
+                Origin::Ambient,
+                Verdict::Granted,
+                65534,
+            ),
+            ping,
+        ]);
+        assert_eq!(
+            p.required,
+            BTreeSet::from([
+                Capability::NET_BIND_SERVICE,
+                Capability::NET_RAW,
+                Capability::SYS_TIME
+            ])
+        );
+        let reason = |cap| {
+            p.explanations
+                .iter()
+                .find(|f| f.capability == cap)
+                .map(|f| f.reason.clone())
+                .unwrap()
+        };
+        assert_eq!(
+            reason(Capability::SYS_TIME),
+            "kept across the switch to uid 105 with capset (ntpd); without it in the bounding \
+             set that capset fails with EPERM"
+        );
+        assert!(
+            reason(Capability::NET_BIND_SERVICE).starts_with("raised into the ambient set"),
+            "{}",
+            reason(Capability::NET_BIND_SERVICE)
+        );
+        assert_eq!(
+            reason(Capability::NET_RAW),
+            "needed by the file capabilities of /usr/bin/ping executed as uid 1000; without it \
+             in the bounding set the exec fails with EPERM"
+        );
+    }
+
+    #[test]
+    fn a_refused_capset_is_a_refused_need_and_the_runtimes_capset_is_not_the_apps() {
+        let mut runc = fact(
+            Capability::SYS_ADMIN,
+            Origin::Capset,
+            Verdict::Granted,
+            1000,
+        );
+        runc.bucket = Bucket::Runtime;
+        let p = Profile::from_checks(vec![
+            runc,
+            fact(Capability::SYS_TIME, Origin::Capset, Verdict::Denied, 105),
+        ]);
+        assert!(p.required.is_empty(), "{:?}", p.required);
+        assert_eq!(p.refused.len(), 1);
+        assert_eq!(p.refused[0].capability, Capability::SYS_TIME);
+        assert!(
+            p.refused[0].reason.contains("tried to keep it with capset"),
+            "{}",
+            p.refused[0].reason
+        );
+    }
+
+    #[test]
+    fn a_kept_dac_override_is_not_narrowed_to_dac_read_search() {
+        let mut read = row(
+            Capability::DAC_OVERRIDE,
+            Verdict::Granted,
+            AuditClass::Audited,
+            1,
+        );
+        read.call_path = vec!["generic_permission+0x1".into()];
+        let mut search = row(
+            Capability::DAC_READ_SEARCH,
+            Verdict::Denied,
+            AuditClass::Audited,
+            1,
+        );
+        search.call_path = read.call_path.clone();
+        let reads_only = Profile::from_checks(vec![read.clone(), search.clone()]);
+        assert!(reads_only.required.contains(&Capability::DAC_READ_SEARCH));
+        let kept = Profile::from_checks(vec![
+            read,
+            search,
+            fact(
+                Capability::DAC_OVERRIDE,
+                Origin::Capset,
+                Verdict::Granted,
+                105,
+            ),
+        ]);
+        assert!(
+            kept.required.contains(&Capability::DAC_OVERRIDE),
+            "{:?}",
+            kept.required
+        );
     }
 
     #[test]

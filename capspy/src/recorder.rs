@@ -237,6 +237,7 @@ impl Recorder {
             audit: o.key.audit,
             userns: o.key.userns,
             bucket: o.key.bucket,
+            origin: o.key.origin,
             classifier: o.stats.classifier,
             count: o.stats.count,
             first_seen_ms: system_ms(row.first_seen),

@@ -680,8 +680,9 @@ fn header(out: &mut String, report: &Report) {
 fn table(out: &mut String, checks: &[&CheckRow]) {
     let _ = writeln!(
         out,
-        "\n{:<20} {:<8} {:<9} {:<13} {:<8} {:>8}  {:<19}  {:<19}  {:<30} CALL PATH",
+        "\n{:<20} {:<9} {:<8} {:<9} {:<13} {:<8} {:>8}  {:<19}  {:<19}  {:<30} CALL PATH",
         "CAPABILITY",
+        "ORIGIN",
         "VERDICT",
         "AUDIT",
         "CLASSIFIED BY",
@@ -703,8 +704,9 @@ fn table(out: &mut String, checks: &[&CheckRow]) {
             .collect();
         let _ = writeln!(
             out,
-            "{:<20} {:<8} {:<9} {:<13} {:<8} {:>8}  {:<19}  {:<19}  {:<30} {}",
+            "{:<20} {:<9} {:<8} {:<9} {:<13} {:<8} {:>8}  {:<19}  {:<19}  {:<30} {}",
             c.capability.to_string(),
+            c.origin.name(),
             verdict_str(c.verdict),
             audit_str(c.audit),
             classifier_str(c.classified_by),
@@ -768,6 +770,7 @@ fn classifier_str(c: Classifier) -> &'static str {
         Classifier::Opts => "opts",
         Classifier::CallPath => "call path",
         Classifier::Unclassified => "unclassified",
+        Classifier::Syscall => "syscall",
     }
 }
 
@@ -855,7 +858,8 @@ mod tests {
 
     use super::*;
     use crate::caps::CapSet;
-    use crate::profile::tests::row;
+    use crate::profile::Origin;
+    use crate::profile::tests::{fact, row};
 
     fn report(rows: Vec<crate::profile::CheckRow>) -> Report {
         Report::new(
@@ -927,6 +931,7 @@ mod tests {
         assert_eq!(checks[1]["verdict"], "denied");
         assert_eq!(checks[1]["audit"], "advisory");
         assert_eq!(checks[1]["classified_by"], "call_path");
+        assert_eq!(checks[1]["origin"], "check");
         assert_eq!(checks[1]["count"], 7);
         assert_eq!(checks[1]["example"]["comm"], "ping");
         assert_eq!(checks[0]["first_seen"], "2023-11-14T22:13:20.000Z");
@@ -1031,6 +1036,8 @@ mod tests {
             ),
             nested,
             runc,
+            fact(Capability::SYS_TIME, Origin::Capset, Verdict::Granted, 105),
+            fact(Capability::SYS_NICE, Origin::Ambient, Verdict::Denied, 105),
         ])
         .with_granted(Some(CapSet::from_hex("00000000a80425fb").unwrap()));
         Report::new(subject, "tp_btf", profile, LossCounters::default())

@@ -40,7 +40,10 @@ pub const DEFAULT_PATH: &str = "/var/lib/capspy/capspy.db";
 /// `PRAGMA application_id` of a capspy store: "caps" in ASCII.
 pub const APPLICATION_ID: i32 = 0x6361_7073;
 /// `PRAGMA user_version` of the schema this build writes; newer stores are refused.
-pub const SCHEMA_VERSION: i32 = 1;
+///
+/// History: 2 added `checks.origin` (capabilities kept without a check) to the key; a writer
+/// migrates a version 1 store, a reader reads it as checks only.
+pub const SCHEMA_VERSION: i32 = 2;
 const SCHEMA_NAME: &str = "capspy";
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -95,6 +98,7 @@ CREATE TABLE checks (
     audit INTEGER NOT NULL,
     userns INTEGER NOT NULL,
     bucket INTEGER NOT NULL,
+    origin INTEGER NOT NULL DEFAULT 0,
     classifier INTEGER NOT NULL,
     count INTEGER NOT NULL,
     first_seen_ms INTEGER NOT NULL,
@@ -104,8 +108,39 @@ CREATE TABLE checks (
     uid INTEGER NOT NULL,
     comm TEXT NOT NULL,
     call_path TEXT NOT NULL,
-    PRIMARY KEY (session, cgroup_id, cap, verdict, audit, userns, bucket)
+    PRIMARY KEY (session, cgroup_id, cap, verdict, audit, userns, bucket, origin)
 ) WITHOUT ROWID;
+";
+
+/// Version 1 to 2: `origin` joins the key of `checks`. SQLite cannot change a primary key in
+/// place, so the table is copied; every version 1 row counted `cap_capable` checks (origin 0).
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE checks RENAME TO checks_v1;
+CREATE TABLE checks (
+    session INTEGER NOT NULL REFERENCES sessions (id),
+    cgroup_id INTEGER NOT NULL,
+    cap INTEGER NOT NULL,
+    verdict INTEGER NOT NULL,
+    audit INTEGER NOT NULL,
+    userns INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,
+    origin INTEGER NOT NULL DEFAULT 0,
+    classifier INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    pid INTEGER NOT NULL,
+    tgid INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    comm TEXT NOT NULL,
+    call_path TEXT NOT NULL,
+    PRIMARY KEY (session, cgroup_id, cap, verdict, audit, userns, bucket, origin)
+) WITHOUT ROWID;
+INSERT INTO checks (session, cgroup_id, cap, verdict, audit, userns, bucket, origin, classifier,
+    count, first_seen_ms, last_seen_ms, pid, tgid, uid, comm, call_path)
+SELECT session, cgroup_id, cap, verdict, audit, userns, bucket, 0, classifier, count,
+    first_seen_ms, last_seen_ms, pid, tgid, uid, comm, call_path FROM checks_v1;
+DROP TABLE checks_v1;
 ";
 const TABLES: [&str; 5] = ["meta", "sessions", "subjects", "cgroups", "checks"];
 
@@ -228,6 +263,8 @@ pub struct CheckRecord {
     pub audit: u8,
     pub userns: u8,
     pub bucket: u8,
+    /// `capspy_common::ORIGIN_*`: a check, or a capability kept without one.
+    pub origin: u8,
     pub classifier: u8,
     pub count: u64,
     pub first_seen_ms: i64,
@@ -258,6 +295,8 @@ pub struct Store {
     path: PathBuf,
     writable: bool,
     session: Option<i64>,
+    /// The schema version of the file (a reader may read an older one as it is).
+    version: i32,
     _lock: Option<File>,
 }
 
@@ -275,7 +314,8 @@ impl std::fmt::Debug for Store {
 enum Found {
     /// No schema at all: a file we created and never initialized (or crashed initializing).
     Empty,
-    Store,
+    /// A store of this schema version (at most [`SCHEMA_VERSION`]).
+    Store(i32),
 }
 
 impl Store {
@@ -306,7 +346,7 @@ impl Store {
         let found = {
             let ro = open_conn(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
             let found = inspect(&ro, path)?;
-            if matches!(found, Found::Store) {
+            if matches!(found, Found::Store(_)) {
                 quick_check(&ro, path)?;
             }
             found
@@ -324,8 +364,10 @@ impl Store {
         let mut conn = open_conn(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         // The schema goes in before the switch to WAL: in rollback mode a crash mid-way rolls the
         // file back to empty, so the next start finds either nothing or a whole store.
-        if matches!(found, Found::Empty) {
-            init_schema(&mut conn)?;
+        match found {
+            Found::Empty => init_schema(&mut conn)?,
+            Found::Store(version) if version < SCHEMA_VERSION => migrate(&mut conn, version)?,
+            Found::Store(_) => {}
         }
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -344,6 +386,7 @@ impl Store {
             path: path.to_path_buf(),
             writable: true,
             session: None,
+            version: SCHEMA_VERSION,
             _lock: Some(lock),
         })
     }
@@ -351,7 +394,7 @@ impl Store {
     /// Opens the store read-only; works while a writer runs, and without write access anywhere.
     pub fn open_reader(path: &Path) -> Result<Store, StoreError> {
         check_file(path)?;
-        let conn = match open_reader_conn(path, false) {
+        let (conn, version) = match open_reader_conn(path, false) {
             Ok(conn) => conn,
             // No -wal means no writer is running (a clean stop removes it); a reader that may
             // not create -wal/-shm in the folder can then read the file as it is.
@@ -379,6 +422,7 @@ impl Store {
             path: path.to_path_buf(),
             writable: false,
             session: None,
+            version,
             _lock: None,
         })
     }
@@ -503,9 +547,10 @@ impl Store {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO checks (session, cgroup_id, cap, verdict, audit, userns, bucket,
                      classifier, count, first_seen_ms, last_seen_ms, pid, tgid, uid, comm,
-                     call_path)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
-                 ON CONFLICT (session, cgroup_id, cap, verdict, audit, userns, bucket)
+                     call_path, origin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                     ?17)
+                 ON CONFLICT (session, cgroup_id, cap, verdict, audit, userns, bucket, origin)
                  DO UPDATE SET
                      classifier = excluded.classifier,
                      count = max(count, excluded.count),
@@ -533,6 +578,7 @@ impl Store {
                     c.uid,
                     c.comm,
                     call_path,
+                    c.origin,
                 ])?;
             }
         }
@@ -680,10 +726,12 @@ impl Store {
         filter: &str,
         param: Option<&str>,
     ) -> Result<BTreeMap<String, Vec<CheckRecord>>, StoreError> {
+        // A version 1 store (read as it is) has only checks.
+        let origin = if self.version >= 2 { "c.origin" } else { "0" };
         let sql = format!(
             "SELECT {group}, c.cap, c.verdict, c.audit, c.userns, c.bucket, c.classifier, c.count,
                  c.first_seen_ms, c.last_seen_ms, c.pid, c.tgid, c.uid, c.comm, c.call_path,
-                 c.session, c.cgroup_id
+                 c.session, c.cgroup_id, {origin}
              FROM subjects s
              JOIN cgroups g ON g.subject = s.id
              JOIN checks c ON c.session = g.session AND c.cgroup_id = g.cgroup_id
@@ -712,6 +760,7 @@ impl Store {
                 audit: r.get(3)?,
                 userns: r.get(4)?,
                 bucket: r.get(5)?,
+                origin: r.get(17)?,
                 classifier: r.get(6)?,
                 count: u64::try_from(count)
                     .map_err(|_| StoreError::BadRow(format!("negative count {count}")))?,
@@ -723,7 +772,14 @@ impl Store {
                 comm: r.get(13)?,
                 call_path: Vec::new(),
             };
-            let key = (rec.cap, rec.verdict, rec.audit, rec.userns, rec.bucket);
+            let key = (
+                rec.cap,
+                rec.verdict,
+                rec.audit,
+                rec.userns,
+                rec.bucket,
+                rec.origin,
+            );
             match groups.entry(group).or_default().entry(key) {
                 Entry::Vacant(v) => {
                     v.insert(Acc {
@@ -748,7 +804,7 @@ impl Store {
     }
 }
 
-type AggKey = (u8, u8, u8, u8, u8);
+type AggKey = (u8, u8, u8, u8, u8, u8);
 /// Which row gives the example: one with a call path first, then the earliest.
 type Rank = (bool, i64, i64, i64);
 
@@ -912,7 +968,7 @@ fn open_conn(path: &Path, mode: OpenFlags) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-fn open_reader_conn(path: &Path, immutable: bool) -> Result<Connection, StoreError> {
+fn open_reader_conn(path: &Path, immutable: bool) -> Result<(Connection, i32), StoreError> {
     let conn = if immutable {
         let abs = fs::canonicalize(path).map_err(|source| StoreError::Io {
             action: "resolving",
@@ -934,7 +990,7 @@ fn open_reader_conn(path: &Path, immutable: bool) -> Result<Connection, StoreErr
     };
     conn.execute_batch("PRAGMA query_only = ON")?;
     match inspect(&conn, path)? {
-        Found::Store => Ok(conn),
+        Found::Store(version) => Ok((conn, version)),
         Found::Empty => Err(StoreError::NotAStore {
             path: path.to_path_buf(),
             reason: "empty: no recording has been written yet".into(),
@@ -1049,7 +1105,7 @@ fn inspect(conn: &Connection, path: &Path) -> Result<Found, StoreError> {
             ),
         });
     }
-    Ok(Found::Store)
+    Ok(Found::Store(version))
 }
 
 fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
@@ -1068,6 +1124,22 @@ fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
             detail: problems.join("; "),
         })
     }
+}
+
+/// Brings a store of an older schema version to [`SCHEMA_VERSION`], in one transaction.
+fn migrate(conn: &mut Connection, from: i32) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if from < 2 {
+        tx.execute_batch(MIGRATE_1_TO_2)?;
+    }
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'version'",
+        [SCHEMA_VERSION.to_string()],
+    )?;
+    // Pragmas cannot take parameters; the value is a constant.
+    tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))?;
+    tx.commit()?;
+    Ok(())
 }
 
 fn init_schema(conn: &mut Connection) -> Result<(), StoreError> {
@@ -1153,6 +1225,7 @@ mod tests {
             audit: 1,
             userns: 0,
             bucket: 0,
+            origin: 0,
             classifier: 2,
             count,
             first_seen_ms: first,
@@ -1168,6 +1241,59 @@ mod tests {
     fn summed(mut c: CheckRecord) -> CheckRecord {
         c.cgroup_id = 0;
         c
+    }
+
+    #[test]
+    fn a_version_1_store_is_read_as_checks_and_migrated_by_the_writer() {
+        let dir = TempDir::new();
+        let path = dir.db();
+        drop(small_store(&path));
+        // Turn it back into what capspy wrote before `origin` existed.
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "BEGIN;
+                 ALTER TABLE checks RENAME TO checks_v2;
+                 {}
+                 INSERT INTO checks SELECT session, cgroup_id, cap, verdict, audit, userns,
+                     bucket, classifier, count, first_seen_ms, last_seen_ms, pid, tgid, uid,
+                     comm, call_path FROM checks_v2;
+                 DROP TABLE checks_v2;
+                 UPDATE meta SET value = '1' WHERE key = 'version';
+                 PRAGMA user_version = 1;
+                 COMMIT;",
+                SCHEMA[SCHEMA.find("CREATE TABLE checks").unwrap()..]
+                    .replace("    origin INTEGER NOT NULL DEFAULT 0,\n", "")
+                    .replace(", bucket, origin)", ", bucket)")
+            ))
+            .unwrap();
+        }
+        let want = summed(check(7, 0, 3, 1_100, 1_200));
+        let old = Store::open_reader(&path).unwrap();
+        assert_eq!(old.checks_for_subject("c1").unwrap(), vec![want.clone()]);
+        drop(old);
+
+        let mut store = reopen_writer(&path).unwrap();
+        let session = store.begin_session("tp_btf", 3_000).unwrap();
+        store
+            .upsert_subject(7, &container("c1", "image:busybox/web"))
+            .unwrap();
+        // The same capability kept with capset is a row of its own.
+        let mut kept = check(7, 0, 1, 3_100, 3_100);
+        kept.origin = capspy_common::ORIGIN_CAPSET;
+        store.write_checks(session, &[kept.clone()]).unwrap();
+        drop(store);
+        let version: i32 = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let mut rows = Store::open_reader(&path)
+            .unwrap()
+            .checks_for_subject("c1")
+            .unwrap();
+        rows.sort_by_key(|r| r.origin);
+        assert_eq!(rows, vec![want, summed(kept)]);
     }
 
     /// A store with one session, one container on cgroup 7 and one check.

@@ -286,6 +286,7 @@ fn row_from_record(r: &CheckRecord) -> CheckRow {
             userns: r.userns,
             bucket: r.bucket,
             classifier: r.classifier,
+            origin: r.origin,
         },
         r.count,
         (time(r.first_seen_ms), time(r.last_seen_ms)),

@@ -62,9 +62,13 @@ pub fn doctor() -> Result<i32> {
 
     out.push_str("\nhook methods, in the order `--hook auto` tries them:\n");
     let mut usable = Vec::new();
+    let mut facts = None;
     for method in Method::ALL {
         match hook::attach_method(method, &kernel, hook::MapSizes::default()) {
-            Ok(ebpf) => {
+            Ok(mut ebpf) => {
+                if facts.is_none() {
+                    facts = Some(hook::missing(&hook::attach_facts(&mut ebpf, &kernel)));
+                }
                 drop(ebpf);
                 usable.push(method);
                 let _ = writeln!(out, "  {:<15} loads and attaches", method.name());
@@ -79,6 +83,21 @@ pub fn doctor() -> Result<i32> {
             let _ = writeln!(out, "\n`--hook auto` will use {m}.");
         }
         None => out.push_str("\nNo method works: capspy cannot trace on this kernel.\n"),
+    }
+    match facts {
+        Some(missing) if missing.is_empty() => out.push_str(
+            "capabilities kept without a check (capset, ambient raise, file capabilities): \
+             traced\n",
+        ),
+        Some(missing) => {
+            let _ = writeln!(
+                out,
+                "capabilities kept without a check (capset, ambient raise, file capabilities): \
+                 not all traced, profiles may miss them:\n  {}",
+                missing.join("\n  ")
+            );
+        }
+        None => {}
     }
     print!("{out}");
     Ok(i32::from(usable.is_empty()))

@@ -134,10 +134,12 @@ pub fn busybox_rootfs(dir: &Path, applets: &[&str]) -> PathBuf {
     root
 }
 
-/// Imports `root` as `image` (with `PATH=/bin`), through a tarball in `dir`; returns its id.
+/// Imports `root` as `image` (with `PATH=/bin:/usr/bin:/usr/sbin`), through a tarball in `dir`; returns its id.
+/// File capabilities (`security.capability`) are kept.
 pub fn import_rootfs(root: &Path, dir: &Path, image: &str) -> String {
     let tarball = dir.join("rootfs.tar");
     let tar = Command::new("tar")
+        .args(["--xattrs", "--xattrs-include=security.capability"])
         .arg("-C")
         .arg(root)
         .arg("-cf")
@@ -149,7 +151,7 @@ pub fn import_rootfs(root: &Path, dir: &Path, image: &str) -> String {
     let out = docker(&[
         "import",
         "--change",
-        "ENV PATH=/bin",
+        "ENV PATH=/bin:/usr/bin:/usr/sbin",
         tarball.to_str().unwrap(),
         image,
     ]);
