@@ -104,6 +104,7 @@ fn main() -> Result<()> {
                 audit,
                 userns: 0,
                 bucket: 0,
+                origin: 0,
                 classifier: 1,
                 count: i + u64::from(cap) + 1,
                 first_seen_ms: now,

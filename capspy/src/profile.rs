@@ -1159,6 +1159,8 @@ pub(crate) mod tests {
         }
     }
 
+    const SYS_TIME: Capability = Capability(25);
+
     /// A capability kept without a check, as the kernel program records it.
     pub fn fact(cap: Capability, origin: Origin, verdict: Verdict, uid: u32) -> CheckRow {
         let mut r = row(cap, verdict, AuditClass::Audited, 1);
@@ -1180,7 +1182,7 @@ pub(crate) mod tests {
         );
         ping.call_path = vec!["/usr/bin/ping".into()];
         let p = Profile::from_checks(vec![
-            fact(Capability::SYS_TIME, Origin::Capset, Verdict::Granted, 105),
+            fact(SYS_TIME, Origin::Capset, Verdict::Granted, 105),
             fact(
                 Capability::NET_BIND_SERVICE,
                 Origin::Ambient,
@@ -1191,11 +1193,7 @@ pub(crate) mod tests {
         ]);
         assert_eq!(
             p.required,
-            BTreeSet::from([
-                Capability::NET_BIND_SERVICE,
-                Capability::NET_RAW,
-                Capability::SYS_TIME
-            ])
+            BTreeSet::from([Capability::NET_BIND_SERVICE, Capability::NET_RAW, SYS_TIME])
         );
         let reason = |cap| {
             p.explanations
@@ -1205,7 +1203,7 @@ pub(crate) mod tests {
                 .unwrap()
         };
         assert_eq!(
-            reason(Capability::SYS_TIME),
+            reason(SYS_TIME),
             "kept across the switch to uid 105 with capset (ntpd); without it in the bounding \
              set that capset fails with EPERM"
         );
@@ -1232,11 +1230,11 @@ pub(crate) mod tests {
         runc.bucket = Bucket::Runtime;
         let p = Profile::from_checks(vec![
             runc,
-            fact(Capability::SYS_TIME, Origin::Capset, Verdict::Denied, 105),
+            fact(SYS_TIME, Origin::Capset, Verdict::Denied, 105),
         ]);
         assert!(p.required.is_empty(), "{:?}", p.required);
         assert_eq!(p.refused.len(), 1);
-        assert_eq!(p.refused[0].capability, Capability::SYS_TIME);
+        assert_eq!(p.refused[0].capability, SYS_TIME);
         assert!(
             p.refused[0].reason.contains("tried to keep it with capset"),
             "{}",

@@ -1036,8 +1036,18 @@ mod tests {
             ),
             nested,
             runc,
-            fact(Capability::SYS_TIME, Origin::Capset, Verdict::Granted, 105),
-            fact(Capability::SYS_NICE, Origin::Ambient, Verdict::Denied, 105),
+            fact(
+                Capability(25), // SYS_TIME
+                Origin::Capset,
+                Verdict::Granted,
+                105,
+            ),
+            fact(
+                Capability(23), // SYS_NICE
+                Origin::Ambient,
+                Verdict::Denied,
+                105,
+            ),
         ])
         .with_granted(Some(CapSet::from_hex("00000000a80425fb").unwrap()));
         Report::new(subject, "tp_btf", profile, LossCounters::default())
