@@ -459,29 +459,43 @@ fn attach_cgroup_mkdir(ebpf: &mut Ebpf) -> Result<(), String> {
 
 /// The programs that see capabilities kept or raised without a check (`capset`, ambient raise,
 /// exec of a file with file capabilities), as classic tracepoints: they exist on every kernel
-/// with `CONFIG_FTRACE_SYSCALLS`. Returns what did not attach, and why; the others stay.
-pub fn attach_facts(ebpf: &mut Ebpf, kernel: &KernelInfo) -> Vec<String> {
-    if kernel.cred_offsets.cap_permitted == 0 || kernel.task_real_cred_offset == 0 {
-        return vec![format!(
-            "no BTF to find struct cred's fields ({})",
-            kernel
-                .btf_problem
-                .as_deref()
-                .unwrap_or("cred has no cap_permitted")
-        )];
-    }
-    let mut missing = Vec::new();
-    for (name, category, tracepoint) in programs::FACTS {
-        let attached = program::<TracePoint>(ebpf, name).and_then(|prog| {
-            prog.load()?;
-            prog.attach(category, tracepoint)?;
-            Ok(())
+/// with `CONFIG_FTRACE_SYSCALLS`. Returns each program with why it did not attach, if it did not;
+/// the others stay attached.
+pub fn attach_facts(ebpf: &mut Ebpf, kernel: &KernelInfo) -> Vec<(&'static str, Option<String>)> {
+    let no_cred = (kernel.cred_offsets.cap_permitted == 0 || kernel.task_real_cred_offset == 0)
+        .then(|| {
+            format!(
+                "no BTF to find struct cred's fields ({})",
+                kernel
+                    .btf_problem
+                    .as_deref()
+                    .unwrap_or("cred has no cap_permitted")
+            )
         });
-        if let Err(e) = attached {
-            missing.push(format!("{category}:{tracepoint}: {}", describe(&e)));
-        }
-    }
-    missing
+    programs::FACTS
+        .into_iter()
+        .map(|(name, category, tracepoint)| {
+            if let Some(why) = &no_cred {
+                return (name, Some(why.clone()));
+            }
+            let attached = program::<TracePoint>(ebpf, name).and_then(|prog| {
+                prog.load()?;
+                prog.attach(category, tracepoint)?;
+                Ok(())
+            });
+            let why = attached
+                .err()
+                .map(|e| format!("{category}:{tracepoint}: {}", describe(&e)));
+            (name, why)
+        })
+        .collect()
+}
+
+/// The reasons of the programs that did not attach, each once.
+pub fn missing(attached: &[(&'static str, Option<String>)]) -> Vec<String> {
+    let mut why: Vec<String> = attached.iter().filter_map(|(_, w)| w.clone()).collect();
+    why.dedup();
+    why
 }
 
 /// The kernel's BTF, parsed for one attach and dropped after it.

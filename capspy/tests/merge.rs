@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use capspy::caps::{CapSet, Capability};
 use capspy::collector::LossCounters;
 use capspy::profile::{
-    AuditClass, Bucket, CheckRow, Classifier, ProcessRef, Profile, UserNs, Verdict,
+    AuditClass, Bucket, CheckRow, Classifier, Origin, ProcessRef, Profile, UserNs, Verdict,
 };
 use capspy::render::{Format, Report, Subject};
 
@@ -31,6 +31,7 @@ fn scratch(name: &str) -> PathBuf {
 fn row(cap: Capability, verdict: Verdict, count: u64, call_path: &[&str]) -> CheckRow {
     CheckRow {
         capability: cap,
+        origin: Origin::Check,
         verdict,
         audit: AuditClass::Audited,
         classified_by: Classifier::CallPath,
