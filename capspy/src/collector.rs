@@ -86,9 +86,21 @@ impl Collector {
         Ok(())
     }
 
-    /// Takes every record now in the ring buffer, without waiting.
+    /// Takes every record now in the ring buffers, without waiting.
     pub fn drain_sightings(&mut self) {
-        // Cgroups first: a new cgroup's mkdir record precedes its first check's sighting.
+        self.drain_first_sightings();
+        self.drain_made_cgroups();
+    }
+
+    /// Reads the `cgroup_mkdir` ring: call it *after* whatever named the cgroup ids to resolve
+    /// (a sighting, a map sweep). The kernel submits a cgroup's record before the folder is
+    /// even visible (`cgroup_mkdir` fires its tracepoint before `kernfs_activate`,
+    /// <https://github.com/torvalds/linux/blob/v6.18/kernel/cgroup/cgroup.c>), so before any
+    /// process can enter it and make a check: every id read before this call has its
+    /// record in the ring by then (unless the ring was full). Read before them, the record of a
+    /// cgroup made in between would come a drain late, and a cgroup already removed by then
+    /// could only be looked for by a walk, which cannot find it.
+    fn drain_made_cgroups(&mut self) {
         if let Some(ring) = &mut self.made_cgroups {
             while let Some(item) = ring.next() {
                 if let Some(made) = decode::<NewCgroup>(&item) {
@@ -96,6 +108,9 @@ impl Collector {
                 }
             }
         }
+    }
+
+    fn drain_first_sightings(&mut self) {
         let ring = self.sightings.get_mut();
         while let Some(item) = ring.next() {
             if let Some(sighting) = decode::<FirstSighting>(&item) {
@@ -117,7 +132,7 @@ impl Collector {
     /// Reads the aggregation map: every key whose cgroup passes `want`. `last_ns` is the time of
     /// the sweep that first saw the current count (exact for a key checked once).
     pub fn sweep(&mut self, want: impl Fn(u64) -> bool) -> Vec<Observation> {
-        self.drain_sightings();
+        self.drain_first_sightings();
         let now = boot_ns();
         let mut out = Vec::new();
         // Entries can be added while iterating; iteration errors only end this sweep early, and
@@ -137,6 +152,8 @@ impl Collector {
                 });
             }
         }
+        // After the map: cgroups made while it was read are among its keys.
+        self.drain_made_cgroups();
         out.sort_by_key(|o| o.key);
         out
     }

@@ -29,6 +29,8 @@ struct Attributed {
     path: Option<String>,
     /// Set once the subject row is written; containers are refreshed until enriched.
     enriched: bool,
+    /// The engine answered (or there is none to ask): a refresh only reads the granted set.
+    named: bool,
     /// Containers only: the workload key and the container's name, for drift detection.
     workload: Option<String>,
     name: Option<String>,
@@ -112,6 +114,9 @@ impl Recorder {
 
     /// One sweep: every key of the kernel map, attributed, written in one transaction.
     pub async fn flush(&mut self) -> Result<()> {
+        // Found gone before the map is read, so the counts this sweep reads are their last: a
+        // cgroup removed after the read may have made checks since, which the next sweep reads.
+        let gone = self.removed_cgroups();
         let observations = self.collector.sweep(|_| true);
         for (id, path) in self.collector.take_made_cgroups() {
             self.index.learn(id, path);
@@ -135,7 +140,7 @@ impl Recorder {
         self.store
             .write_losses(self.session, &self.collector.losses())
             .context("writing to the store")?;
-        self.retire_removed()?;
+        self.retire(&gone)?;
         if let Some(watch) = &mut self.watch {
             watch.retain_cgroups(|id| self.cgroups.contains_key(&id));
         }
@@ -154,9 +159,13 @@ impl Recorder {
     /// Maps a cgroup id to its subject and writes the subject row (again, until a container's
     /// metadata could be read).
     async fn attribute(&mut self, cgroup_id: u64) {
-        if self.cgroups.get(&cgroup_id).is_some_and(|a| a.enriched) {
+        let earlier = self.cgroups.get(&cgroup_id);
+        if earlier.is_some_and(|a| a.enriched) {
             return;
         }
+        // Asking the engine again about every short-lived container on every sweep made sweeps
+        // take seconds under churn.
+        let named = earlier.is_some_and(|a| a.named);
         // What an earlier look learnt from the engine; a later look after the container is gone
         // (`--rm`) must not replace its workload with the engine-less fallback.
         let known = self
@@ -169,15 +178,20 @@ impl Recorder {
             .map_or(Owner::Host, crate::attribution::owner_from_path);
         let mut subject = subject_of(&owner, now_ms());
         let mut enriched = !matches!(owner, Owner::Container { .. });
+        let mut asked = true;
         if let (Owner::Container { runtime, id, .. }, Some(path)) = (&owner, path.as_deref()) {
             let (eff, bnd) = crate::cgroup::granted_caps(&self.v2_root, path);
             subject.cap_eff = eff;
             subject.cap_bnd = bnd;
             subject.running = true;
+            if named && eff.is_none() {
+                // Nothing new to write: its processes are still not seen (or gone).
+                return;
+            }
             // Ask the engine until it answers; a container it does not know (or with no engine
             // to ask) will not be known any better next time.
-            enriched = true;
             if *runtime == Runtime::Docker
+                && !named
                 && let Some(docker) = &self.docker
             {
                 match docker.inspect(id).await {
@@ -188,9 +202,10 @@ impl Recorder {
                         subject.labels = info.labels.clone();
                     }
                     Ok(None) => {}
-                    Err(_) => enriched = false,
+                    Err(_) => asked = false,
                 }
             }
+            enriched = asked;
             if subject.workload.is_none() && known.as_ref().is_none_or(|k| k.0.is_none()) {
                 // Without the engine, the container is its own workload.
                 subject.workload = Some(format!("container:{}", short_id(id)));
@@ -218,6 +233,7 @@ impl Recorder {
                 key: subject.key,
                 path,
                 enriched,
+                named: asked,
                 workload: subject
                     .workload
                     .filter(|_| container)
@@ -250,13 +266,10 @@ impl Recorder {
         }
     }
 
-    /// Cgroups that no longer exist: their final counts were just written, so their kernel map
-    /// entries and memory are freed (container churn must not fill the map), and a container
-    /// none of whose cgroups remain has ended.
-    fn retire_removed(&mut self) -> Result<()> {
+    /// Attributed cgroups that no longer exist (or whose path was never known).
+    fn removed_cgroups(&self) -> HashSet<u64> {
         let root = &self.v2_root;
-        let gone: HashSet<u64> = self
-            .cgroups
+        self.cgroups
             .iter()
             .filter(|(_, a)| {
                 a.path
@@ -264,13 +277,23 @@ impl Recorder {
                     .is_none_or(|p| !root.join(p.trim_start_matches('/')).exists())
             })
             .map(|(id, _)| *id)
-            .collect();
+            .collect()
+    }
+
+    /// Cgroups found gone before the sweep whose final counts were just written: their kernel
+    /// map entries and memory are freed (container churn must not fill the map), and a
+    /// container none of whose cgroups remain has ended.
+    fn retire(&mut self, gone: &HashSet<u64>) -> Result<()> {
         if gone.is_empty() {
             return Ok(());
         }
-        let keys: HashSet<String> = gone.iter().map(|id| self.cgroups[id].key.clone()).collect();
+        let keys: HashSet<String> = gone
+            .iter()
+            .filter_map(|id| self.cgroups.get(id))
+            .map(|a| a.key.clone())
+            .collect();
         self.cgroups.retain(|id, _| !gone.contains(id));
-        self.collector.forget_cgroups(&gone);
+        self.collector.forget_cgroups(gone);
         for key in keys {
             let remaining = self.cgroups.values().any(|a| a.key == key);
             if !remaining && self.running.remove(&key) {
