@@ -278,6 +278,19 @@ fn wait_for_count(store: &Path, id: &str, want: u64) {
     }
 }
 
+/// The seed of a test's random choices: `CAPSPY_TEST_SEED` (which `cargo xtask stress` sets),
+/// else one from the pid; printed, so that a failure can be replayed with it.
+fn seed() -> u32 {
+    let seed = std::env::var("CAPSPY_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| u64::from(std::process::id()));
+    eprintln!("seed {seed} (replay with CAPSPY_TEST_SEED={seed})");
+    // xorshift needs a state other than zero.
+    let folded = u32::try_from((seed ^ (seed >> 32)) & 0xffff_ffff).unwrap_or(1);
+    folded.wrapping_mul(2_654_435_761).max(1)
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("capspy-rel-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -344,7 +357,7 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     }
     let mut counted = FakeContainer::new(99);
     let per_round = 1000;
-    let mut rng = std::process::id().wrapping_mul(2_654_435_761);
+    let mut rng = seed();
     for round in 1..=20u64 {
         let daemon = Daemon::start(&store);
         counted.spawn(per_round, false);

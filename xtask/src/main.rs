@@ -1,9 +1,10 @@
-//! Developer tasks for capspy: `cargo xtask <setup|build|run|test|bench>`.
+//! Developer tasks for capspy: `cargo xtask <setup|build|run|test|stress|vm-test|bench>`.
 
 mod bench;
 mod build;
 mod cmd;
 mod setup;
+mod stress;
 mod test;
 mod vm;
 
@@ -32,6 +33,8 @@ enum Command {
     },
     /// Set up, lint (fmt, clippy), then `cargo test --workspace --release`.
     Test(test::Options),
+    /// Run the reliability and container tests N times in a row under CPU and fork load.
+    Stress(stress::Options),
     /// Build, then prove the fexit and kprobe hooks in a Debian 6.1 VM and the tracepoint natively.
     VmTest(vm::Options),
     /// Build, then measure capspy's cost against the floor and its peers; writes BENCHMARKS.md.
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Build => build::build(),
         Command::Run { args } => build::run(&args),
         Command::Test(opts) => test::test(&opts),
+        Command::Stress(opts) => stress::stress(&opts),
         Command::VmTest(opts) => vm::vm_test(&opts),
         Command::Bench(opts) => bench::bench(&opts),
     };
