@@ -5,6 +5,9 @@
 //! padding would split one key into many.
 #![cfg_attr(not(test), no_std)]
 
+#[cfg(feature = "user")]
+extern crate alloc;
+
 /// Map names, as the loader looks them up in the object.
 pub mod maps {
     /// `HashMap<CheckKey, CheckStats>`: the in-kernel aggregation.
@@ -46,6 +49,8 @@ pub mod globals {
     pub const ADVISORY_FUNCS: &str = "ADVISORY_FUNCS";
     /// [`super::CredOffsets`]: where `struct cred` keeps ids and capability sets (from BTF).
     pub const CRED_OFFSETS: &str = "CRED_OFFSETS";
+    /// [`super::ExeOffsets`]: how to reach the current task's executable's name, from BTF.
+    pub const EXE_OFFSETS: &str = "EXE_OFFSETS";
 }
 
 /// Program names in the object, one per attach method.
@@ -257,7 +262,21 @@ pub struct CheckKey {
     pub bucket: u8,
     /// [`ORIGIN_CHECK`] or a capability kept without a check ([`ORIGIN_CAPSET`], ...).
     pub origin: u8,
-    pub padding: [u8; 2],
+    /// For an advisory check classified by call path (tracepoints), 1 + its syscall's slot (see
+    /// [`SYSCALL_SLOTS`]); 0 otherwise. Advisory checks are kept apart per syscall so that the
+    /// workload's overcommit checks (in every mmap) do not absorb an audited check whose
+    /// (capability, syscall) pair the cache learnt as advisory: that check finds no key, and a
+    /// new key's class is confirmed from its own stack. Userspace merges the rows again.
+    pub syscall: u16,
+}
+
+impl CheckKey {
+    /// The key as userspace aggregates it: advisory checks of every syscall together.
+    #[must_use]
+    pub const fn merged(mut self) -> Self {
+        self.syscall = 0;
+        self
+    }
 }
 
 /// What the kernel keeps per [`CheckKey`].
@@ -286,6 +305,52 @@ pub struct FirstSighting {
     pub stats: CheckStats,
     /// Kernel return addresses, innermost first; unused slots are 0.
     pub stack: [u64; STACK_DEPTH],
+    /// For a check of the workload by a non-root process: the names of the executable's dentry
+    /// and its parents up to its filesystem's root (`/`), innermost first, NUL-padded; all zero
+    /// otherwise. Read in the kernel because such a process (refused a capability) often exits
+    /// before userspace could read `/proc/PID/exe`.
+    pub exe: [[u8; EXE_NAME_LEN]; EXE_DEPTH],
+}
+
+/// Path components kept of an executable's path, and bytes kept of each: a longer path or name
+/// leaves the path unknown.
+pub const EXE_DEPTH: usize = 8;
+pub const EXE_NAME_LEN: usize = 48;
+
+/// Byte offsets (from BTF) from the current task to its executable's dentry names:
+/// `task->mm->exe_file->f_path.dentry`, then `d_name.name` and `d_parent`. `task_mm` is 0 when
+/// unknown.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExeOffsets {
+    pub task_mm: u32,
+    pub mm_exe_file: u32,
+    /// `f_path.dentry` in `struct file`.
+    pub file_dentry: u32,
+    pub dentry_parent: u32,
+    /// `d_name.name` in `struct dentry`.
+    pub dentry_name: u32,
+    pub padding: u32,
+}
+
+impl FirstSighting {
+    /// The executable's path from [`FirstSighting::exe`], when the names reached `/` whole.
+    #[cfg(feature = "user")]
+    pub fn exe_path(&self) -> Option<alloc::string::String> {
+        let mut parts = alloc::vec::Vec::new();
+        for name in &self.exe {
+            let len = name.iter().position(|b| *b == 0)?;
+            match &name[..len] {
+                b"/" => {
+                    parts.reverse();
+                    return (!parts.is_empty()).then(|| alloc::format!("/{}", parts.join("/")));
+                }
+                b"" => return None,
+                part => parts.push(alloc::string::String::from_utf8_lossy(part).into_owned()),
+            }
+        }
+        None
+    }
 }
 
 /// For hooks without `opts`, call sites are told apart by capability and syscall number (cheap
@@ -347,6 +412,7 @@ mod pod {
     unsafe impl aya::Pod for CommPrefix {}
     unsafe impl aya::Pod for super::NewCgroup {}
     unsafe impl aya::Pod for KprobeArgs {}
+    unsafe impl aya::Pod for super::ExeOffsets {}
     unsafe impl aya::Pod for CredOffsets {}
     unsafe impl aya::Pod for PendingFact {}
 }

@@ -12,8 +12,8 @@ use aya_ebpf::{
     maps::HashMap,
 };
 use capspy_common::{
-    AUDIT_AUDITED, CLASSIFIER_SYSCALL, CheckKey, CheckStats, CredOffsets, FACT_PATH_LEN,
-    FirstSighting, PENDING_FACTS_CAPACITY, PendingFact, STACK_DEPTH, VERDICT_DENIED,
+    AUDIT_AUDITED, CLASSIFIER_SYSCALL, CheckKey, CheckStats, CredOffsets, EXE_DEPTH, EXE_NAME_LEN,
+    FACT_PATH_LEN, FirstSighting, PENDING_FACTS_CAPACITY, PendingFact, STACK_DEPTH, VERDICT_DENIED,
     VERDICT_GRANTED, counter,
 };
 
@@ -128,7 +128,7 @@ pub(crate) fn record(
         userns: caller.userns(),
         bucket: caller.bucket(),
         origin,
-        padding: [0; 2],
+        syscall: 0,
     };
     for cap in 0..64u8 {
         if caps & (1 << cap) == 0 {
@@ -155,6 +155,7 @@ fn emit(key: &CheckKey, stats: &CheckStats, path: Option<*const u8>) {
         (*sighting).key = *key;
         (*sighting).stats = *stats;
         (*sighting).stack = [0; STACK_DEPTH];
+        (*sighting).exe = [[0; EXE_NAME_LEN]; EXE_DEPTH];
         if let Some(path) = path {
             let dest = &mut *(&raw mut (*sighting).stack).cast::<[u8; FACT_PATH_LEN]>();
             // Keep a NUL at the end: the record is read as a NUL-terminated string.

@@ -23,8 +23,8 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task_btf, bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
-        bpf_probe_read_kernel, generated::bpf_get_current_task, generated::bpf_get_stack,
-        generated::bpf_task_pt_regs,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, generated::bpf_get_current_task,
+        generated::bpf_get_stack, generated::bpf_task_pt_regs,
     },
     macros::{btf_tracepoint, fexit, kprobe, kretprobe, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
@@ -36,10 +36,10 @@ use aya_ebpf::{
 use capspy_common::{
     ADVISORY_FUNCS_CAPACITY, AUDIT_ADVISORY, AUDIT_AUDITED, AddrRange, BUCKET_APP, BUCKET_BORROWED,
     BUCKET_RUNTIME, CHECKS_CAPACITY, CLASSIFIER_CALL_PATH, CLASSIFIER_NONE, CLASSIFIER_OPTS,
-    CheckKey, CheckStats, CommPrefix, FirstSighting, KPROBE_ARGS_CAPACITY, KprobeArgs,
-    ORIGIN_CHECK, RUNTIME_COMMS_CAPACITY, SIGHTINGS_BYTES, SITE_ADVISORY, SITE_AUDITED,
-    SITE_UNKNOWN, STACK_DEPTH, USERNS_INITIAL, USERNS_OTHER, USERNS_UNKNOWN, VERDICT_DENIED,
-    VERDICT_GRANTED, abi, counter,
+    CheckKey, CheckStats, CommPrefix, EXE_DEPTH, EXE_NAME_LEN, ExeOffsets, FirstSighting,
+    KPROBE_ARGS_CAPACITY, KprobeArgs, ORIGIN_CHECK, RUNTIME_COMMS_CAPACITY, SIGHTINGS_BYTES,
+    SITE_ADVISORY, SITE_ALWAYS_WALK, SITE_AUDITED, SITE_UNKNOWN, STACK_DEPTH, USERNS_INITIAL,
+    USERNS_OTHER, USERNS_UNKNOWN, VERDICT_DENIED, VERDICT_GRANTED, abi, counter,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -71,6 +71,15 @@ static RUNTIME_COMMS: [CommPrefix; RUNTIME_COMMS_CAPACITY] =
 #[unsafe(no_mangle)]
 static ADVISORY_FUNCS: [AddrRange; ADVISORY_FUNCS_CAPACITY as usize] =
     [AddrRange { start: 0, end: 0 }; ADVISORY_FUNCS_CAPACITY as usize];
+#[unsafe(no_mangle)]
+static EXE_OFFSETS: ExeOffsets = ExeOffsets {
+    task_mm: 0,
+    mm_exe_file: 0,
+    file_dentry: 0,
+    dentry_parent: 0,
+    dentry_name: 0,
+    padding: 0,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Maps.
@@ -236,11 +245,11 @@ fn record<C: EbpfContext>(
         return;
     };
     let task = current_task();
-    let (audit, classifier) = match last_arg {
-        Some(arg) => (audit_class_from_arg(arg), CLASSIFIER_OPTS),
+    let (audit, classifier, site) = match last_arg {
+        Some(arg) => (audit_class_from_arg(arg), CLASSIFIER_OPTS, None),
         None => call_path_class(ctx, cap, task),
     };
-    let key = CheckKey {
+    let mut key = CheckKey {
         // SAFETY: helper without preconditions.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         cap,
@@ -253,8 +262,30 @@ fn record<C: EbpfContext>(
         userns: userns_class(target_ns),
         bucket: bucket_of(task, cred),
         origin: ORIGIN_CHECK,
-        padding: [0; 2],
+        syscall: 0,
     };
+    if let Some(site) = &site {
+        key.syscall = advisory_syscall(key.audit, site.slot);
+    }
+    // A key seen before costs one lookup and one atomic add (in `upsert`).
+    if let Some(stats) = CHECKS.get_ptr_mut(key) {
+        bump(stats);
+        return;
+    }
+    // A new key whose class came from the call-site cache: the cache learnt it from another
+    // check of the same (capability, syscall), which may have come another way (SYS_ADMIN in
+    // read is audited for proc_pid_stack, advisory for pid_table_root_permissions). This
+    // check's own stack decides, and a pair seen both ways is walked from now on.
+    if let Some(site) = site
+        && let Some(cached) = site.cached
+        && let Some(walked) = classify_stack(ctx)
+        && walked != key.audit
+    {
+        // SAFETY: points into an array map value; racing CPUs write the same value.
+        unsafe { *cached = SITE_ALWAYS_WALK };
+        key.audit = walked;
+        key.syscall = advisory_syscall(walked, site.slot);
+    }
     if let Some(stats) = upsert(&key, pid_tgid, classifier) {
         emit_sighting(ctx, &key, &stats);
     }
@@ -430,21 +461,30 @@ fn audit_class_from_arg(arg: u64) -> u8 {
 /// would cost more than the rest of the program, so call sites are cached by (capability,
 /// syscall): the stack is read the first time a pair is seen, and again only for the few pairs the
 /// loader marked as reaching one capability both ways (e.g. SYS_ADMIN in clone(CLONE_NEWNS),
-/// after dup_mmap's advisory check).
+/// after dup_mmap's advisory check), and for pairs `record` finds both ways at a new key.
 #[inline(always)]
-fn call_path_class<C: EbpfContext>(ctx: &C, cap: u8, task: *const u8) -> (u8, u8) {
-    let slot = u32::from(cap) * capspy_common::SYSCALL_SLOTS + current_syscall_slot(task);
+fn call_path_class<C: EbpfContext>(ctx: &C, cap: u8, task: *const u8) -> (u8, u8, Option<Site>) {
+    let syscall = current_syscall_slot(task);
+    let slot = u32::from(cap) * capspy_common::SYSCALL_SLOTS + syscall;
     let cached = CALL_SITE_CLASS.get_ptr_mut(slot);
     // SAFETY: points into an array map value.
     let site = cached.map_or(SITE_UNKNOWN, |c| unsafe { *c });
+    let from_cache = Site {
+        slot: syscall as u16,
+        cached,
+    };
     match site {
-        SITE_AUDITED => return (AUDIT_AUDITED, CLASSIFIER_CALL_PATH),
-        SITE_ADVISORY => return (AUDIT_ADVISORY, CLASSIFIER_CALL_PATH),
+        SITE_AUDITED => return (AUDIT_AUDITED, CLASSIFIER_CALL_PATH, Some(from_cache)),
+        SITE_ADVISORY => return (AUDIT_ADVISORY, CLASSIFIER_CALL_PATH, Some(from_cache)),
         _ => {}
     }
+    let walked = Site {
+        slot: syscall as u16,
+        cached: None,
+    };
     let Some(class) = classify_stack(ctx) else {
         count(counter::UNCLASSIFIED);
-        return (AUDIT_AUDITED, CLASSIFIER_NONE);
+        return (AUDIT_AUDITED, CLASSIFIER_NONE, None);
     };
     if let (Some(cached), SITE_UNKNOWN) = (cached, site) {
         let learnt = if class == AUDIT_ADVISORY {
@@ -455,7 +495,21 @@ fn call_path_class<C: EbpfContext>(ctx: &C, cap: u8, task: *const u8) -> (u8, u8
         // SAFETY: as above; a racing CPU writes the same value.
         unsafe { *cached = learnt };
     }
-    (class, CLASSIFIER_CALL_PATH)
+    (class, CLASSIFIER_CALL_PATH, Some(walked))
+}
+
+/// Where a class read from the call path came from: the check's syscall slot, and the cache
+/// entry when the class was read from it rather than from this check's stack.
+#[derive(Clone, Copy)]
+struct Site {
+    slot: u16,
+    cached: Option<*mut u8>,
+}
+
+/// [`CheckKey::syscall`] for a check of this class classified by call path.
+#[inline(always)]
+fn advisory_syscall(audit: u8, slot: u16) -> u16 {
+    if audit == AUDIT_ADVISORY { slot + 1 } else { 0 }
 }
 
 /// The syscall the current task is in, as a slot of [`CALL_SITE_CLASS`]; everything out of range
@@ -536,8 +590,49 @@ fn emit_sighting<C: EbpfContext>(ctx: &C, key: &CheckKey, stats: &CheckStats) {
             core::mem::size_of::<[u64; STACK_DEPTH]>() as u32,
             0,
         );
+        (*sighting).exe = [[0; EXE_NAME_LEN]; EXE_DEPTH];
+        if stats.first_uid != 0 && key.bucket == BUCKET_APP {
+            read_exe_names(&mut (*sighting).exe);
+        }
     }
     entry.submit(0);
+}
+
+/// The names of the current task's executable and its parent directories, innermost first, up
+/// to its filesystem's root (whose name is `/`). Every read is checked: a task without `mm` or a
+/// kernel without the offsets leaves `names` zero.
+#[inline(always)]
+fn read_exe_names(names: &mut [[u8; EXE_NAME_LEN]; EXE_DEPTH]) {
+    // SAFETY: global written by the loader.
+    let o = unsafe { core::ptr::read_volatile(&EXE_OFFSETS) };
+    if o.task_mm == 0 {
+        return;
+    }
+    let read = |addr: u64, offset: u32| -> Option<u64> {
+        // SAFETY: a checked read of kernel memory.
+        unsafe { bpf_probe_read_kernel((addr + u64::from(offset)) as *const u64) }
+            .ok()
+            .filter(|v| *v != 0)
+    };
+    // SAFETY: helper without preconditions.
+    let task = unsafe { bpf_get_current_task() };
+    let Some(mut dentry) = read(task, o.task_mm)
+        .and_then(|mm| read(mm, o.mm_exe_file))
+        .and_then(|file| read(file, o.file_dentry))
+    else {
+        return;
+    };
+    for name in names.iter_mut() {
+        let Some(text) = read(dentry, o.dentry_name) else {
+            return;
+        };
+        // SAFETY: a checked read of a kernel string into the record.
+        let _ = unsafe { bpf_probe_read_kernel_str_bytes(text as *const u8, name) };
+        match read(dentry, o.dentry_parent) {
+            Some(parent) if parent != dentry => dentry = parent,
+            _ => return,
+        }
+    }
 }
 
 #[inline(always)]

@@ -114,6 +114,7 @@ fn main() -> Result<()> {
                 uid: 0,
                 comm: "app".into(),
                 call_path: call_path.iter().map(|f| (*f).to_owned()).collect(),
+                exe: None,
             });
         }
     }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::caps::Capability;
 use crate::collector::LossCounters;
-use crate::profile::{AuditClass, Bucket, CheckRow, Verdict};
+use crate::profile::{CheckRow, Verdict};
 use crate::render::{Coverage, Report};
 
 /// Encoded file names longer than this are shortened and suffixed with a hash (NAME_MAX is 255).
@@ -127,15 +127,12 @@ struct Doc {
     coverage: Option<Coverage>,
 }
 
-/// Denied, audited checks of the application itself: what it tried.
+/// Denied checks that show a need (the profile's rule, [`CheckRow::shows_need`]): what the
+/// application tried.
 fn attempted(checks: &[CheckRow]) -> BTreeSet<Capability> {
     checks
         .iter()
-        .filter(|c| {
-            c.bucket == Bucket::App
-                && c.verdict == Verdict::Denied
-                && c.audit == AuditClass::Audited
-        })
+        .filter(|c| c.shows_need() && c.verdict == Verdict::Denied)
         .map(|c| c.capability)
         .collect()
 }

@@ -65,12 +65,16 @@ impl Capability {
     pub const CHOWN: Self = Self(0);
     pub const DAC_OVERRIDE: Self = Self(1);
     pub const DAC_READ_SEARCH: Self = Self(2);
+    pub const FSETID: Self = Self(4);
+    pub const SETGID: Self = Self(6);
+    pub const SETUID: Self = Self(7);
     pub const SETPCAP: Self = Self(8);
     pub const NET_BIND_SERVICE: Self = Self(10);
     pub const NET_ADMIN: Self = Self(12);
     pub const NET_RAW: Self = Self(13);
     pub const SYS_PTRACE: Self = Self(19);
     pub const SYS_ADMIN: Self = Self(21);
+    pub const AUDIT_WRITE: Self = Self(29);
     pub const SYSLOG: Self = Self(34);
     pub const PERFMON: Self = Self(38);
     pub const BPF: Self = Self(39);

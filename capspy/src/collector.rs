@@ -4,7 +4,8 @@
 //! The ring buffer may drop records when it is full; the map sweep still finds every key, so a
 //! lost record costs evidence, never a check.
 
-use std::collections::{HashMap as StdHashMap, HashSet};
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap as StdHashMap, HashSet};
 
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use capspy_common::{CheckKey, CheckStats, FirstSighting, NewCgroup, counter, maps};
@@ -21,6 +22,9 @@ pub struct Observation {
     /// Kernel return addresses of the first check, innermost first (empty if its ring buffer
     /// record was lost).
     pub stack: Vec<u64>,
+    /// The first process's executable, for the workload's non-root processes (read by the kernel
+    /// program with the first sighting; None if unknown or the record was lost).
+    pub exe: Option<String>,
     /// Whether the count or the call path differs from the previous sweep's (true the first
     /// time): the daemon writes only these. A call path can arrive a sweep after its key (the
     /// ring buffer record follows the map insert).
@@ -43,6 +47,7 @@ pub struct Collector {
     sightings: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
     stacks: StdHashMap<CheckKey, Vec<u64>>,
+    exes: StdHashMap<CheckKey, String>,
     /// Per key, what the last sweep saw: see [`Seen`].
     latest: StdHashMap<CheckKey, Seen>,
     /// cgroups of first sightings not yet handed out by [`Collector::take_new_cgroups`].
@@ -69,6 +74,7 @@ impl Collector {
             sightings,
             counters,
             stacks: StdHashMap::new(),
+            exes: StdHashMap::new(),
             latest: StdHashMap::new(),
             new_cgroups: Vec::new(),
             made_cgroups: tracer.take_map(maps::NEW_CGROUPS).ok(),
@@ -121,9 +127,12 @@ impl Collector {
                     .take_while(|a| *a != 0)
                     .collect();
                 self.stacks.insert(sighting.key, stack);
+                if let Some(exe) = sighting.exe_path() {
+                    self.exes.insert(sighting.key, exe);
+                }
                 self.new_cgroups.push(sighting.key.cgroup_id);
                 if let Some(out) = &mut self.sightings_out {
-                    out.push((sighting.key, sighting.stats));
+                    out.push((sighting.key.merged(), sighting.stats));
                 }
             }
         }
@@ -134,7 +143,7 @@ impl Collector {
     pub fn sweep(&mut self, want: impl Fn(u64) -> bool) -> Vec<Observation> {
         self.drain_first_sightings();
         let now = boot_ns();
-        let mut out = Vec::new();
+        let mut out: BTreeMap<CheckKey, Observation> = BTreeMap::new();
         // Entries can be added while iterating; iteration errors only end this sweep early, and
         // the next sweep reads the same keys again.
         for entry in &self.checks {
@@ -144,18 +153,24 @@ impl Collector {
                 let (last_ns, changed) =
                     date_latest(&mut self.latest, key, &stats, !stack.is_empty(), now);
                 stats.last_ns = last_ns;
-                out.push(Observation {
-                    key,
+                let o = Observation {
+                    key: key.merged(),
                     stats,
                     stack,
+                    exe: self.exes.get(&key).cloned(),
                     changed,
-                });
+                };
+                match out.entry(o.key) {
+                    Entry::Vacant(v) => {
+                        v.insert(o);
+                    }
+                    Entry::Occupied(mut e) => merge(e.get_mut(), o),
+                }
             }
         }
         // After the map: cgroups made while it was read are among its keys.
         self.drain_made_cgroups();
-        out.sort_by_key(|o| o.key);
-        out
+        out.into_values().collect()
     }
 
     /// Removes every kernel map entry of these cgroups (after their final counts were stored).
@@ -170,6 +185,7 @@ impl Collector {
             // Already gone is fine: nothing else removes entries.
             let _ = self.checks.remove(key);
             self.stacks.remove(key);
+            self.exes.remove(key);
             self.latest.remove(key);
         }
     }
@@ -217,6 +233,26 @@ impl Collector {
             unclassified: sum(counter::UNCLASSIFIED),
         }
     }
+}
+
+/// Adds the kernel entry `o` to `into`, both of one merged key (advisory checks the kernel kept
+/// apart per syscall, see [`CheckKey::syscall`]): counts add up, the first process and call
+/// path are the earliest check's that has a call path.
+fn merge(into: &mut Observation, o: Observation) {
+    let count = into.stats.count.saturating_add(o.stats.count);
+    let last_ns = into.stats.last_ns.max(o.stats.last_ns);
+    let changed = into.changed || o.changed;
+    let rank = |x: &Observation| (x.stack.is_empty(), x.stats.first_ns);
+    if rank(&o) < rank(into) {
+        let first_ns = into.stats.first_ns.min(o.stats.first_ns);
+        *into = o;
+        into.stats.first_ns = first_ns;
+    } else {
+        into.stats.first_ns = into.stats.first_ns.min(o.stats.first_ns);
+    }
+    into.stats.count = count;
+    into.stats.last_ns = last_ns;
+    into.changed = changed;
 }
 
 /// What a sweep saw of one key.
@@ -292,7 +328,7 @@ mod tests {
             userns: 0,
             bucket: 0,
             origin: 0,
-            padding: [0; 2],
+            syscall: 0,
         };
         let mut latest = StdHashMap::new();
         let mut sweep =
@@ -309,6 +345,38 @@ mod tests {
     }
 
     #[test]
+    fn advisory_entries_of_several_syscalls_merge_into_one_row() {
+        let obs = |syscall, count, first_ns, stack: Vec<u64>| Observation {
+            key: CheckKey {
+                cgroup_id: 7,
+                cap: 21,
+                verdict: 0,
+                audit: 1,
+                userns: 0,
+                bucket: 0,
+                origin: 0,
+                syscall,
+            }
+            .merged(),
+            stats: stats(count, first_ns),
+            stack,
+            exe: None,
+            changed: syscall == 3,
+        };
+        let mut row = obs(1, 5, 200, vec![0xffff_0001]);
+        // Earlier, but its ring buffer record was lost: the example stays the one with a stack.
+        merge(&mut row, obs(2, 3, 100, Vec::new()));
+        assert_eq!((row.stats.count, row.stats.first_ns), (8, 100));
+        assert_eq!(row.stack, [0xffff_0001]);
+        // Earlier and with a stack: it becomes the example.
+        merge(&mut row, obs(3, 1, 50, vec![0xffff_0002]));
+        assert_eq!((row.stats.count, row.stats.first_ns), (9, 50));
+        assert_eq!(row.stack, [0xffff_0002]);
+        assert!(row.changed);
+        assert_eq!(row.key.syscall, 0);
+    }
+
+    #[test]
     fn a_call_path_arriving_late_is_a_change() {
         let key = CheckKey {
             cgroup_id: 7,
@@ -318,7 +386,7 @@ mod tests {
             userns: 0,
             bucket: 0,
             origin: 0,
-            padding: [0; 2],
+            syscall: 0,
         };
         let mut latest = StdHashMap::new();
         let mut sweep =

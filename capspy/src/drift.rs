@@ -27,7 +27,9 @@ use crate::baseline::Baselines;
 use crate::caps::Capability;
 use crate::collector::LossCounters;
 use crate::metrics::Metrics;
-use crate::profile::{AuditClass, BootClock, Bucket, CheckRow, ProcessRef, UserNs, Verdict};
+use crate::profile::{
+    AuditClass, BootClock, Bucket, CheckClass, CheckRow, ProcessRef, UserNs, Verdict,
+};
 use crate::render::rfc3339;
 use crate::text::short_id;
 
@@ -66,11 +68,8 @@ pub struct Observed<'a> {
     pub container_id: &'a str,
     pub container_name: Option<&'a str>,
     pub capability: Capability,
-    pub verdict: Verdict,
-    pub audit: AuditClass,
-    pub bucket: Bucket,
-    /// Against a user namespace the workload made (not the initial one, nor unknown).
-    pub child_userns: bool,
+    /// Verdict, audit class, bucket and user namespace: what [`CheckClass`] judges.
+    pub class: CheckClass,
     /// The first process that made a check of this key.
     pub process: ProcessRef,
     /// When that first check was made.
@@ -182,27 +181,27 @@ impl Detector {
         &self.baselines
     }
 
-    /// How a check of this class lies outside the workload's baseline, if it does.
+    /// How a check of this class lies outside the workload's baseline, if it does: a check
+    /// that would make the capability required (the profile's rule) and is not in the baseline
+    /// is drift; a denied one that would, not known there, an attempt. Grants and denials inside
+    /// a user namespace the workload made are not host privilege: no --cap-add governs them, so
+    /// no baseline can allow or forbid them.
     pub fn classify(
         &self,
         workload: &str,
         cap: Capability,
-        verdict: Verdict,
-        audit: AuditClass,
-        bucket: Bucket,
+        class: CheckClass,
     ) -> Option<AlertKind> {
-        if bucket != Bucket::App || audit != AuditClass::Audited {
+        if !class.shows_need() || class.user_namespace == UserNs::Other {
             return None;
         }
         let baseline = self.baselines.get(workload);
         let required = baseline.is_some_and(|b| b.required.contains(&cap));
-        match verdict {
-            Verdict::Granted => (!required).then_some(AlertKind::Drift),
-            Verdict::Denied => {
-                let known = required || baseline.is_some_and(|b| b.attempted.contains(&cap));
-                (!known).then_some(AlertKind::Attempted)
-            }
+        if class.makes_required() {
+            return (!required).then_some(AlertKind::Drift);
         }
+        let known = required || baseline.is_some_and(|b| b.attempted.contains(&cap));
+        (!known).then_some(AlertKind::Attempted)
     }
 
     /// Judges one key of a container; `new_checks` is how many checks of it were not counted
@@ -216,11 +215,7 @@ impl Detector {
         {
             out.alerts.push(self.alert(AlertKind::NewWorkload, o, now));
         }
-        // Grants inside a user namespace the workload made are not host privilege: no
-        // --cap-add governs them, so no baseline can allow or forbid them.
-        if !o.child_userns {
-            out.outside = self.classify(o.workload, o.capability, o.verdict, o.audit, o.bucket);
-        }
+        out.outside = self.classify(o.workload, o.capability, o.class);
         if let Some(kind) = out.outside {
             *self
                 .counts
@@ -262,9 +257,9 @@ impl Detector {
                 name: o.container_name.map(str::to_string),
             },
             capability: o.capability.to_string(),
-            verdict: o.verdict,
-            audit: o.audit,
-            bucket: o.bucket,
+            verdict: o.class.verdict,
+            audit: o.class.audit,
+            bucket: o.class.bucket,
             process: o.process.clone(),
             baseline: baseline.map(|b| b.file.clone()),
             baseline_required: baseline.map(|b| names(&b.required)),
@@ -404,10 +399,7 @@ impl Watch {
             container_id: id,
             container_name: name,
             capability: row.capability,
-            verdict: row.verdict,
-            audit: row.audit,
-            bucket: row.bucket,
-            child_userns: row.user_namespace == UserNs::Other,
+            class: row.class(),
             process: row.example,
             time: row.first_seen,
             source,
@@ -475,15 +467,19 @@ mod tests {
             container_id: "0123456789abcdef",
             container_name: Some("pinger"),
             capability: cap,
-            verdict,
-            audit: AuditClass::Audited,
-            bucket: Bucket::App,
-            child_userns: false,
+            class: CheckClass {
+                verdict,
+                audit: AuditClass::Audited,
+                bucket: Bucket::App,
+                user_namespace: UserNs::Initial,
+                behaviour_only: false,
+            },
             process: ProcessRef {
                 pid: 7,
                 tgid: 7,
                 uid: 0,
                 comm: "chown".into(),
+                exe: None,
             },
             time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             source: Source::RingBuffer,
@@ -542,17 +538,21 @@ mod tests {
     fn advisory_and_runtime_checks_never_alert() {
         let mut d = detector();
         let mut advisory = check(PINGER, Capability::SYS_ADMIN, Verdict::Granted);
-        advisory.audit = AuditClass::Advisory;
+        advisory.class.audit = AuditClass::Advisory;
         assert!(d.observe(&advisory, 100, now()).alerts.is_empty());
         for bucket in [Bucket::Runtime, Bucket::Borrowed] {
             let mut runc = check(PINGER, Capability::SYS_ADMIN, Verdict::Granted);
-            runc.bucket = bucket;
+            runc.class.bucket = bucket;
             assert!(d.observe(&runc, 1, now()).alerts.is_empty());
         }
         // Inside a user namespace of its own (a sandbox): not host privilege.
         let mut sandbox = check(PINGER, Capability::SYS_ADMIN, Verdict::Granted);
-        sandbox.child_userns = true;
+        sandbox.class.user_namespace = UserNs::Other;
         assert!(d.observe(&sandbox, 1, now()).alerts.is_empty());
+        // Behaviour-only (FSETID clearing a set-group-ID bit): no call needed it.
+        let mut optional = check(PINGER, Capability(4), Verdict::Granted);
+        optional.class.behaviour_only = true;
+        assert!(d.observe(&optional, 1, now()).alerts.is_empty());
     }
 
     #[test]
@@ -579,7 +579,7 @@ mod tests {
     fn a_workload_without_baseline_is_new_once() {
         let mut d = detector();
         let mut runc = check("image:x/new", Capability::SYS_ADMIN, Verdict::Granted);
-        runc.bucket = Bucket::Runtime;
+        runc.class.bucket = Bucket::Runtime;
         let out = d.observe(&runc, 1, now());
         assert_eq!(out.alerts.len(), 1);
         assert_eq!(out.alerts[0].kind, AlertKind::NewWorkload);

@@ -10,7 +10,7 @@ use aya::{
     programs::{BtfTracePoint, FExit, KProbe, RawTracePoint, TracePoint},
 };
 use capspy_common::{
-    ADVISORY_FUNCS_CAPACITY, AddrRange, CommPrefix, CredOffsets, KPROBE_ARGS_CAPACITY,
+    ADVISORY_FUNCS_CAPACITY, AddrRange, CommPrefix, CredOffsets, ExeOffsets, KPROBE_ARGS_CAPACITY,
     RUNTIME_COMMS_CAPACITY, SITE_ALWAYS_WALK, SYSCALL_SLOTS, abi, globals, maps, programs,
 };
 
@@ -117,10 +117,25 @@ pub struct KernelInfo {
     /// Where `struct cred` keeps ids and capability sets, for the programs that see capabilities
     /// kept without a check (all 0 without BTF: they then record nothing).
     pub cred_offsets: CredOffsets,
+    /// Where the kernel program finds a task's executable's names (all 0 when unknown).
+    pub exe_offsets: ExeOffsets,
     pub advisory_funcs: Vec<(String, AddrRange)>,
     /// Why /proc/kallsyms is unusable, if it is. The table itself (about 6 MB) is not kept: see
     /// [`KernelInfo::symbols`].
     pub kallsyms_problem: Option<String>,
+}
+
+/// `task->mm->exe_file->f_path.dentry`, `dentry->d_name.name` and `dentry->d_parent`, from BTF.
+fn exe_offsets(btf: &btf::Btf) -> Option<ExeOffsets> {
+    let at = |s: &str, m: &str| btf.struct_member_offset(s, m).ok();
+    Some(ExeOffsets {
+        task_mm: at("task_struct", "mm")?,
+        mm_exe_file: at("mm_struct", "exe_file")?,
+        file_dentry: at("file", "f_path")? + at("path", "dentry")?,
+        dentry_parent: at("dentry", "d_parent")?,
+        dentry_name: at("dentry", "d_name")? + at("qstr", "name")?,
+        padding: 0,
+    })
 }
 
 /// Kernel functions whose capability checks are advisory (noaudit): reached through them, a
@@ -142,7 +157,8 @@ pub const ADVISORY_FUNCTIONS: &[&str] = &[
 
 impl KernelInfo {
     pub fn probe() -> Self {
-        let (btf_problem, abi, offsets) = match btf::Btf::from_sys_fs() {
+        let btf = btf::Btf::from_sys_fs();
+        let (btf_problem, abi, offsets) = match &btf {
             Ok(parsed) => {
                 let abi = parsed.cap_capable_abi().ok();
                 let offset = |s, m| parsed.struct_member_offset(s, m).unwrap_or(0);
@@ -165,6 +181,7 @@ impl KernelInfo {
             Err(e) => (Some(e.to_string()), None, (0, 0, 0, CredOffsets::default())),
         };
         let (userns_level_offset, task_real_cred_offset, task_comm_offset, cred_offsets) = offsets;
+        let exe_offsets = btf.as_ref().ok().and_then(exe_offsets).unwrap_or_default();
         // Only the advisory functions' ranges are kept; the table is dropped before attaching,
         // when aya parses BTF, to keep the start-up peak low.
         let (kallsyms, kallsyms_problem) = match Kallsyms::from_proc() {
@@ -197,6 +214,7 @@ impl KernelInfo {
             task_comm_offset,
             task_btf_helper: has_task_btf_helper(),
             cred_offsets,
+            exe_offsets,
             advisory_funcs,
             kallsyms_problem,
         }
@@ -387,6 +405,7 @@ fn load_object(
         .override_global(globals::TASK_COMM_OFFSET, &kernel.task_comm_offset, true)
         .override_global(globals::TASK_BTF, &u8::from(kernel.task_btf_helper), true)
         .override_global(globals::CRED_OFFSETS, &kernel.cred_offsets, true)
+        .override_global(globals::EXE_OFFSETS, &kernel.exe_offsets, true)
         .override_global(globals::ADVISORY_FUNCS, &ranges, true)
         .override_global(globals::RUNTIME_COMMS, &runtime_comm_prefixes(), true)
         .load(OBJECT)

@@ -23,6 +23,7 @@ pub mod privilege;
 pub mod profile;
 pub mod recorder;
 pub mod render;
+pub mod rules;
 pub mod store;
 pub mod text;
 pub mod workloads;

@@ -1,6 +1,7 @@
 //! The profile model: observed checks as rows, and the rules that turn them into the set of
 //! capabilities a workload needs.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
@@ -14,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::caps::{CapSet, Capability};
 use crate::collector::Observation;
 use crate::kallsyms::Kallsyms;
+use crate::rules;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -44,6 +46,9 @@ pub enum Classifier {
     Unclassified,
     /// Not a check (see [`Origin`]): the verdict is the syscall's own return value.
     Syscall,
+    /// The kernel's class contradicted the call path recorded with it (a store written before
+    /// the kernel program confirmed cached classes): classified by the call path.
+    Evidence,
 }
 
 /// What a row counts: `cap_capable` checks, or a capability the workload kept or raised without
@@ -92,9 +97,11 @@ impl Origin {
 }
 
 /// Who made the check: the workload, or the container runtime setting the container up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Bucket {
+    /// Documents written before buckets existed held only the workload's checks.
+    #[default]
     App,
     /// `runc:[2:INIT]` and friends before the entrypoint's exec: never the application's needs.
     Runtime,
@@ -120,6 +127,10 @@ pub struct ProcessRef {
     pub tgid: u32,
     pub uid: u32,
     pub comm: String,
+    /// The executable's path within its filesystem (inside a container: the image's path), for
+    /// the workload's non-root processes; absent when unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
 }
 
 /// One observed (capability, verdict, audit class, user namespace) of a workload.
@@ -167,18 +178,71 @@ pub struct CheckRow {
     /// The node it was observed on, in a profile merged from several (`capspy merge`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Set when the call path shows a check whose denial fails no syscall: what denying it
+    /// changes (see [`rules::BEHAVIOUR_ONLY`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<Cow<'static, str>>,
+}
+
+/// What decides whether a check can make its capability required: the one rule every consumer
+/// (profiles, baselines, drift alerts, verify plans) applies, through [`CheckClass::shows_need`]
+/// and [`CheckClass::makes_required`]. Deserializes from a report's `checks` entries; fields
+/// older documents lack take the values those documents meant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub struct CheckClass {
+    pub verdict: Verdict,
+    pub audit: AuditClass,
+    #[serde(default)]
+    pub bucket: Bucket,
+    #[serde(default)]
+    pub user_namespace: UserNs,
+    /// The check only chose a behaviour (a report's `optional` effect is present).
+    #[serde(default, rename = "optional", deserialize_with = "present")]
+    pub behaviour_only: bool,
+}
+
+impl CheckClass {
+    /// The workload's own check (not the runtime's setup, not on borrowed credentials), audited
+    /// (advisory checks only choose a behaviour), and one whose denial fails a syscall (not
+    /// behaviour-only). Granted against the initial user namespace, it makes the capability
+    /// required; denied, it is a refused need; granted inside another user namespace, a grant
+    /// that namespace holds without any cap_add.
+    pub fn shows_need(self) -> bool {
+        self.bucket == Bucket::App && self.audit == AuditClass::Audited && !self.behaviour_only
+    }
+
+    /// A granted need against the initial user namespace (or one that could not be told
+    /// apart): the capability is required.
+    pub fn makes_required(self) -> bool {
+        self.shows_need()
+            && self.verdict == Verdict::Granted
+            && self.user_namespace != UserNs::Other
+    }
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<serde::de::IgnoredAny>::deserialize(d)?.is_some())
 }
 
 impl CheckRow {
-    /// The base rule: a granted, audited check of the workload itself against the initial user
-    /// namespace (or one that could not be told apart) means the capability is needed. Advisory
-    /// and denied checks are shown, never required; so are grants inside another user
-    /// namespace, which a host-level cap_add does not give.
+    pub fn class(&self) -> CheckClass {
+        CheckClass {
+            verdict: self.verdict,
+            audit: self.audit,
+            bucket: self.bucket,
+            user_namespace: self.user_namespace,
+            behaviour_only: self.optional.is_some(),
+        }
+    }
+
+    /// See [`CheckClass::shows_need`].
+    pub fn shows_need(&self) -> bool {
+        self.class().shows_need()
+    }
+
+    /// See [`CheckClass::makes_required`].
     pub fn makes_required(&self) -> bool {
-        self.bucket == Bucket::App
-            && self.verdict == Verdict::Granted
-            && self.audit == AuditClass::Audited
-            && self.user_namespace != UserNs::Other
+        self.class().makes_required()
     }
 
     pub fn from_observation(obs: &Observation, clock: &BootClock, syms: Option<&Kallsyms>) -> Self {
@@ -187,7 +251,9 @@ impl CheckRow {
             ORIGIN_FILE_CAPS => fact_path(&obs.stack).into_iter().collect(),
             _ => Vec::new(),
         };
-        Self::from_kernel(&obs.key, &obs.stats, clock, call_path)
+        let mut row = Self::from_kernel(&obs.key, &obs.stats, clock, call_path);
+        row.example.exe.clone_from(&obs.exe);
+        row
     }
 
     /// Builds a row from a kernel map entry, with the call path already named.
@@ -217,6 +283,7 @@ impl CheckRow {
                 tgid: stats.first_tgid,
                 uid: stats.first_uid,
                 comm: kernel_string(&stats.first_comm),
+                exe: None,
             },
             call_path,
         )
@@ -230,25 +297,29 @@ impl CheckRow {
         example: ProcessRef,
         call_path: Vec<String>,
     ) -> Self {
+        let kernel_class = if raw.audit == AUDIT_ADVISORY {
+            AuditClass::Advisory
+        } else {
+            AuditClass::Audited
+        };
+        let kernel_classifier = match raw.classifier {
+            CLASSIFIER_OPTS => Classifier::Opts,
+            CLASSIFIER_CALL_PATH => Classifier::CallPath,
+            CLASSIFIER_SYSCALL => Classifier::Syscall,
+            _ => Classifier::Unclassified,
+        };
+        let (audit, classified_by) = by_evidence(kernel_class, kernel_classifier, &call_path);
+        let capability = Capability(raw.cap);
         Self {
-            capability: Capability(raw.cap),
+            capability,
             origin: Origin::from_kernel(raw.origin),
             verdict: if raw.verdict == VERDICT_GRANTED {
                 Verdict::Granted
             } else {
                 Verdict::Denied
             },
-            audit: if raw.audit == AUDIT_ADVISORY {
-                AuditClass::Advisory
-            } else {
-                AuditClass::Audited
-            },
-            classified_by: match raw.classifier {
-                CLASSIFIER_OPTS => Classifier::Opts,
-                CLASSIFIER_CALL_PATH => Classifier::CallPath,
-                CLASSIFIER_SYSCALL => Classifier::Syscall,
-                _ => Classifier::Unclassified,
-            },
+            audit,
+            classified_by,
             user_namespace: match raw.userns {
                 USERNS_INITIAL => UserNs::Initial,
                 USERNS_OTHER => UserNs::Other,
@@ -263,9 +334,30 @@ impl CheckRow {
             first_seen,
             last_seen,
             example,
+            optional: rules::behaviour_only(capability, &call_path)
+                .map(|b| Cow::Borrowed(b.effect)),
             call_path,
             host: None,
         }
+    }
+}
+
+/// The audit class of a row: the kernel's, unless the call path recorded with it says
+/// otherwise. `opts` is the kernel's own flag and stands; a class read from the call path
+/// (tracepoints) can disagree with the first check's stack only in stores written before the
+/// kernel program confirmed cached classes at new keys, and the stack is the evidence.
+fn by_evidence(
+    kernel: AuditClass,
+    classifier: Classifier,
+    call_path: &[String],
+) -> (AuditClass, Classifier) {
+    match rules::class_from_evidence(call_path) {
+        Some(seen)
+            if !matches!(classifier, Classifier::Opts | Classifier::Syscall) && seen != kernel =>
+        {
+            (seen, Classifier::Evidence)
+        }
+        _ => (kernel, classifier),
     }
 }
 
@@ -304,6 +396,15 @@ pub struct Profile {
     /// Seen only in advisory (noaudit) checks: never required.
     #[serde(serialize_with = "serialize_caps")]
     pub advisory: BTreeSet<Capability>,
+    /// Not required: checked only where the kernel picks a behaviour and fails no syscall
+    /// either way; the reason says what changes without it.
+    pub optional: Vec<Finding>,
+    /// Required capabilities whose need the trace does not prove: programs often go on when
+    /// they are refused. `capspy verify --minimal` removes each and re-runs.
+    pub unproven: Vec<Unproven>,
+    /// Capabilities refused to a process that ran as a non-root uid, with what makes them
+    /// reachable: a cap_add alone does not.
+    pub non_root: Vec<NonRoot>,
     /// What the subject was granted (bounding | effective), when known.
     #[serde(serialize_with = "serialize_opt_caps")]
     pub granted: Option<BTreeSet<Capability>>,
@@ -311,6 +412,28 @@ pub struct Profile {
     #[serde(serialize_with = "serialize_opt_caps")]
     pub droppable: Option<BTreeSet<Capability>>,
     pub checks: Vec<CheckRow>,
+}
+
+/// A required capability that may not be needed, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Unproven {
+    #[serde(serialize_with = "serialize_cap")]
+    pub capability: Capability,
+    pub reason: String,
+}
+
+/// A capability a non-root process was refused: `--cap-add` puts it in the bounding set only,
+/// since neither Docker nor Kubernetes sets ambient capabilities.
+#[derive(Clone, Debug, Serialize)]
+pub struct NonRoot {
+    #[serde(serialize_with = "serialize_cap")]
+    pub capability: Capability,
+    /// The first non-root process refused it.
+    pub process: ProcessRef,
+    /// `RUN setcap cap_x+ep /path/to/bin`, for the image's Dockerfile, when the binary's path
+    /// was seen and prints safely.
+    pub dockerfile: Option<String>,
+    pub reason: String,
 }
 
 /// A capability with the reason it is listed and the observations behind it.
@@ -416,8 +539,41 @@ impl Profile {
         } else {
             BTreeSet::new()
         };
+        let unproven = required
+            .iter()
+            .filter_map(|&cap| {
+                let evidence_cap =
+                    if cap == Capability::DAC_READ_SEARCH && dac == Some(Dac::ReadsOnly) {
+                        Capability::DAC_OVERRIDE
+                    } else {
+                        cap
+                    };
+                let r = rows(evidence_cap, &|c| c.makes_required());
+                let paths: Vec<&[String]> = r.iter().map(|c| c.call_path.as_slice()).collect();
+                Some(Unproven {
+                    capability: cap,
+                    reason: rules::unproven(cap, &paths)?,
+                })
+            })
+            .collect();
         let (refused, userns_only) = side_findings(&checks, &required, &covered);
+        let non_root = refused.iter().filter_map(non_root_advice).collect();
         let caps: BTreeSet<Capability> = checks.iter().map(|c| c.capability).collect();
+        let optional = caps
+            .iter()
+            .filter(|cap| !required.contains(cap))
+            .filter_map(|&cap| {
+                let r = rows(cap, &|c| {
+                    c.bucket == Bucket::App
+                        && c.audit == AuditClass::Audited
+                        && c.optional.is_some()
+                });
+                let mut effects: Vec<&str> =
+                    r.iter().filter_map(|c| c.optional.as_deref()).collect();
+                effects.dedup();
+                (!r.is_empty()).then(|| finding(cap, &r, effects.join("; ")))
+            })
+            .collect();
         let advisory = caps
             .iter()
             .copied()
@@ -432,6 +588,9 @@ impl Profile {
             refused,
             userns_only,
             advisory,
+            optional,
+            unproven,
+            non_root,
             granted: None,
             droppable: None,
             checks,
@@ -468,7 +627,7 @@ fn side_findings(
     required: &BTreeSet<Capability>,
     covered: &BTreeSet<Capability>,
 ) -> (Vec<Finding>, Vec<Finding>) {
-    let app_audited = |c: &&CheckRow| c.bucket == Bucket::App && c.audit == AuditClass::Audited;
+    let app_audited = |c: &&CheckRow| c.shows_need();
     let ever_granted: BTreeSet<Capability> = checks
         .iter()
         .filter(app_audited)
@@ -520,6 +679,44 @@ fn side_findings(
         }
     }
     (refused, userns_only)
+}
+
+/// Advice for a refusal whose evidence includes a process that ran as a non-root uid. SETUID and
+/// SETGID are left out: a non-root `setuid(getuid())`, as programs dropping privileges call it,
+/// asks for them first and succeeds without (`__sys_setuid` in
+/// https://github.com/torvalds/linux/blob/v6.18/kernel/sys.c), so their denial is no need.
+fn non_root_advice(refusal: &Finding) -> Option<NonRoot> {
+    let cap = refusal.capability;
+    if cap == Capability::SETUID || cap == Capability::SETGID {
+        return None;
+    }
+    let process = refusal.evidence.processes.iter().find(|p| p.uid != 0)?;
+    let comm = crate::text::printable(&process.comm);
+    let dockerfile = process
+        .exe
+        .as_deref()
+        .and_then(|exe| rules::setcap_line(cap, exe));
+    let file_caps = match &dockerfile {
+        Some(line) => format!("give its binary the file capability in the image (`{line}`)"),
+        None => format!(
+            "give the binary that ran as {comm} the file capability in the image (setcap \
+             cap_{}+ep on it; its path was not seen)",
+            cap.name().to_ascii_lowercase()
+        ),
+    };
+    let reason = format!(
+        "{cap} was refused to {comm} running as uid {}: for a non-root process --cap-add only \
+         bounds the capability, it does not reach the effective set (neither Docker nor \
+         Kubernetes sets ambient capabilities). Either {file_caps} and apply --cap-add {cap} \
+         with it, or start the process as root and let it drop to its user keeping {cap}",
+        process.uid,
+    );
+    Some(NonRoot {
+        capability: cap,
+        process: process.clone(),
+        dockerfile,
+        reason,
+    })
 }
 
 fn finding(cap: Capability, rows: &[&CheckRow], reason: String) -> Finding {
@@ -603,8 +800,7 @@ fn dac_decision(checks: &[CheckRow], host_granted: &BTreeSet<Capability>) -> Opt
         checks.iter().filter(move |c| {
             c.capability == cap
                 && c.origin == Origin::Check
-                && c.bucket == Bucket::App
-                && c.audit == AuditClass::Audited
+                && c.shows_need()
                 && c.user_namespace != UserNs::Other
         })
     };
@@ -641,7 +837,7 @@ fn dac_decision(checks: &[CheckRow], host_granted: &BTreeSet<Capability>) -> Opt
 
 /// Kernel function names of a call path: `generic_permission+0x11a` → `generic_permission`,
 /// compiler suffixes (`.isra.0`, `.cold`) dropped.
-fn frame_names(call_path: &[String]) -> impl Iterator<Item = &str> {
+pub fn frame_names(call_path: &[String]) -> impl Iterator<Item = &str> {
     call_path.iter().map(|f| {
         let name = f.split('+').next().unwrap_or(f);
         name.split('.').next().unwrap_or(name)
@@ -687,12 +883,20 @@ const PLUMBING: &[&str] = &[
     "cred_has_capability",
 ];
 
+/// The frames past the plumbing, innermost first.
+fn callers(call_path: &[String]) -> impl Iterator<Item = &str> {
+    frame_names(call_path).filter(|f| !PLUMBING.contains(f) && !f.starts_with("0x"))
+}
+
+/// The first caller past the plumbing: `setattr_prepare` for
+/// `capable_wrt_inode_uidgid <- setattr_prepare`.
+pub fn first_caller(call_path: &[String]) -> Option<&str> {
+    callers(call_path).next()
+}
+
 /// The first two callers past the plumbing: `inet_create <- __sock_create`.
 fn asked_by(call_path: &[String]) -> Option<String> {
-    let callers: Vec<&str> = frame_names(call_path)
-        .filter(|f| !PLUMBING.contains(f) && !f.starts_with("0x"))
-        .take(2)
-        .collect();
+    let callers: Vec<&str> = callers(call_path).take(2).collect();
     (!callers.is_empty()).then(|| callers.join(" <- "))
 }
 
@@ -1153,9 +1357,11 @@ pub(crate) mod tests {
                 tgid: 42,
                 uid: 0,
                 comm: "ping".into(),
+                exe: None,
             },
             call_path: vec!["security_capable+0x3c".into()],
             host: None,
+            optional: None,
         }
     }
 
@@ -1643,5 +1849,360 @@ pub(crate) mod tests {
         comm[..4].copy_from_slice(b"ping");
         assert_eq!(kernel_string(&comm), "ping");
         assert_eq!(kernel_string(&[b'a'; 16]), "a".repeat(16));
+    }
+
+    /// A row as the kernel and the store encode it, classified from `path` like real ones.
+    fn raw(cap: Capability, verdict: Verdict, advisory: bool, uid: u32, path: &[&str]) -> CheckRow {
+        CheckRow::from_raw(
+            RawCheck {
+                cap: cap.0,
+                verdict: u8::from(verdict == Verdict::Denied),
+                audit: if advisory { AUDIT_ADVISORY } else { 0 },
+                userns: USERNS_INITIAL,
+                bucket: 0,
+                classifier: CLASSIFIER_CALL_PATH,
+                origin: ORIGIN_CHECK,
+            },
+            1,
+            (SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH),
+            ProcessRef {
+                pid: 9,
+                tgid: 9,
+                uid,
+                comm: "app".into(),
+                exe: Some("/usr/sbin/app".into()),
+            },
+            path.iter().map(ToString::to_string).collect(),
+        )
+    }
+
+    const SETGID_CHMOD: &[&str] = &[
+        "security_capable+0x3b",
+        "capable_wrt_inode_uidgid+0x39",
+        "setattr_prepare+0x1dc",
+        "ext4_setattr+0x71",
+    ];
+
+    #[test]
+    fn the_one_rule_for_what_can_be_required() {
+        let base = CheckClass {
+            verdict: Verdict::Granted,
+            audit: AuditClass::Audited,
+            bucket: Bucket::App,
+            user_namespace: UserNs::Initial,
+            behaviour_only: false,
+        };
+        let cases: &[(CheckClass, bool, bool)] = &[
+            (base, true, true),
+            (
+                CheckClass {
+                    user_namespace: UserNs::Unknown,
+                    ..base
+                },
+                true,
+                true,
+            ),
+            // Denied: a refused need, not required.
+            (
+                CheckClass {
+                    verdict: Verdict::Denied,
+                    ..base
+                },
+                true,
+                false,
+            ),
+            // Inside another user namespace: held there, no host cap_add.
+            (
+                CheckClass {
+                    user_namespace: UserNs::Other,
+                    ..base
+                },
+                true,
+                false,
+            ),
+            (
+                CheckClass {
+                    audit: AuditClass::Advisory,
+                    ..base
+                },
+                false,
+                false,
+            ),
+            (
+                CheckClass {
+                    bucket: Bucket::Runtime,
+                    ..base
+                },
+                false,
+                false,
+            ),
+            (
+                CheckClass {
+                    bucket: Bucket::Borrowed,
+                    ..base
+                },
+                false,
+                false,
+            ),
+            (
+                CheckClass {
+                    behaviour_only: true,
+                    ..base
+                },
+                false,
+                false,
+            ),
+        ];
+        for (class, need, required) in cases {
+            assert_eq!(class.shows_need(), *need, "{class:?}");
+            assert_eq!(class.makes_required(), *required, "{class:?}");
+        }
+        // A report's check entry reads back into the same class; older entries without bucket,
+        // user namespace or optional mean the workload's own, initial, a need.
+        let json = serde_json::json!({"capability": "FSETID", "verdict": "granted",
+            "audit": "audited", "bucket": "app", "user_namespace": "initial",
+            "optional": "without FSETID, ..."});
+        let class = CheckClass::deserialize(&json).unwrap();
+        assert_eq!(
+            class,
+            CheckClass {
+                behaviour_only: true,
+                ..base
+            }
+        );
+        let old = serde_json::json!({"verdict": "granted", "audit": "audited"});
+        assert_eq!(CheckClass::deserialize(&old).unwrap(), base);
+    }
+
+    #[test]
+    fn profile_baseline_drift_and_verify_plan_agree() {
+        use crate::commands::verify::ProfileUnderTest;
+        let rows = vec![
+            raw(Capability::FSETID, Verdict::Granted, false, 0, SETGID_CHMOD),
+            raw(
+                Capability::NET_RAW,
+                Verdict::Granted,
+                false,
+                0,
+                &["security_capable+0x3b", "inet_create+0x10b"],
+            ),
+            raw(
+                Capability::SYSLOG,
+                Verdict::Denied,
+                false,
+                0,
+                &["security_capable+0x3b", "do_syslog+0x1"],
+            ),
+            raw(
+                Capability::SYS_ADMIN,
+                Verdict::Granted,
+                true,
+                0,
+                &["security_vm_enough_memory_mm+0x36"],
+            ),
+        ];
+        let profile = Profile::from_checks(rows);
+        assert_eq!(profile.required, BTreeSet::from([Capability::NET_RAW]));
+        let report = crate::render::Report::new(
+            crate::render::Subject::Container {
+                id: "c".into(),
+                name: None,
+                image: None,
+                workload: None,
+            },
+            "tp_btf",
+            profile.clone(),
+            crate::collector::LossCounters::default(),
+        );
+        let json = report.render(crate::render::Format::Json);
+        let doc =
+            crate::baseline::ProfileDoc::parse(std::path::Path::new("r.json"), &json).unwrap();
+        assert_eq!(doc.required, profile.required);
+        assert_eq!(doc.attempted, BTreeSet::from([Capability::SYSLOG]));
+        let plan = ProfileUnderTest::from_report(&serde_json::from_str(&json).unwrap()).unwrap();
+        assert_eq!(plan.required, profile.required);
+        assert_eq!(plan.refused, BTreeSet::from([Capability::SYSLOG]));
+        // Drift judges the same rows the same way: only NET_RAW would be drift from nothing.
+        let detector = crate::drift::Detector::new(crate::baseline::Baselines::default());
+        let drift: BTreeSet<Capability> = profile
+            .checks
+            .iter()
+            .filter(|c| {
+                detector.classify("w", c.capability, c.class())
+                    == Some(crate::drift::AlertKind::Drift)
+            })
+            .map(|c| c.capability)
+            .collect();
+        assert_eq!(drift, profile.required);
+    }
+
+    #[test]
+    fn behaviour_only_checks_are_optional_with_their_effect() {
+        let p = Profile::from_checks(vec![
+            raw(Capability::FSETID, Verdict::Granted, false, 0, SETGID_CHMOD),
+            // Denied, the same: no refusal, since no call failed.
+            raw(
+                Capability::SYS_ADMIN,
+                Verdict::Denied,
+                false,
+                0,
+                &[
+                    "security_capable+0x3b",
+                    "file_ns_capable+0x15",
+                    "pagemap_read+0x7b",
+                ],
+            ),
+        ]);
+        assert!(p.required.is_empty(), "{:?}", p.required);
+        assert!(p.refused.is_empty());
+        let optional: Vec<Capability> = p.optional.iter().map(|f| f.capability).collect();
+        assert_eq!(optional, [Capability::FSETID, Capability::SYS_ADMIN]);
+        assert!(
+            p.optional[0].reason.contains("set-group-ID bit"),
+            "{}",
+            p.optional[0].reason
+        );
+        assert!(p.checks.iter().all(|c| c.optional.is_some()));
+
+        // Another row making FSETID required takes it out of optional; its unknown caller
+        // leaves it unproven.
+        let p = Profile::from_checks(vec![
+            raw(Capability::FSETID, Verdict::Granted, false, 0, SETGID_CHMOD),
+            raw(
+                Capability::FSETID,
+                Verdict::Granted,
+                false,
+                0,
+                &[
+                    "security_capable+0x3b",
+                    "capable+0x2e",
+                    "xfs_setattr_nonsize+0x1",
+                ],
+            ),
+        ]);
+        assert_eq!(p.required, BTreeSet::from([Capability::FSETID]));
+        assert!(p.optional.is_empty());
+        assert_eq!(p.unproven[0].capability, Capability::FSETID);
+    }
+
+    #[test]
+    fn without_a_call_path_a_check_stays_required_and_unproven() {
+        let p = Profile::from_checks(vec![
+            raw(Capability::FSETID, Verdict::Granted, false, 0, &[]),
+            raw(Capability::NET_RAW, Verdict::Granted, false, 0, &[]),
+            raw(
+                Capability::AUDIT_WRITE,
+                Verdict::Granted,
+                false,
+                0,
+                &["security_capable+0x3b", "audit_netlink_ok+0x1"],
+            ),
+            raw(
+                Capability::NET_ADMIN,
+                Verdict::Granted,
+                false,
+                0,
+                &["security_capable+0x3b", "dev_ioctl+0x1"],
+            ),
+        ]);
+        let required: Vec<Capability> = p.required.iter().copied().collect();
+        assert_eq!(
+            required,
+            [
+                Capability::FSETID,
+                Capability::NET_ADMIN,
+                Capability::NET_RAW,
+                Capability::AUDIT_WRITE
+            ]
+        );
+        let unproven: Vec<Capability> = p.unproven.iter().map(|u| u.capability).collect();
+        assert_eq!(
+            unproven,
+            [
+                Capability::FSETID,
+                Capability::NET_RAW,
+                Capability::AUDIT_WRITE
+            ]
+        );
+        assert!(p.unproven[1].reason.contains("no call path"));
+    }
+
+    #[test]
+    fn a_class_the_call_path_contradicts_follows_the_call_path() {
+        let ps = [
+            "security_capable+0x3b",
+            "ns_capable_noaudit+0x2d",
+            "pid_table_root_permissions+0x23",
+        ];
+        // Stored as audited by an older kernel program: the evidence says advisory.
+        let r = raw(Capability::SYS_ADMIN, Verdict::Denied, false, 0, &ps);
+        assert_eq!(
+            (r.audit, r.classified_by),
+            (AuditClass::Advisory, Classifier::Evidence)
+        );
+        let stack = [
+            "security_capable+0x3b",
+            "file_ns_capable+0x15",
+            "proc_pid_stack+0x2a",
+        ];
+        let r = raw(Capability::SYS_ADMIN, Verdict::Granted, true, 0, &stack);
+        assert_eq!(
+            (r.audit, r.classified_by),
+            (AuditClass::Audited, Classifier::Evidence)
+        );
+        assert!(
+            Profile::from_checks(vec![r])
+                .required
+                .contains(&Capability::SYS_ADMIN)
+        );
+        // Agreeing, or without a call path: the kernel's class.
+        let r = raw(Capability::SYS_ADMIN, Verdict::Granted, false, 0, &stack);
+        assert_eq!(
+            (r.audit, r.classified_by),
+            (AuditClass::Audited, Classifier::CallPath)
+        );
+        let r = raw(Capability::SYS_ADMIN, Verdict::Granted, true, 0, &[]);
+        assert_eq!(r.audit, AuditClass::Advisory);
+    }
+
+    #[test]
+    fn a_refusal_to_a_non_root_process_gets_file_capability_advice() {
+        let bind = [
+            "security_capable+0x3b",
+            "ns_capable+0x2a",
+            "__inet6_bind+0x194",
+        ];
+        let setuid = [
+            "security_capable+0x3b",
+            "ns_capable_setid+0x2d",
+            "__sys_setuid+0x1",
+        ];
+        let p = Profile::from_checks(vec![
+            raw(
+                Capability::NET_BIND_SERVICE,
+                Verdict::Denied,
+                false,
+                1000,
+                &bind,
+            ),
+            raw(Capability::SETUID, Verdict::Denied, false, 1000, &setuid),
+        ]);
+        assert_eq!(p.non_root.len(), 1, "{:?}", p.non_root);
+        let n = &p.non_root[0];
+        assert_eq!(n.capability, Capability::NET_BIND_SERVICE);
+        assert_eq!(
+            n.dockerfile.as_deref(),
+            Some("RUN setcap cap_net_bind_service+ep /usr/sbin/app")
+        );
+        assert!(n.reason.contains("uid 1000"), "{}", n.reason);
+        // Root was refused: --cap-add is the answer, no advice.
+        let p = Profile::from_checks(vec![raw(
+            Capability::NET_BIND_SERVICE,
+            Verdict::Denied,
+            false,
+            0,
+            &bind,
+        )]);
+        assert!(p.non_root.is_empty());
     }
 }

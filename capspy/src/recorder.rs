@@ -263,6 +263,7 @@ impl Recorder {
             uid: o.stats.first_uid,
             comm: row.example.comm,
             call_path: row.call_path,
+            exe: row.example.exe,
         }
     }
 

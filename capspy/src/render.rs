@@ -311,6 +311,15 @@ fn cap_names(caps: &BTreeSet<Capability>) -> Vec<String> {
         .collect()
 }
 
+/// `# line` for each line.
+fn comment_lines(lines: &[String]) -> String {
+    let mut out = String::new();
+    for l in lines {
+        let _ = writeln!(out, "# {}", comment_safe(l.trim_start()));
+    }
+    out
+}
+
 /// For `# ...` lines of YAML and systemd output: a name with line breaks (including YAML 1.1's
 /// NEL, LS, PS) or other control characters would end the comment early.
 fn comment_safe(s: &str) -> String {
@@ -364,6 +373,9 @@ pub fn compose(reports: &[Report]) -> String {
     let mut out = String::from(
         "# capspy: least privilege observed; merge into your compose file's services\n",
     );
+    for r in reports {
+        out.push_str(&comment_lines(&non_root_lines(r)));
+    }
     out.push_str(&yaml(&file));
     out
 }
@@ -403,6 +415,7 @@ fn k8s(report: &Report) -> String {
     };
     let mut out =
         String::from("# capspy: least privilege observed; merge into the pod spec's containers\n");
+    out.push_str(&comment_lines(&non_root_lines(report)));
     out.push_str(&yaml(&[container]));
     out
 }
@@ -492,8 +505,12 @@ fn hook_notes(hook: &str) -> Vec<String> {
 
 /// `--cap-drop ALL --cap-add X ...`, the form docker run takes.
 pub fn docker_flags(profile: &Profile) -> String {
+    flags_for(&profile.required)
+}
+
+fn flags_for(caps: &BTreeSet<Capability>) -> String {
     let mut flags = String::from("--cap-drop ALL");
-    for cap in &profile.required {
+    for cap in caps {
         let _ = write!(flags, " --cap-add {cap}");
     }
     flags
@@ -557,6 +574,7 @@ fn text(report: &Report) -> String {
             bare_names(&profile.advisory).join(", ")
         );
     }
+    behaviour_sections(&mut out, report);
     if denied && profile.refused.is_empty() {
         out.push_str(
             "Denied checks are not required on their own (programs often fall back); verify by running without them.\n",
@@ -615,6 +633,54 @@ fn verification(out: &mut String, v: &Verification) {
     for a in &v.added {
         let _ = writeln!(out, "  added {}: {}", a.capability, a.reason);
     }
+}
+
+/// The text report's optional, unproven and non-root sections.
+fn behaviour_sections(out: &mut String, report: &Report) {
+    let profile = &report.profile;
+    if !profile.optional.is_empty() {
+        out.push_str(
+            "Optional (checked only where the kernel picks a behaviour; no call fails without \
+             them, so never required):\n",
+        );
+        findings(out, &profile.optional, true);
+    }
+    if !profile.unproven.is_empty() {
+        out.push_str(
+            "Unproven (required, but programs often go on without them; `capspy verify \
+             --minimal -- <your docker run command>` removes each and re-runs):\n",
+        );
+        for u in &profile.unproven {
+            let _ = writeln!(out, "  {:<18} {}", u.capability.to_string(), u.reason);
+        }
+    }
+    for line in non_root_lines(report) {
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+/// What a report says about capabilities a non-root process was refused, one line each plus the
+/// Dockerfile line and the flags that go with it; empty when there are none. Every format
+/// carries them: as lines of the text report, comments in YAML, standard error for `docker`.
+pub fn non_root_lines(report: &Report) -> Vec<String> {
+    let non_root = &report.profile.non_root;
+    if non_root.is_empty() {
+        return Vec::new();
+    }
+    let mut lines = vec!["Non-root (--cap-add alone does not reach these):".to_string()];
+    for n in non_root {
+        lines.push(format!("  {:<18} {}", n.capability.to_string(), n.reason));
+        if let Some(line) = &n.dockerfile {
+            lines.push(format!("  {:<18} Dockerfile: {line}", ""));
+        }
+    }
+    let mut with: BTreeSet<Capability> = report.profile.required.clone();
+    with.extend(non_root.iter().map(|n| n.capability));
+    lines.push(format!(
+        "  With file capabilities, apply: {}",
+        flags_for(&with)
+    ));
+    lines
 }
 
 /// The first line: what was traced.
@@ -771,6 +837,7 @@ fn classifier_str(c: Classifier) -> &'static str {
         Classifier::CallPath => "call path",
         Classifier::Unclassified => "unclassified",
         Classifier::Syscall => "syscall",
+        Classifier::Evidence => "evidence",
     }
 }
 
@@ -1342,5 +1409,37 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let leap = UNIX_EPOCH + Duration::from_millis(951_782_400_250); // 2000-02-29
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.250Z");
+    }
+
+    #[test]
+    fn non_root_advice_reaches_every_format() {
+        let mut denied = row(
+            Capability::NET_BIND_SERVICE,
+            Verdict::Denied,
+            AuditClass::Audited,
+            1,
+        );
+        denied.example.uid = 1000;
+        denied.example.comm = "nc".into();
+        denied.example.exe = Some("/bin/busybox".into());
+        let r = report(vec![denied]);
+        let setcap = "RUN setcap cap_net_bind_service+ep /bin/busybox";
+        let text = r.render(Format::Text);
+        assert!(text.contains(&format!("Dockerfile: {setcap}")), "{text}");
+        assert!(
+            text.contains(
+                "With file capabilities, apply: --cap-drop ALL --cap-add NET_BIND_SERVICE"
+            ),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&r.render(Format::Json)).unwrap();
+        assert_eq!(json["non_root"][0]["dockerfile"], setcap);
+        assert_eq!(json["non_root"][0]["process"]["exe"], "/bin/busybox");
+        for format in [Format::Compose, Format::K8s] {
+            let out = r.render(format);
+            assert!(out.contains(&format!("# Dockerfile: {setcap}")), "{out}");
+        }
+        // The docker format stays the flags alone (the commands print the advice on stderr).
+        assert_eq!(r.render(Format::Docker), "--cap-drop ALL\n");
     }
 }

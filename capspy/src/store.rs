@@ -43,7 +43,9 @@ pub const APPLICATION_ID: i32 = 0x6361_7073;
 ///
 /// History: 2 added `checks.origin` (capabilities kept without a check) to the key; a writer
 /// migrates a version 1 store, a reader reads it as checks only.
-pub const SCHEMA_VERSION: i32 = 2;
+/// 3 added `checks.exe` (the first process's executable); a writer adds the column, a reader
+/// of an older store reads none.
+pub const SCHEMA_VERSION: i32 = 3;
 const SCHEMA_NAME: &str = "capspy";
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,6 +110,8 @@ CREATE TABLE checks (
     uid INTEGER NOT NULL,
     comm TEXT NOT NULL,
     call_path TEXT NOT NULL,
+    -- Version 3: the first process's executable, NULL when unknown.
+    exe TEXT,
     PRIMARY KEY (session, cgroup_id, cap, verdict, audit, userns, bucket, origin)
 ) WITHOUT ROWID;
 ";
@@ -142,6 +146,9 @@ SELECT session, cgroup_id, cap, verdict, audit, userns, bucket, 0, classifier, c
     first_seen_ms, last_seen_ms, pid, tgid, uid, comm, call_path FROM checks_v1;
 DROP TABLE checks_v1;
 ";
+
+/// Version 2 to 3: the first process's executable.
+const MIGRATE_2_TO_3: &str = "ALTER TABLE checks ADD COLUMN exe TEXT;";
 const TABLES: [&str; 5] = ["meta", "sessions", "subjects", "cgroups", "checks"];
 
 #[derive(Debug, thiserror::Error)]
@@ -274,6 +281,8 @@ pub struct CheckRecord {
     pub uid: u32,
     pub comm: String,
     pub call_path: Vec<String>,
+    /// The first process's executable, when it was read (stores before version 2 have none).
+    pub exe: Option<String>,
 }
 
 /// One daemon run.
@@ -547,16 +556,17 @@ impl Store {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO checks (session, cgroup_id, cap, verdict, audit, userns, bucket,
                      classifier, count, first_seen_ms, last_seen_ms, pid, tgid, uid, comm,
-                     call_path, origin)
+                     call_path, origin, exe)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                     ?17)
+                     ?17, ?18)
                  ON CONFLICT (session, cgroup_id, cap, verdict, audit, userns, bucket, origin)
                  DO UPDATE SET
                      classifier = excluded.classifier,
                      count = max(count, excluded.count),
                      last_seen_ms = max(last_seen_ms, excluded.last_seen_ms),
                      call_path = CASE WHEN call_path = '[]' THEN excluded.call_path
-                                      ELSE call_path END",
+                                      ELSE call_path END,
+                     exe = coalesce(exe, excluded.exe)",
             )?;
             for c in checks {
                 let call_path = serde_json::to_string(&c.call_path)
@@ -579,6 +589,7 @@ impl Store {
                     c.comm,
                     call_path,
                     c.origin,
+                    c.exe,
                 ])?;
             }
         }
@@ -718,6 +729,17 @@ impl Store {
         }
     }
 
+    /// Whether the checks table has the `exe` column: a store of version 1, which a reader
+    /// does not migrate, has not.
+    fn has_exe(&self) -> Result<bool, StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM pragma_table_info('checks') WHERE name = 'exe'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n == 1)
+    }
+
     /// Sums check rows by (`group`, aggregation key). `group` and `filter` are SQL fragments
     /// from this module, never from input.
     fn grouped_checks(
@@ -731,11 +753,12 @@ impl Store {
         let sql = format!(
             "SELECT {group}, c.cap, c.verdict, c.audit, c.userns, c.bucket, c.classifier, c.count,
                  c.first_seen_ms, c.last_seen_ms, c.pid, c.tgid, c.uid, c.comm, c.call_path,
-                 c.session, c.cgroup_id, {origin}
+                 c.session, c.cgroup_id, {origin}, {exe}
              FROM subjects s
              JOIN cgroups g ON g.subject = s.id
              JOIN checks c ON c.session = g.session AND c.cgroup_id = g.cgroup_id
-             WHERE {filter}"
+             WHERE {filter}",
+            exe = if self.has_exe()? { "c.exe" } else { "NULL" }
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let mut rows = match param {
@@ -771,6 +794,7 @@ impl Store {
                 uid: r.get(12)?,
                 comm: r.get(13)?,
                 call_path: Vec::new(),
+                exe: r.get(18)?,
             };
             let key = (
                 rec.cap,
@@ -1132,6 +1156,9 @@ fn migrate(conn: &mut Connection, from: i32) -> Result<(), StoreError> {
     if from < 2 {
         tx.execute_batch(MIGRATE_1_TO_2)?;
     }
+    if from < 3 {
+        tx.execute_batch(MIGRATE_2_TO_3)?;
+    }
     tx.execute(
         "UPDATE meta SET value = ?1 WHERE key = 'version'",
         [SCHEMA_VERSION.to_string()],
@@ -1235,6 +1262,7 @@ mod tests {
             uid: 0,
             comm: "chown".into(),
             call_path: vec!["chown_common".into(), "capable_wrt_inode_uidgid".into()],
+            exe: Some("/usr/bin/chown".into()),
         }
     }
 
@@ -1264,11 +1292,17 @@ mod tests {
                  COMMIT;",
                 SCHEMA[SCHEMA.find("CREATE TABLE checks").unwrap()..]
                     .replace("    origin INTEGER NOT NULL DEFAULT 0,\n", "")
+                    .replace(
+                        "    -- Version 3: the first process's executable, NULL when unknown.\n    exe TEXT,\n",
+                        ""
+                    )
                     .replace(", bucket, origin)", ", bucket)")
             ))
             .unwrap();
         }
-        let want = summed(check(7, 0, 3, 1_100, 1_200));
+        // Version 1 had no executables.
+        let mut want = summed(check(7, 0, 3, 1_100, 1_200));
+        want.exe = None;
         let old = Store::open_reader(&path).unwrap();
         assert_eq!(old.checks_for_subject("c1").unwrap(), vec![want.clone()]);
         drop(old);
@@ -1394,6 +1428,52 @@ mod tests {
         assert_eq!(sessions.len(), 1);
         assert_eq!(sessions[0].hook, "tp_btf");
         assert!(sessions[0].last_write_ms.is_some());
+    }
+
+    /// A store as version 2 wrote it: no `exe` column.
+    fn downgrade_to_version_2(path: &Path) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE checks DROP COLUMN exe;
+             UPDATE meta SET value = '2' WHERE key = 'version';
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_version_2_store_is_read_without_executables_and_migrated_by_the_writer() {
+        let dir = TempDir::new();
+        drop(small_store(&dir.db()));
+        downgrade_to_version_2(&dir.db());
+        let mut old = summed(check(7, 0, 3, 1_100, 1_200));
+        old.exe = None;
+        // A reader does not write: it reads the old schema, without executables.
+        let reader = Store::open_reader(&dir.db()).unwrap();
+        assert_eq!(reader.checks_for_subject("c1").unwrap(), [old.clone()]);
+        drop(reader);
+        // The writer migrates, keeps every row, and stores executables from then on.
+        let mut writer = Store::open_writer(&dir.db()).unwrap();
+        assert_eq!(writer.checks_for_subject("c1").unwrap(), [old]);
+        let session = writer.begin_session("tp_btf", 2_000).unwrap();
+        writer
+            .upsert_subject(8, &container("c1", "image:busybox/web"))
+            .unwrap();
+        writer
+            .write_checks(session, &[check(8, 1, 1, 2_100, 2_100)])
+            .unwrap();
+        drop(writer);
+        let version: i32 = Connection::open(dir.db())
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let rows = Store::open_reader(&dir.db())
+            .unwrap()
+            .checks_for_subject("c1")
+            .unwrap();
+        let new = rows.iter().find(|r| r.cap == 1).unwrap();
+        assert_eq!(new.exe.as_deref(), Some("/usr/bin/chown"));
     }
 
     #[test]

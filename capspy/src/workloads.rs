@@ -295,6 +295,7 @@ fn row_from_record(r: &CheckRecord) -> CheckRow {
             tgid: r.tgid,
             uid: r.uid,
             comm: r.comm.clone(),
+            exe: r.exe.clone(),
         },
         r.call_path.clone(),
     )

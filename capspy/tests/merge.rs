@@ -45,9 +45,11 @@ fn row(cap: Capability, verdict: Verdict, count: u64, call_path: &[&str]) -> Che
             tgid: 4242,
             uid: 0,
             comm: "httpd".into(),
+            exe: None,
         },
         call_path: call_path.iter().map(|f| (*f).to_string()).collect(),
         host: None,
+        optional: None,
     }
 }
 

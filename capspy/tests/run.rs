@@ -323,3 +323,81 @@ fn without_privileges_the_error_names_what_is_missing() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+/// `setpriv` (util-linux) running `ps` (procps) as uid 1000: ps reads
+/// /proc/sys/kernel/pid_max, whose permission check asks SYS_ADMIN through
+/// `ns_capable_noaudit <- pid_table_root_permissions` (advisory, denied) in openat and read.
+/// `cat /proc/self/stack` as root asks SYS_ADMIN through `file_ns_capable <- proc_pid_stack`
+/// (audited, granted) in read: one (capability, syscall) pair reached both ways.
+const PS_AS_USER: &str = "setpriv --reuid=1000 --regid=1000 --clear-groups ps -p 1 >/dev/null";
+const STACK_AS_ROOT: &str = "cat /proc/self/stack >/dev/null";
+
+fn has_frame(check: &Value, name: &str) -> bool {
+    check["call_path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f.as_str().unwrap().starts_with(name))
+}
+
+/// Every row of the workload agrees with the kernel: none was reclassified by userspace because
+/// the kernel's class contradicted its own call path.
+fn assert_classes_agree_with_evidence(report: &Value) {
+    for c in report["checks"].as_array().unwrap() {
+        assert_ne!(c["classified_by"], "evidence", "{c:#}");
+    }
+}
+
+#[test]
+fn an_advisory_check_after_an_audited_one_in_the_same_syscall_stays_advisory() {
+    let s = Scratch::new("audited-first");
+    let (out, report) = capspy_run(&s, &[], &sh(&format!("{STACK_AS_ROOT}; {PS_AS_USER}")));
+    assert!(out.status.success(), "{out:?}");
+    assert_classes_agree_with_evidence(&report);
+    let sys_admin = checks_of(&report, "SYS_ADMIN");
+    // ps's denials are advisory: no audited SYS_ADMIN denial at all (the old cache made the
+    // pid_max read one, with this very call path as its evidence).
+    assert!(
+        !sys_admin
+            .iter()
+            .any(|c| c["verdict"] == "denied" && c["audit"] == "audited"),
+        "{report:#}"
+    );
+    assert!(
+        sys_admin
+            .iter()
+            .any(|c| c["verdict"] == "denied" && c["audit"] == "advisory"),
+        "{report:#}"
+    );
+    let stack = sys_admin
+        .iter()
+        .find(|c| has_frame(c, "proc_pid_stack"))
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(
+        (&stack["verdict"], &stack["audit"]),
+        (&"granted".into(), &"audited".into())
+    );
+    assert!(required(&report).contains(&"SYS_ADMIN".to_string()));
+}
+
+#[test]
+fn an_audited_check_after_an_advisory_one_in_the_same_syscall_stays_audited() {
+    let s = Scratch::new("advisory-first");
+    let (out, report) = capspy_run(&s, &[], &sh(&format!("{PS_AS_USER}; {STACK_AS_ROOT}")));
+    assert!(out.status.success(), "{out:?}");
+    assert_classes_agree_with_evidence(&report);
+    // The read of /proc/self/stack is audited and makes SYS_ADMIN required, although the
+    // cache learnt "advisory" for SYS_ADMIN in read from ps, and root's overcommit checks had
+    // made a granted advisory SYS_ADMIN row before it.
+    let sys_admin = checks_of(&report, "SYS_ADMIN");
+    let audited: Vec<&&Value> = sys_admin
+        .iter()
+        .filter(|c| c["verdict"] == "granted" && c["audit"] == "audited")
+        .collect();
+    assert_eq!(audited.len(), 1, "{report:#}");
+    assert!(has_frame(audited[0], "proc_pid_stack"), "{report:#}");
+    assert!(
+        required(&report).contains(&"SYS_ADMIN".to_string()),
+        "{report:#}"
+    );
+}

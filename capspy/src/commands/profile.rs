@@ -166,5 +166,11 @@ async fn one_store(
         report = report.with_verification(v);
     }
     print!("{}", report.render(format));
+    // The flags alone must stay usable as `$(capspy profile --format docker ...)`.
+    if format == Format::Docker {
+        for line in render::non_root_lines(&report) {
+            eprintln!("capspy: {}", line.trim_start());
+        }
+    }
     Ok(status)
 }

@@ -21,7 +21,7 @@ use crate::docker_cli;
 use crate::hook::{HookChoice, KernelInfo, Tracer};
 use crate::privilege;
 use crate::profile::{BootClock, Bucket, CheckRow, Profile};
-use crate::render::{Format, Report, Subject};
+use crate::render::{self, Format, Report, Subject};
 use crate::text;
 
 #[derive(Debug, clap::Args)]
@@ -202,6 +202,12 @@ async fn finish(
         args.output.as_deref(),
         Stream::Stderr,
     )?;
+    // The flags alone must stay usable as `$(capspy run --format docker ...)`.
+    if args.format == Format::Docker {
+        for line in render::non_root_lines(&report) {
+            eprintln!("capspy: {}", line.trim_start());
+        }
+    }
     Ok(status)
 }
 

@@ -3,9 +3,11 @@
 
 use std::collections::BTreeSet;
 
+use serde::Deserialize as _;
 use serde_json::Value;
 
 use crate::caps::{CapError, CapSet, Capability};
+use crate::profile::{CheckClass, UserNs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -57,22 +59,21 @@ impl ProfileUnderTest {
         let mut granted = BTreeSet::new();
         let mut denied = BTreeSet::new();
         for check in checks {
-            // Older reports have no bucket: everything was the workload's.
-            let app = check["bucket"].as_str().is_none_or(|b| b == "app");
-            let audited = check["audit"] == "audited";
-            let host_level = check["user_namespace"] != "other";
-            if !(app && audited && host_level) {
+            // The profile's own rule; fields older reports lack default to what they meant.
+            let class = CheckClass::deserialize(check)
+                .map_err(|_| ReportError::Shape("a check has no valid \"verdict\" or \"audit\""))?;
+            if !class.shows_need() || class.user_namespace == UserNs::Other {
                 continue;
             }
             let cap: Capability = check["capability"]
                 .as_str()
                 .ok_or(ReportError::Shape("a check has no \"capability\""))?
                 .parse()?;
-            match check["verdict"].as_str() {
-                Some("granted") => granted.insert(cap),
-                Some("denied") => denied.insert(cap),
-                _ => return Err(ReportError::Shape("a check has no \"verdict\"")),
-            };
+            if class.makes_required() {
+                granted.insert(cap);
+            } else {
+                denied.insert(cap);
+            }
         }
         let refused = denied
             .into_iter()
