@@ -366,7 +366,9 @@ pub const SITE_AUDITED: u8 = 1;
 pub const SITE_ADVISORY: u8 = 2;
 pub const SITE_ALWAYS_WALK: u8 = 3;
 
-pub const CGROUPS_BYTES: u32 = 256 * 1024;
+/// About 7,700 records: churn tests make 1,500 cgroups in a few seconds, two daemons at a time
+/// (256 KiB, 960 records, overflowed under load and lost the paths of removed cgroups).
+pub const CGROUPS_BYTES: u32 = 2 * 1024 * 1024;
 /// Longest cgroup path kept (container paths are well under it).
 pub const CGROUP_PATH_LEN: usize = 256;
 

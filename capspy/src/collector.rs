@@ -53,7 +53,10 @@ pub struct Collector {
     /// cgroups of first sightings not yet handed out by [`Collector::take_new_cgroups`].
     new_cgroups: Vec<u64>,
     /// Cgroup v2 directories as the kernel made them, when the `cgroup_mkdir` program attached.
-    made_cgroups: Option<RingBuf<MapData>>,
+    /// Watched like `sightings`: a burst of short-lived cgroups that make no new key would
+    /// otherwise fill the ring between two sweeps, and a lost record leaves only a walk, which
+    /// cannot find a cgroup already removed.
+    made_cgroups: Option<AsyncFd<RingBuf<MapData>>>,
     made_paths: Vec<(u64, String)>,
     /// First sightings kept for [`Collector::take_sightings`]; None unless asked for (drift).
     sightings_out: Option<Vec<(CheckKey, CheckStats)>>,
@@ -77,7 +80,14 @@ impl Collector {
             exes: StdHashMap::new(),
             latest: StdHashMap::new(),
             new_cgroups: Vec::new(),
-            made_cgroups: tracer.take_map(maps::NEW_CGROUPS).ok(),
+            made_cgroups: tracer
+                .take_map::<RingBuf<MapData>>(maps::NEW_CGROUPS)
+                .ok()
+                // SAFETY: as for `sightings`.
+                .and_then(|ring| {
+                    unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+                        .ok()
+                }),
             made_paths: Vec::new(),
             sightings_out: None,
         })
@@ -85,9 +95,13 @@ impl Collector {
 
     /// Waits until the ring buffer has records, then takes them all.
     pub async fn next_sightings(&mut self) -> std::io::Result<()> {
-        let mut guard = self.sightings.readable_mut().await?;
-        guard.clear_ready();
-        drop(guard);
+        match &self.made_cgroups {
+            Some(made) => tokio::select! {
+                guard = self.sightings.readable_mut() => guard?.clear_ready(),
+                guard = made.readable() => guard?.clear_ready(),
+            },
+            None => self.sightings.readable_mut().await?.clear_ready(),
+        }
         self.drain_sightings();
         Ok(())
     }
@@ -108,6 +122,7 @@ impl Collector {
     /// could only be looked for by a walk, which cannot find it.
     fn drain_made_cgroups(&mut self) {
         if let Some(ring) = &mut self.made_cgroups {
+            let ring = ring.get_mut();
             while let Some(item) = ring.next() {
                 if let Some(made) = decode::<NewCgroup>(&item) {
                     self.made_paths.push((made.id, kernel_string(&made.path)));
