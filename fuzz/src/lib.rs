@@ -68,11 +68,24 @@ pub fn read_store(path: &Path, store: &Store) {
     });
     if let Some(name) = name {
         let formats = Format::value_variants();
-        let _ = profile(&ProfileArgs {
-            format: formats[name.len() % formats.len()],
-            name,
-            store: path.to_path_buf(),
-        });
+        let args = ProfileArgs {
+            format: Some(formats[name.len() % formats.len()]),
+            name: Some(name),
+            all: false,
+            store: vec![path.to_path_buf()],
+            to: None,
+            merge_images: false,
+            verify: false,
+            timeout: std::time::Duration::from_secs(1),
+            command: Vec::new(),
+        };
+        // `profile` is async (its --verify runs containers); without --verify it only reads.
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            let _ = rt.block_on(profile(&args));
+        }
     }
 }
 
