@@ -1,0 +1,321 @@
+//! The prose under the tables; its numbers and verdicts are the run's own.
+
+use std::fmt::Write as _;
+
+use super::cost::Variant;
+use super::report::{
+    BPFTRACE_TARGET, CPU_TARGET, FLOOR_TARGET, READ_TARGET_SECS, RSS_TARGET_KIB, Report, group,
+    kib, mb, median,
+};
+
+impl Report {
+    pub(super) fn reading_note(&self) -> String {
+        let mut out = String::from(
+            "`capspy ls` computes one profile per workload and per running container, one \
+             indexed query each, so it grows with the number of workloads; `capspy profile` \
+             reads one workload.",
+        );
+        for (shown, times, cpu) in &self.reading.commands {
+            let (wall, cpu) = (median(times), median(cpu));
+            if wall >= READ_TARGET_SECS && cpu < READ_TARGET_SECS {
+                let _ = write!(
+                    out,
+                    " `{shown}` missed the target in wall time ({:.0} ms) while its CPU time was \
+                     {:.0} ms: the machine was shared (see the load average above), so on an idle \
+                     machine it answers in about its CPU time.",
+                    wall * 1e3,
+                    cpu * 1e3
+                );
+            } else if cpu >= READ_TARGET_SECS {
+                let _ = write!(
+                    out,
+                    " `{shown}` needs {:.0} ms of CPU: a single query for all workloads (the \
+                     store has `checks_by_workload` for that) instead of one per workload would \
+                     remove most of it.",
+                    cpu * 1e3
+                );
+            }
+        }
+        out
+    }
+
+    pub(super) fn inside(&self, v: Variant) -> f64 {
+        self.inside
+            .programs
+            .iter()
+            .find(|(p, _)| *p == v)
+            .map_or(f64::NAN, |p| p.1)
+    }
+
+    /// A hot-path piece's cost over the empty bpftrace program.
+    pub(super) fn helper(&self, name: &str) -> f64 {
+        let empty = self.inside.helpers.first().map_or(0.0, |h| h.1);
+        self.inside
+            .helpers
+            .iter()
+            .find(|h| h.0 == name)
+            .map_or(f64::NAN, |h| (h.1 - empty).max(0.0))
+    }
+
+    /// The prose under the tables; its numbers and verdicts are this run's.
+    pub(super) fn analysis(&self) -> String {
+        format!(
+            "{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n**Reading.** {}\n",
+            self.per_check_note(),
+            self.hot_path_note(),
+            self.mmap_note(),
+            self.daemon_note(),
+            self.scale_note(),
+            self.reading_note(),
+        )
+    }
+
+    fn per_check_note(&self) -> String {
+        let d = self.derived();
+        let floor = d.median_added(Variant::Floor);
+        let bpftrace = d.median_added(Variant::Bpftrace);
+        let third_note = if floor >= bpftrace / 3.0 {
+            format!(
+                " That is less than the floor itself adds ({floor:.0} ns): on this machine no \
+                 program on capspy's hook, however small, can be within a third of \
+                 bpftrace's cost, so the two targets cannot both be met here{}.",
+                if d.floor_ratio() <= FLOOR_TARGET {
+                    "; capspy meets the one measured against its own hook"
+                } else {
+                    ""
+                }
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "**Per check.** capspy adds {capspy:.0} ns to a check; the floor adds {floor:.0} ns, \
+             bpftrace {bpftrace:.0} ns and per-event streaming {stream:.0} ns. capspy/floor is \
+             {fr:.1} (target ≤ 2: {fv}); capspy/bpftrace is {br:.2} (target ≤ 0.33: {bv}). The \
+             floor's added cost is almost only the hook itself (the tp_btf trampoline around a \
+             one-instruction program), so 2× the floor leaves capspy about {budget:.0} ns for all \
+             its work; bpftrace's one-liner pays the classic tracepoint (the event record is built \
+             before the program runs) and a hash update, which sets a third of it at {third:.0} ns.\
+             {third_note}",
+            capspy = d.median_added(Variant::Capspy),
+            stream = d.median_added(Variant::Stream),
+            fr = d.floor_ratio(),
+            br = d.bpftrace_ratio(),
+            fv = verdict(d.floor_ratio() <= FLOOR_TARGET),
+            bv = verdict(d.bpftrace_ratio() <= BPFTRACE_TARGET),
+            budget = 2.0 * floor,
+            third = bpftrace / 3.0,
+        )
+    }
+
+    /// The CHECKS hash lookup on capspy's 16-byte key lies between a map add on one trivial key
+    /// and bpftrace's lookup-and-update on its (cgroup, cap, ret) key less the cgroup id:
+    /// (low, high) in ns.
+    fn hash_range(&self) -> (f64, f64) {
+        let low = self.helper("hash map add, one global key");
+        let high = (self.helper("the one-liner: key (cgroup, cap, ret), hash map add")
+            - self.helper("cgroup id"))
+        .max(low);
+        (low, high)
+    }
+
+    fn hot_path_note(&self) -> String {
+        let pieces = [
+            ("`bpf_get_current_cgroup_id`", self.helper("cgroup id")),
+            ("`bpf_get_current_pid_tgid`", self.helper("pid/tgid")),
+        ];
+        let (hash_low, hash_high) = self.hash_range();
+        let others: f64 = pieces.iter().map(|p| p.1).sum();
+        let mut ranked = pieces.to_vec();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut list = String::new();
+        let _ = writeln!(
+            list,
+            "- the CHECKS hash lookup on the 16-byte key, then the atomic add: ~{hash_low:.0}–\
+             {hash_high:.0} ns (a map add on one trivial key; bpftrace's lookup and update on its \
+             (cgroup, cap, ret) key, less the cgroup id)"
+        );
+        for (what, ns) in &ranked {
+            let _ = writeln!(list, "- {what}: ~{ns:.0} ns");
+        }
+        format!(
+            "**Where capspy's time goes.** Inside its program a check takes {ic:.0} ns against \
+             {ifl:.0} ns for the floor's (kernel BPF stats; both include the stats' own two \
+             clock reads), so about {extra:.0} ns of capspy's work per check. Its hot path calls, \
+             with what each costs on this machine (bpftrace bodies over an empty one, same \
+             stats; together ~{lo:.0}–{hi:.0} ns, the rest being the program's own instructions: \
+             building the key, branches, bounds checks):\n\n{list}\
+             - `bpf_get_current_task_btf` and `bpf_task_pt_regs`, then plain loads through \
+             those BTF pointers of `task->real_cred` (borrowed credentials), the first 8 bytes \
+             of `task->comm` (runtime bucket) and `orig_ax` (syscall number for the call-site \
+             class): instructions the verifier guards, not helper calls (a \
+             `bpf_probe_read_kernel` would cost ~{probe:.0} ns each)\n\
+             - two inlined array lookups (call-site class, user namespace) and the \
+             runtime-comm compare: ~1 ns each\n\n\
+             The clock (`bpf_ktime_get_boot_ns`, ~{ktime:.0} ns here) and the whole process name \
+             (`bpf_get_current_comm`, ~{comm:.0} ns) are read only for a key's first check: the \
+             daemon dates the latest check by the sweep that sees its count change.\n\n\
+             What is left is the aggregation itself: the cgroup id and the hash update stay; \
+             a per-CPU hash would drop the atomic, which only matters with many CPUs sharing a \
+             hot key. {reach}",
+            ic = self.inside(Variant::Capspy),
+            ifl = self.inside(Variant::Floor),
+            extra = self.inside(Variant::Capspy) - self.inside(Variant::Floor),
+            lo = others + hash_low,
+            hi = others + hash_high,
+            probe = self.helper("probe_read (task->real_cred)"),
+            ktime = self.helper("ktime"),
+            comm = self.helper("comm"),
+            reach = self.reach_note(),
+        )
+    }
+
+    /// Whether the aggregation's core (cgroup id and hash update) leaves room under the target.
+    fn reach_note(&self) -> String {
+        let d = self.derived();
+        let floor = d.median_added(Variant::Floor);
+        let (hash_low, hash_high) = self.hash_range();
+        let core_low = self.helper("cgroup id") + hash_low;
+        let core_high = self.helper("cgroup id") + hash_high;
+        if d.floor_ratio() <= FLOOR_TARGET {
+            format!(
+                "Those two cost ~{core_low:.0}–{core_high:.0} ns here against the floor's \
+                 {floor:.0} ns; the rest of capspy's work fits the ≤ 2× budget in this run."
+            )
+        } else if core_low >= floor {
+            format!(
+                "Those two cost at least ~{core_low:.0} ns here, as much as the floor's whole \
+                 {floor:.0} ns, so ≤ 2× the floor is out of reach for a tracer that \
+                 aggregates by cgroup in the kernel."
+            )
+        } else if core_high >= floor {
+            format!(
+                "Those two cost ~{core_low:.0}–{core_high:.0} ns here against the floor's \
+                 {floor:.0} ns: ≤ 2× the floor leaves almost no room for the key's \
+                 classification (audit class, bucket, user namespace)."
+            )
+        } else {
+            format!(
+                "Those two cost ~{core_low:.0}–{core_high:.0} ns here against the floor's \
+                 {floor:.0} ns; the rest of the excess is the key's classification (audit \
+                 class, bucket, user namespace)."
+            )
+        }
+    }
+
+    fn mmap_note(&self) -> String {
+        let mmap = self
+            .derived()
+            .mmap_added
+            .get(&Variant::Capspy)
+            .map_or(f64::NAN, |x| median(x));
+        format!(
+            "**The common check.** The overcommit check made by every private writable mmap \
+             costs {mmap:.0} ns added with capspy ({im:.0} ns inside the program): its call-site \
+             cache answers the audit class from an array, so it costs what a setuid check does. \
+             A tracer that read the stack on every check to tell advisory from audited checks \
+             would pay `bpf_get_stack` every time.",
+            im = self.inside.capspy_mmap,
+        )
+    }
+
+    fn daemon_note(&self) -> String {
+        let dc = &self.daemon;
+        let profile = if dc.profile.top.is_empty() {
+            "(perf was not installed, so no profile)".to_owned()
+        } else {
+            format!(
+                "its hottest functions under the load were {}.",
+                dc.profile.hottest()
+            )
+        };
+        let scale_profile = if self.scale.profile.top.is_empty() {
+            String::new()
+        } else {
+            format!("; hottest there: {}", self.scale.profile.hottest())
+        };
+        let peak_note = if dc.attach_hwm_kib + 1024 >= dc.hwm_kib {
+            format!(
+                "the peak was already reached when it had attached ({:.1} MB), so it comes \
+                 from starting up (the kernel's BTF and symbol table are read then), not \
+                 from the load.",
+                mb(dc.attach_hwm_kib)
+            )
+        } else {
+            format!(
+                "the peak grew after attaching ({:.1} MB then), under the load.",
+                mb(dc.attach_hwm_kib)
+            )
+        };
+        format!(
+            "**The daemon.** {cpu:.2}% of a core at {rate} checks per second (target < 1%: \
+             {cv}); its CPU does not depend on the check rate (the kernel aggregates) but on \
+             what it does once per sweep: read every key of the map and write (and symbolize) only the \
+             keys whose count changed since the last sweep; {profile} Holding the keys of {n} \
+             containers, the idle daemon took {idle:.2}% of a core{scale_profile}: reading the \
+             map key by key (one syscall each) and checking that each cgroup still exists. \
+             Resident memory {rss:.1} MB ({anon:.1} \
+             MB anonymous, {file:.1} MB of mapped binary), peak {hwm:.1} MB (target < 30 MB: \
+             steady {rv}, peak {hv}); {peak_note}",
+            cpu = dc.cpu_ticks * 100.0,
+            rate = group(dc.checks_per_sec),
+            cv = verdict(dc.cpu_ticks < CPU_TARGET && dc.cpu_sched < CPU_TARGET),
+            n = self.scale.cgroups,
+            idle = self.scale.idle_cpu * 100.0,
+            rss = mb(dc.rss_kib),
+            anon = mb(dc.anon_kib),
+            file = mb(dc.file_kib),
+            hwm = mb(dc.hwm_kib),
+            rv = verdict(dc.rss_kib < RSS_TARGET_KIB),
+            hv = verdict(dc.hwm_kib < RSS_TARGET_KIB),
+        )
+    }
+
+    fn scale_note(&self) -> String {
+        let checks_map = self.scale.maps.iter().find(|m| m.name == "CHECKS");
+        let churn = match (
+            checks_map.and_then(|m| m.entries),
+            self.scale.keys_after_removal,
+        ) {
+            (Some(before), Some(after)) if after < before / 2 => format!(
+                "The daemon frees the keys of removed cgroups once their final counts are \
+                 stored ({} keys with the cgroups, {} two sweeps after they were removed), \
+                 so container churn does not fill it.",
+                group(before),
+                group(after)
+            ),
+            (Some(before), Some(after)) => format!(
+                "The keys of removed cgroups stay ({} keys with the cgroups, {} two sweeps \
+                 after they were removed), so a host with container churn fills it over time.",
+                group(before),
+                group(after)
+            ),
+            _ => "(Without bpftool the bench cannot count entries to see whether removed \
+                  cgroups' keys are freed.)"
+                .to_owned(),
+        };
+        format!(
+            "**Scale and full maps.** {exact} of {n} concurrent cgroups were attributed exactly. \
+             CHECKS is a preallocated hash: {memlock} whatever the number of containers, {max} \
+             keys, one per (cgroup, capability, verdict, audit class, user namespace, bucket) \
+             seen; a container makes a handful, so thousands of live containers fit. {churn} \
+             When it is full, a check whose key is new is \
+             not stored: the kernel counts it in COUNTERS (`CHECKS_OVERFLOW`), which `capspy \
+             run` reports as `losses.checks_overflow`; keys already in the map keep counting. \
+             The daemon keeps the same counters for \
+             each session in the store. \
+             KPROBE_ARGS has one entry unless the kprobe method is the one attached.",
+            exact = self.scale.exact,
+            n = self.scale.cgroups,
+            memlock = checks_map.map_or_else(
+                || "its memory is fixed at load".to_owned(),
+                |m| format!("{:.1} MiB of kernel memory", kib(m.memlock) / 1024.0)
+            ),
+            max = group(checks_map.map_or(32_768, |m| m.max_entries)),
+        )
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "missed" }
+}

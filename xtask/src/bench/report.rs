@@ -1,0 +1,408 @@
+//! The report: the machine, the run's figures, per-round derivations, the targets, number
+//! formatting, and the markdown document around the tables and the analysis.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use super::Plan;
+use super::cost::{Cost, Counts, Variant};
+use super::daemon::DaemonCost;
+use super::inside::Inside;
+use super::reading::Reading;
+use super::scale::Scale;
+use crate::cmd;
+
+pub(super) fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => f64::midpoint(v[n / 2 - 1], v[n / 2]),
+    }
+}
+
+pub(super) fn min_max(xs: &[f64]) -> (f64, f64) {
+    xs.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
+/// "median (min–max)".
+pub(super) fn spread(xs: &[f64], digits: usize) -> String {
+    let (lo, hi) = min_max(xs);
+    format!("{:.digits$} ({lo:.digits$}–{hi:.digits$})", median(xs))
+}
+
+pub(super) struct Machine {
+    pub(super) kernel: String,
+    pub(super) cpus: usize,
+    pub(super) cpu_model: String,
+    pub(super) memory: String,
+    pub(super) revision: String,
+    pub(super) bpftrace: String,
+    /// 1, 5 and 15 minute load averages when the run ended: other work on the machine shows
+    /// up as noise in every figure.
+    pub(super) loadavg: String,
+}
+
+impl Machine {
+    pub(super) fn probe() -> Self {
+        let quiet = |cmd: &mut Command| cmd::output(cmd).map(|s| s.trim().to_owned()).ok();
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let mem_kib: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        let git = |args: &[&str]| {
+            quiet(
+                Command::new("git")
+                    .current_dir(cmd::workspace_root())
+                    .args(args),
+            )
+            .unwrap_or_default()
+        };
+        // BENCHMARKS.md itself is the previous run's output, not a change to what is measured.
+        let dirty = if git(&[
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":(exclude)BENCHMARKS.md",
+        ])
+        .is_empty()
+        {
+            ""
+        } else {
+            " with uncommitted changes"
+        };
+        Self {
+            kernel: quiet(Command::new("uname").arg("-r")).unwrap_or_default(),
+            cpus: thread::available_parallelism().map_or(0, std::num::NonZero::get),
+            cpu_model: cpuinfo
+                .lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+                .unwrap_or_default(),
+            memory: format!("{} GiB", mem_kib / (1024 * 1024)),
+            revision: format!("{}{dirty}", git(&["rev-parse", "--short", "HEAD"])),
+            bpftrace: quiet(Command::new("bpftrace").arg("--version")).unwrap_or_default(),
+            loadavg: fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+}
+
+pub(super) struct Report {
+    pub(super) plan: Plan,
+    pub(super) machine: Machine,
+    pub(super) counts: Counts,
+    pub(super) cost: Cost,
+    pub(super) inside: Inside,
+    pub(super) daemon: DaemonCost,
+    pub(super) scale: Scale,
+    pub(super) reading: Reading,
+    pub(super) elapsed: Duration,
+    pub(super) quick: bool,
+}
+
+/// Per-round figures derived from the rounds.
+pub(super) struct Derived {
+    /// Added ns per check over the same round's baseline.
+    pub(super) added: BTreeMap<Variant, Vec<f64>>,
+    pub(super) capspy_floor: Vec<f64>,
+    pub(super) capspy_bpftrace: Vec<f64>,
+    pub(super) mmap_added: BTreeMap<Variant, Vec<f64>>,
+}
+
+pub(super) fn added_over_baseline(
+    rounds: &BTreeMap<Variant, Vec<f64>>,
+) -> BTreeMap<Variant, Vec<f64>> {
+    let base = rounds.get(&Variant::Baseline).cloned().unwrap_or_default();
+    rounds
+        .iter()
+        .filter(|(v, _)| **v != Variant::Baseline)
+        .map(|(v, xs)| (*v, xs.iter().zip(&base).map(|(x, b)| x - b).collect()))
+        .collect()
+}
+
+pub(super) fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| x / y).collect()
+}
+
+pub(super) const FLOOR_TARGET: f64 = 2.0;
+pub(super) const BPFTRACE_TARGET: f64 = 1.0 / 3.0;
+pub(super) const CPU_TARGET: f64 = 0.01;
+/// 30 MB, in the KiB that /proc reports.
+pub(super) const RSS_TARGET_KIB: u64 = 30_000_000 / 1024;
+pub(super) const READ_TARGET_SECS: f64 = 1.0;
+
+pub(super) fn met(ok: bool) -> &'static str {
+    if ok { "**met**" } else { "**missed**" }
+}
+
+impl Derived {
+    pub(super) fn median_added(&self, v: Variant) -> f64 {
+        self.added.get(&v).map_or(f64::NAN, |x| median(x))
+    }
+
+    pub(super) fn floor_ratio(&self) -> f64 {
+        self.median_added(Variant::Capspy) / self.median_added(Variant::Floor)
+    }
+
+    pub(super) fn bpftrace_ratio(&self) -> f64 {
+        self.median_added(Variant::Capspy) / self.median_added(Variant::Bpftrace)
+    }
+}
+
+impl Report {
+    pub(super) fn derived(&self) -> Derived {
+        let added = added_over_baseline(&self.cost.setuid);
+        let get = |v| added.get(&v).cloned().unwrap_or_default();
+        Derived {
+            capspy_floor: ratios(&get(Variant::Capspy), &get(Variant::Floor)),
+            capspy_bpftrace: ratios(&get(Variant::Capspy), &get(Variant::Bpftrace)),
+            mmap_added: added_over_baseline(&self.cost.mmap),
+            added,
+        }
+    }
+
+    pub(super) fn markdown(&self, tables: &str) -> String {
+        let m = &self.machine;
+        format!(
+            "# capspy benchmarks\n\n\
+             What capspy costs on the host it watches, measured by `cargo xtask bench` against the \
+             floor (the least a program on the same hook can cost) and its peers. Every figure \
+             below comes from one run; the analysis under the tables is written by the same run \
+             from its own figures.\n\n\
+             ## Machine\n\n\
+             - kernel {kernel}, {cpus} CPUs ({model}), {memory} RAM (a Firecracker guest on the \
+             project's machines)\n\
+             - capspy {revision}, hook tp_btf (the only one this kernel allows; see \
+             `capspy doctor`)\n\
+             - {bpftrace}\n\
+             - load average at the end of the run (1, 5, 15 min): {loadavg}; anything above \
+             the bench's own ~1 means other work shared the CPUs and widened the spreads\n\n\
+             ## Reproduce\n\n\
+             As root, from a clone (needs gcc with a static libc and `bpftrace`; `bpftool` adds \
+             map names and entry counts, `perf` the daemon's profile):\n\n\
+             ```sh\ncargo xtask bench           # about {minutes} minutes; writes BENCHMARKS.md\n\
+             cargo xtask bench --quick   # smoke test: small counts, prints the tables only\n```\n\n\
+             `cargo test -p xtask --release --test bench` runs the quick one and checks that every \
+             table is printed and every fake container attributed (no timing is asserted).\n\n\
+             ## Results\n\n{tables}\n\n\
+             ## Analysis\n\n{analysis}",
+            kernel = m.kernel,
+            cpus = m.cpus,
+            model = m.cpu_model,
+            memory = m.memory,
+            revision = m.revision,
+            bpftrace = m.bpftrace,
+            loadavg = m.loadavg,
+            minutes = self.elapsed.as_secs().div_ceil(60),
+            analysis = self.analysis(),
+        )
+    }
+}
+
+pub(super) fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[expect(clippy::cast_precision_loss, reason = "display only")]
+pub(super) fn ratio_u(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        f64::NAN
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+#[expect(clippy::cast_precision_loss, reason = "display only")]
+pub(super) fn kib_to_mib(k: u64) -> f64 {
+    k as f64 / 1024.0
+}
+
+/// KiB (as /proc reports) to decimal MB, the unit of the target.
+#[expect(clippy::cast_precision_loss, reason = "display only")]
+pub(super) fn mb(k: u64) -> f64 {
+    k as f64 * 1024.0 / 1e6
+}
+
+#[expect(clippy::cast_precision_loss, reason = "display only")]
+pub(super) fn kib(bytes: u64) -> f64 {
+    bytes as f64 / 1024.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::daemon::Profile;
+    use crate::bench::inside::HELPER_PROGRAMS;
+    use crate::bench::scale::MapInfo;
+
+    #[test]
+    fn statistics() {
+        assert!((median(&[3.0, 1.0, 2.0]) - 2.0).abs() < 1e-9);
+        assert!((median(&[4.0, 1.0, 2.0, 3.0]) - 2.5).abs() < 1e-9);
+        assert_eq!(min_max(&[2.0, -1.0, 5.0]), (-1.0, 5.0));
+        assert_eq!(spread(&[1.0, 2.0, 10.0], 1), "2.0 (1.0–10.0)");
+        assert_eq!(group(1_234_567), "1,234,567");
+        assert_eq!(group(999), "999");
+    }
+
+    fn fixture() -> Report {
+        let rounds = |base: f64| -> Vec<f64> { (0..3).map(|i| base + f64::from(i)).collect() };
+        let mut setuid = BTreeMap::new();
+        for (v, b) in [
+            (Variant::Baseline, 460.0),
+            (Variant::Floor, 495.0),
+            (Variant::Capspy, 530.0),
+            (Variant::Bpftrace, 570.0),
+            (Variant::Stream, 1160.0),
+        ] {
+            setuid.insert(v, rounds(b));
+        }
+        let mut mmap = BTreeMap::new();
+        for (v, b) in [
+            (Variant::Baseline, 1030.0),
+            (Variant::Floor, 1060.0),
+            (Variant::Capspy, 1090.0),
+        ] {
+            mmap.insert(v, rounds(b));
+        }
+        Report {
+            plan: Plan::new(false),
+            machine: Machine {
+                kernel: "6.18".into(),
+                cpus: 2,
+                cpu_model: "cpu".into(),
+                memory: "23 GiB".into(),
+                revision: "abc".into(),
+                bpftrace: "bpftrace v0.17.0".into(),
+                loadavg: "1 2 3".into(),
+            },
+            counts: Counts {
+                setuid_calls: 100_000,
+                setuid_checks: 100_000,
+                mmap_calls: 100_000,
+                mmap_checks: 100_000,
+            },
+            cost: Cost {
+                setuid,
+                mmap,
+                stream_events: (1000, 0),
+                bpftrace_unverified: 1,
+            },
+            inside: Inside {
+                programs: vec![(Variant::Floor, 42.0), (Variant::Capspy, 80.0)],
+                capspy_mmap: 73.0,
+                helpers: HELPER_PROGRAMS
+                    .iter()
+                    .zip([38.0, 33.0, 42.0, 49.0, 68.0, 42.0, 45.0, 87.0])
+                    .map(|((w, _), ns)| (*w, ns))
+                    .collect(),
+            },
+            daemon: fixture_daemon(),
+            scale: fixture_scale(),
+            reading: Reading {
+                workloads: 10_000,
+                running: 1000,
+                store_kib: 9000,
+                build_secs: 0.5,
+                commands: vec![("capspy ls".into(), vec![1.2, 1.3], vec![0.4, 0.5])],
+            },
+            elapsed: Duration::from_secs(315),
+            quick: false,
+        }
+    }
+
+    fn fixture_daemon() -> DaemonCost {
+        DaemonCost {
+            checks_per_sec: 99_999,
+            cpu_ticks: 0.0,
+            cpu_sched: 0.001,
+            window_secs: 10.0,
+            rss_kib: 16_500,
+            hwm_kib: 32_000,
+            anon_kib: 7_700,
+            file_kib: 8_800,
+            keys: Some(3),
+            attach_hwm_kib: 32_000,
+            profile: Profile {
+                samples: 7,
+                top: vec![(14.0, "f".into())],
+            },
+        }
+    }
+
+    fn fixture_scale() -> Scale {
+        let map = |name: &str, entries| MapInfo {
+            name: name.into(),
+            kind: "hash".into(),
+            key: 16,
+            value: 56,
+            max_entries: 32_768,
+            memlock: 4_457_000,
+            entries,
+        };
+        Scale {
+            cgroups: 1000,
+            exact: 1000,
+            errors: vec!["e".into()],
+            listed: 1000,
+            checks: 500_500,
+            maps: vec![map("CHECKS", Some(1002)), map("id 9", None)],
+            idle_cpu: 0.002,
+            idle_secs: 5.0,
+            rss_kib: 18_500,
+            verify_secs: 1.8,
+            profile: Profile::default(),
+            keys_after_removal: Some(5),
+        }
+    }
+
+    /// Every section and paragraph is rendered, and the verdicts follow the figures.
+    #[test]
+    fn renders_every_section_with_verdicts_from_the_figures() {
+        let r = fixture();
+        let doc = r.markdown(&r.tables());
+        for needle in [
+            "### 1. Per-check cost",
+            "| capspy / floor | 2.00 |",
+            "### 2. The daemon's own cost",
+            "### 3. Scale",
+            "| CHECKS | hash |",
+            "### 4. Reading",
+            "**Per check.** capspy adds 70 ns",
+            "capspy/floor is 2.0 (target ≤ 2: met)",
+            "**Where capspy's time goes.**",
+            "**The common check.**",
+            "peak 32.8 MB (target < 30 MB: steady met, peak missed)",
+            "(1,002 keys with the cgroups, 5 two sweeps after they were removed)",
+            "`capspy ls` missed the target in wall time (1250 ms)",
+            "Whole benchmark: 315 s.",
+        ] {
+            assert!(doc.contains(needle), "no {needle:?} in:\n{doc}");
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The tables, as printed and as in BENCHMARKS.md.
+
+use std::fmt::Write as _;
+
+use super::cost::VARIANTS;
+use super::report::{
+    BPFTRACE_TARGET, CPU_TARGET, FLOOR_TARGET, READ_TARGET_SECS, RSS_TARGET_KIB, Report, group,
+    kib, kib_to_mib, mb, median, met, ratio_u, spread,
+};
+
+impl Report {
+    pub(super) fn tables(&self) -> String {
+        let mut s = String::new();
+        self.setuid_table(&mut s);
+        self.mmap_table(&mut s);
+        self.inside_tables(&mut s);
+        self.daemon_table(&mut s);
+        self.scale_table(&mut s);
+        self.reading_table(&mut s);
+        let _ = write!(
+            s,
+            "\nWhole benchmark: {:.0} s{}.",
+            self.elapsed.as_secs_f64(),
+            if self.quick {
+                " (--quick: smoke test, not a measurement)"
+            } else {
+                ""
+            }
+        );
+        s
+    }
+
+    /// Section 1: the setuid loop under every variant, and the ratios judged.
+    fn setuid_table(&self, s: &mut String) {
+        let d = self.derived();
+        let p = &self.plan;
+        let _ = writeln!(
+            s,
+            "### 1. Per-check cost\n\n`setuid(0)` loop as root, {} calls per measurement, {} rounds, \
+             the variants' order rotated every round; min/median/max over rounds. Times are the \
+             workload's CPU time per call (CLOCK_PROCESS_CPUTIME_ID) in the fastest tenth of \
+             each measurement: the programs run in the calling task, so their cost is in it, \
+             while the time other work on a shared machine takes is not, and what that work \
+             still does to the task (caches, a busy sibling thread) only ever adds time. `capspy run` \
+             counted {} CAP_SETUID checks for {} calls ({:.3} per call).\n",
+            group(p.setuid_calls),
+            p.rounds,
+            group(self.counts.setuid_checks),
+            group(self.counts.setuid_calls),
+            ratio_u(self.counts.setuid_checks, self.counts.setuid_calls),
+        );
+        s.push_str("| variant | what | CPU ns per call, median (min–max) | added ns per check, median (min–max) |\n|---|---|---|---|\n");
+        for v in VARIANTS {
+            let per_call = self
+                .cost
+                .setuid
+                .get(&v)
+                .map_or_else(String::new, |x| spread(x, 1));
+            let added = d.added.get(&v).map_or_else(|| "—".into(), |x| spread(x, 1));
+            let _ = writeln!(s, "| {} | {} | {per_call} | {added} |", v.name(), v.what());
+        }
+        let (events, lost) = self.cost.stream_events;
+        if self.cost.bpftrace_unverified > 0 {
+            let _ = writeln!(
+                s,
+                "\nbpftrace hung on SIGINT and was killed in {} of {} rounds: its count could not \
+                 confirm it was attached throughout those rounds.",
+                self.cost.bpftrace_unverified, p.rounds
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nstream: userspace read {} records, the ring buffer dropped {} ({:.2}%).\n",
+            group(events),
+            group(lost),
+            100.0 * ratio_u(lost, events + lost)
+        );
+        // Judged on the ratio of the medians: a per-round ratio divides by the floor's few
+        // nanoseconds, which round-to-round noise of the same size can make near zero.
+        let floor_ratio = d.floor_ratio();
+        let bpftrace_ratio = d.bpftrace_ratio();
+        s.push_str(
+            "| ratio of added cost | of the medians | per round, median (min–max) | target | |\n\
+             |---|---|---|---|---|\n",
+        );
+        let _ = writeln!(
+            s,
+            "| capspy / floor | {floor_ratio:.2} | {} | ≤ 2 | {} |",
+            spread(&d.capspy_floor, 2),
+            met(floor_ratio <= FLOOR_TARGET)
+        );
+        let _ = writeln!(
+            s,
+            "| capspy / bpftrace | {bpftrace_ratio:.2} | {} | ≤ 0.33 | {} |",
+            spread(&d.capspy_bpftrace, 2),
+            met(bpftrace_ratio <= BPFTRACE_TARGET)
+        );
+    }
+
+    fn mmap_table(&self, s: &mut String) {
+        let d = self.derived();
+        let p = &self.plan;
+        let _ = writeln!(
+            s,
+            "\nThe common real-world check: mmap+munmap of a private writable page, {} calls per \
+             measurement; each makes {:.3} advisory CAP_SYS_ADMIN check (the overcommit \
+             heuristic; counted by `capspy run`: {} for {} calls).\n",
+            group(p.mmap_calls),
+            ratio_u(self.counts.mmap_checks, self.counts.mmap_calls),
+            group(self.counts.mmap_checks),
+            group(self.counts.mmap_calls),
+        );
+        s.push_str("| variant | CPU ns per call, median (min–max) | added ns per check, median (min–max) |\n|---|---|---|\n");
+        for v in VARIANTS.into_iter().filter(|v| v.runs_mmap()) {
+            let per_call = self
+                .cost
+                .mmap
+                .get(&v)
+                .map_or_else(String::new, |x| spread(x, 1));
+            let added = d
+                .mmap_added
+                .get(&v)
+                .map_or_else(|| "—".into(), |x| spread(x, 1));
+            let _ = writeln!(s, "| {} | {per_call} | {added} |", v.name());
+        }
+    }
+
+    fn inside_tables(&self, s: &mut String) {
+        let p = &self.plan;
+        let _ = writeln!(
+            s,
+            "\nTime inside the BPF program per run (kernel BPF stats, {} setuid calls; the stats \
+             add their own two clock reads to every figure, so compare differences):\n",
+            group(p.stats_calls)
+        );
+        s.push_str("| program | ns per run |\n|---|---|\n");
+        for (v, ns) in &self.inside.programs {
+            let _ = writeln!(s, "| {} | {ns:.1} |", v.name());
+        }
+        let _ = writeln!(
+            s,
+            "| capspy, mmap loop (SYS_ADMIN, cached call site) | {:.1} |",
+            self.inside.capspy_mmap
+        );
+        s.push_str(
+            "\nWhat the hot path's pieces cost here: bpftrace programs on the same tracepoint, \
+             each adding one piece to an empty program (same stats):\n\n| program body | ns per \
+             run | over empty |\n|---|---|---|\n",
+        );
+        let empty = self.inside.helpers.first().map_or(0.0, |h| h.1);
+        for (what, ns) in &self.inside.helpers {
+            let _ = writeln!(s, "| {what} | {ns:.1} | {:+.1} |", ns - empty);
+        }
+    }
+
+    fn daemon_table(&self, s: &mut String) {
+        let dc = &self.daemon;
+        let cpu_ok = dc.cpu_ticks < CPU_TARGET && dc.cpu_sched < CPU_TARGET;
+        let _ = writeln!(
+            s,
+            "\n### 2. The daemon's own cost\n\n`capspy record` (sweep every 1 s) while a load \
+             generator makes {} CAP_SETUID checks per second for {:.1} s:\n\n| figure | value \
+             | target | |\n|---|---|---|---|\n| CPU, utime+stime | {:.2}% of one core | < 1% | {} \
+             |\n| CPU, threads' schedstat | {:.2}% of one core | < 1% | |\n| VmRSS at the end \
+             (anonymous + file) | {:.1} MB ({:.1} + {:.1}) | < 30 MB | {} |\n| VmHWM (peak since \
+             start) | {:.1} MB | < 30 MB | {} |\n| keys in the CHECKS map (each swept every \
+             second) | {} | | |",
+            group(dc.checks_per_sec),
+            dc.window_secs,
+            dc.cpu_ticks * 100.0,
+            met(cpu_ok),
+            dc.cpu_sched * 100.0,
+            mb(dc.rss_kib),
+            mb(dc.anon_kib),
+            mb(dc.file_kib),
+            met(dc.rss_kib < RSS_TARGET_KIB),
+            mb(dc.hwm_kib),
+            met(dc.hwm_kib < RSS_TARGET_KIB),
+            dc.keys.map_or_else(|| "— (needs bpftool)".into(), group),
+        );
+    }
+
+    fn scale_table(&self, s: &mut String) {
+        let sc = &self.scale;
+        let _ = writeln!(
+            s,
+            "\n### 3. Scale\n\n{} concurrent cgroups `/docker/<fake 64-hex id>` under the cgroup v2 \
+             root, each with one process that made its own checks (cgroup i: setuid(0) or \
+             setgid(0), i+1 times; {} checks in all), the daemon running; then read back from the \
+             store with `capspy ls --format json` and one `capspy profile ID --format json` per \
+             cgroup ({:.1} s for all).\n\n| figure | value | target | |\n|---|---|---|---|\n| \
+             cgroups listed by `capspy ls` | {} / {} | all | |\n| attributed exactly (one row, \
+             right capability, exact count) | {} / {} | all | {} |\n| daemon CPU, idle, holding \
+             them ({:.0} s) | {:.2}% of one core | | |\n| daemon VmRSS | {:.1} MB | | |\n| \
+             CHECKS entries two sweeps after the cgroups were removed | {} | | |",
+            group(sc.cgroups as u64),
+            group(sc.checks),
+            sc.verify_secs,
+            sc.listed,
+            sc.cgroups,
+            sc.exact,
+            sc.cgroups,
+            met(sc.exact == sc.cgroups && sc.listed == sc.cgroups),
+            sc.idle_secs,
+            sc.idle_cpu * 100.0,
+            mb(sc.rss_kib),
+            sc.keys_after_removal
+                .map_or_else(|| "— (needs bpftool)".into(), group),
+        );
+        for e in &sc.errors {
+            let _ = writeln!(s, "\nattribution error: {e}");
+        }
+        self.maps_table(s);
+    }
+
+    fn maps_table(&self, s: &mut String) {
+        let sc = &self.scale;
+        s.push_str("\nThe daemon's kernel maps at that size (fdinfo `memlock`; names and entries from bpftool):\n\n| map | type | key B | value B | max entries | entries in use | memlock |\n|---|---|---|---|---|---|---|\n");
+        for m in &sc.maps {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {:.1} KiB |",
+                m.name,
+                m.kind,
+                m.key,
+                m.value,
+                group(m.max_entries),
+                m.entries.map_or_else(|| "—".into(), group),
+                kib(m.memlock)
+            );
+        }
+        let total: u64 = sc.maps.iter().map(|m| m.memlock).sum();
+        let _ = writeln!(s, "| all | | | | | | {:.1} MiB |", kib(total) / 1024.0);
+    }
+
+    fn reading_table(&self, s: &mut String) {
+        let p = &self.plan;
+        let r = &self.reading;
+        let _ = writeln!(
+            s,
+            "\n### 4. Reading\n\nA store of {} container workloads ({} of them running, 4 check \
+             rows each; {:.1} MiB, written in {:.1} s by `capspy/examples/bench_store.rs`), {} \
+             runs each. Wall time is what a user waits; CPU time (user+sys) is what it takes \
+             when the machine is not shared (the commands are single-threaded):\n\n| command | \
+             wall ms, median (min–max) | CPU ms, median (min–max) | target (wall) | \
+             |\n|---|---|---|---|---|",
+            group(r.workloads as u64),
+            group(r.running as u64),
+            kib_to_mib(r.store_kib),
+            r.build_secs,
+            p.read_runs,
+        );
+        for (shown, times, cpu) in &r.commands {
+            let ms = |xs: &[f64]| xs.iter().map(|t| t * 1e3).collect::<Vec<f64>>();
+            let _ = writeln!(
+                s,
+                "| `{shown}` | {} | {} | < 1 s | {} |",
+                spread(&ms(times), 0),
+                spread(&ms(cpu), 0),
+                met(median(times) < READ_TARGET_SECS)
+            );
+        }
+    }
+}
