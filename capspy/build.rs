@@ -2,7 +2,7 @@ use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
 
 /// Builds `capspy-ebpf` for the BPF target with the nightly toolchain and bpf-linker (set up by
-/// `cargo xtask setup`); `src/hook.rs` embeds the object.
+/// `cargo xtask setup`); `src/trace/hook.rs` embeds the object.
 fn main() -> anyhow::Result<()> {
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
         .no_deps()

@@ -7,19 +7,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::attribution::{CgroupIndex, Owner, Runtime};
-use crate::collector::{Collector, Observation};
-use crate::docker::{self, Docker};
-use crate::drift::{Source, Watch, Who};
-use crate::hook::Tracer;
-use crate::profile::BootClock;
+use crate::attribute::docker::{self, Docker};
+use crate::attribute::{CgroupIndex, Owner, Runtime};
+use crate::model::text::short_id;
+use crate::model::time::{BootClock, now_ms, unix_ms};
 use crate::store::{CheckRecord, Store, Subject, SubjectKind};
-use crate::text::short_id;
+use crate::trace::collector::{Collector, Observation};
+use crate::trace::hook::Tracer;
+use crate::watch::drift::{Source, Watch, Who};
 
 /// What became of one cgroup id.
 #[derive(Clone)]
@@ -44,7 +44,7 @@ pub struct Recorder {
     v2_root: PathBuf,
     docker: Option<Docker>,
     clock: BootClock,
-    kallsyms: Option<crate::kallsyms::Kallsyms>,
+    kallsyms: Option<crate::kernel::kallsyms::Kallsyms>,
     cgroups: HashMap<u64, Attributed>,
     /// Containers seen running, to mark them ended when their cgroup goes away.
     running: HashSet<String>,
@@ -57,7 +57,7 @@ impl Recorder {
         tracer: &mut Tracer,
         store: Store,
         v2_root: PathBuf,
-        kallsyms: Option<crate::kallsyms::Kallsyms>,
+        kallsyms: Option<crate::kernel::kallsyms::Kallsyms>,
     ) -> Result<Self> {
         let collector = Collector::new(tracer)?;
         let mut store = store;
@@ -175,12 +175,12 @@ impl Recorder {
         let path = self.index.resolve(cgroup_id);
         let owner = path
             .as_deref()
-            .map_or(Owner::Host, crate::attribution::owner_from_path);
+            .map_or(Owner::Host, crate::attribute::owner_from_path);
         let mut subject = subject_of(&owner, now_ms());
         let mut enriched = !matches!(owner, Owner::Container { .. });
         let mut asked = true;
         if let (Owner::Container { runtime, id, .. }, Some(path)) = (&owner, path.as_deref()) {
-            let (eff, bnd) = crate::cgroup::granted_caps(&self.v2_root, path);
+            let (eff, bnd) = crate::kernel::cgroup::granted_caps(&self.v2_root, path);
             subject.cap_eff = eff;
             subject.cap_bnd = bnd;
             subject.running = true;
@@ -215,7 +215,8 @@ impl Recorder {
         }
         if let (Owner::Service { .. }, Some(path)) = (&owner, path.as_deref()) {
             // What the unit's processes hold, for `capspy ls` to say what could be dropped.
-            (subject.cap_eff, subject.cap_bnd) = crate::cgroup::granted_caps(&self.v2_root, path);
+            (subject.cap_eff, subject.cap_bnd) =
+                crate::kernel::cgroup::granted_caps(&self.v2_root, path);
         }
         if path.is_none() {
             // Removed before we could see where it was: keep the id visible.
@@ -245,7 +246,7 @@ impl Recorder {
 
     fn record(&self, o: &Observation) -> CheckRecord {
         let row =
-            crate::profile::CheckRow::from_observation(o, &self.clock, self.kallsyms.as_ref());
+            crate::model::check::CheckRow::from_observation(o, &self.clock, self.kallsyms.as_ref());
         CheckRecord {
             cgroup_id: o.key.cgroup_id,
             cap: o.key.cap,
@@ -256,8 +257,8 @@ impl Recorder {
             origin: o.key.origin,
             classifier: o.stats.classifier,
             count: o.stats.count,
-            first_seen_ms: system_ms(row.first_seen),
-            last_seen_ms: system_ms(row.last_seen),
+            first_seen_ms: unix_ms(row.first_seen),
+            last_seen_ms: unix_ms(row.last_seen),
             pid: o.stats.first_pid,
             tgid: o.stats.first_tgid,
             uid: o.stats.first_uid,
@@ -383,13 +384,4 @@ fn subject_of(owner: &Owner, now: i64) -> Subject {
         running: false,
         ended_ms: None,
     }
-}
-
-fn now_ms() -> i64 {
-    system_ms(SystemTime::now())
-}
-
-fn system_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime};
 
-use capspy::caps::{CapSet, Capability};
-use capspy::collector::LossCounters;
-use capspy::profile::{
-    AuditClass, Bucket, CheckRow, Classifier, Origin, ProcessRef, Profile, UserNs, Verdict,
+use capspy::model::caps::{CapSet, Capability};
+use capspy::model::check::{
+    AuditClass, Bucket, CheckRow, Classifier, Origin, ProcessRef, UserNs, Verdict,
 };
-use capspy::render::{Format, Report, Subject};
+use capspy::model::loss::LossCounters;
+use capspy::profile::Profile;
+use capspy::report::{Format, Report, Subject};
 
 const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
 /// Where node names go in a rendered template.
@@ -221,8 +222,10 @@ fn a_thousand_nodes_of_a_hundred_workloads_merge_in_seconds() {
     eprintln!("capspy merge of {NODES} files x {WORKLOADS} workloads: {took:?}");
     assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), WORKLOADS);
     let one: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out_dir.join(capspy::baseline::file_name("k8s:shop/w7/app")))
-            .unwrap(),
+        &std::fs::read_to_string(
+            out_dir.join(capspy::watch::baseline::file_name("k8s:shop/w7/app")),
+        )
+        .unwrap(),
     )
     .unwrap();
     assert_eq!(one["coverage"]["hosts"].as_array().unwrap().len(), NODES);

@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use capspy::caps::Capability;
-use capspy::privilege::DAEMON_CAPABILITIES;
+use capspy::kernel::privilege::DAEMON_CAPABILITIES;
+use capspy::model::caps::Capability;
 use serde_json::Value;
 
 const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");

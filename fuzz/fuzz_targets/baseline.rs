@@ -1,12 +1,13 @@
 //! Baseline and profile files (`capspy baseline`, `capspy watch`, `capspy diff`): the JSON
-//! profile document loader `baseline::ProfileDoc::parse` (what `ProfileDoc::load` and
+//! profile document loader `report::read::ProfileDoc::parse` (what `ProfileDoc::load` and
 //! `Baselines::load_dir` run on each file), what is done with a loaded document, and
 //! `baseline::file_name` on the same text as a workload key.
 #![no_main]
 
 use std::path::Path;
 
-use capspy::baseline::{Diff, ProfileDoc, file_name};
+use capspy::report::read::ProfileDoc;
+use capspy::watch::baseline::{Diff, file_name};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -23,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
         // Required capabilities print as names that load back.
         for cap in &doc.required {
             assert_eq!(
-                cap.to_string().parse::<capspy::caps::Capability>().ok(),
+                cap.to_string().parse::<capspy::model::caps::Capability>().ok(),
                 (cap.0 < 41).then_some(*cap)
             );
         }

@@ -2,7 +2,7 @@
 //! on it. Malformed BTF may be refused or answer with errors, never panic or loop.
 #![no_main]
 
-use capspy::btf::Btf;
+use capspy::kernel::btf::Btf;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,7 +3,7 @@
 //! `capspy caps`' parsing of a whole status file.
 #![no_main]
 
-use capspy::caps::{CapSet, Capability};
+use capspy::model::caps::{CapSet, Capability};
 use capspy::commands::caps::{parse_status, show};
 use capspy::commands::decode::names;
 use libfuzzer_sys::fuzz_target;

@@ -3,7 +3,7 @@
 //! (`cgroup::parse_populated`).
 #![no_main]
 
-use capspy::cgroup::{parse_populated, v2_root_from_mountinfo};
+use capspy::kernel::cgroup::{parse_populated, v2_root_from_mountinfo};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! whoever may create cgroups, so they are untrusted).
 #![no_main]
 
-use capspy::attribution::{Owner, owner_from_path};
+use capspy::attribute::{Owner, owner_from_path};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! the input mentions.
 #![no_main]
 
-use capspy::kallsyms::Kallsyms;
+use capspy::kernel::kallsyms::Kallsyms;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,12 +3,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use capspy::collector::LossCounters;
+use capspy::model::loss::LossCounters;
 use capspy::commands::ls::{LsArgs, LsFormat, ls};
 use capspy::commands::profile::{ProfileArgs, profile};
-use capspy::render::{Format, Report};
+use capspy::report::{Format, Report};
 use capspy::store::Store;
-use capspy::workloads::{Inventory, Target, droppable};
+use capspy::report::workloads::{Inventory, Target, droppable};
 use clap::ValueEnum as _;
 
 /// A folder for this process's scratch files, on tmpfs when there is one.

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::baseline::{self, Baselines};
-use crate::render::Format;
+use crate::report::Format;
+use crate::report::workloads::{Inventory, Target};
 use crate::store::{self, Store};
-use crate::workloads::{Inventory, Target};
+use crate::watch::baseline::{self, Baselines};
 
 #[derive(Debug, clap::Args)]
 pub struct BaselineArgs {
@@ -99,7 +99,7 @@ fn check(args: &CheckArgs) -> Result<i32> {
         println!(
             "{}\t{}",
             b.file.display(),
-            crate::text::printable(&b.workload)
+            crate::model::text::printable(&b.workload)
         );
     }
     eprintln!(

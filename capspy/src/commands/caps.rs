@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::attribution::{Owner, owner_from_path};
-use crate::caps::CapSet;
-use crate::cgroup;
+use crate::attribute::docker::Docker;
+use crate::attribute::{Owner, owner_from_path};
 use crate::commands::decode::name_list;
-use crate::docker::Docker;
+use crate::kernel::cgroup;
+use crate::model::caps::CapSet;
+use crate::report::workloads::{Inventory, Target};
 use crate::store::{self, Store};
-use crate::workloads::{Inventory, Target};
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["pid", "container"])))]
@@ -122,7 +122,7 @@ async fn container_ids(name: &str, store_path: &Path) -> Result<(String, Vec<Str
     if let Some(docker) = Docker::connect().await
         && let Some(info) = docker.inspect(name).await?
     {
-        let short = crate::text::short_id(&info.id).to_string();
+        let short = crate::model::text::short_id(&info.id).to_string();
         return Ok((format!("{} ({short})", info.name), vec![info.id]));
     }
     if store_path.exists()

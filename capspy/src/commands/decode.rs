@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use crate::caps::{CapSet, Capability};
+use crate::model::caps::{CapSet, Capability};
 
 #[derive(Debug, clap::Args)]
 pub struct DecodeArgs {

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 
-use crate::baseline::{Diff, DocSubject, ProfileDoc};
+use crate::report::read::{DocSubject, ProfileDoc};
+use crate::report::workloads::Inventory;
 use crate::store::Store;
-use crate::workloads::Inventory;
+use crate::watch::baseline::Diff;
 
 /// Exit status when CURRENT needs a capability BASELINE does not.
 pub const EXIT_DRIFT: i32 = 1;
@@ -96,7 +97,7 @@ fn load(arg: &str, store: Option<&Path>) -> Result<ProfileDoc> {
 }
 
 fn text(baseline: &ProfileDoc, current: &ProfileDoc, d: &Diff) -> String {
-    let list = |caps: &std::collections::BTreeSet<crate::caps::Capability>| {
+    let list = |caps: &std::collections::BTreeSet<crate::model::caps::Capability>| {
         if caps.is_empty() {
             "none".to_string()
         } else {

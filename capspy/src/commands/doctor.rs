@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
-use crate::hook::{self, KernelInfo, Method};
-use crate::privilege;
+use crate::kernel::privilege;
+use crate::trace::hook::{self, KernelInfo, Method};
 
 pub fn doctor() -> Result<i32> {
     let mut out = String::new();
@@ -26,8 +26,8 @@ pub fn doctor() -> Result<i32> {
         }
         (None, Some(abi)) => {
             let arg = match abi {
-                crate::btf::CapCapableAbi::Opts => "unsigned int opts (Linux 5.1+)",
-                crate::btf::CapCapableAbi::LegacyAudit => "int audit (before 5.1)",
+                crate::kernel::btf::CapCapableAbi::Opts => "unsigned int opts (Linux 5.1+)",
+                crate::kernel::btf::CapCapableAbi::LegacyAudit => "int audit (before 5.1)",
             };
             let _ = writeln!(out, "BTF: yes; cap_capable's last argument: {arg}");
         }

@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use crate::caps::Capability;
+use crate::model::caps::Capability;
+use crate::model::text::{printable, short_id};
+use crate::report::workloads::{Inventory, Target, droppable, granted_of};
 use crate::store::{self, Store, Subject};
-use crate::text::{printable, short_id};
-use crate::workloads::{Inventory, Target, droppable, granted_of};
 
 #[derive(Debug, clap::Args)]
 pub struct LsArgs {

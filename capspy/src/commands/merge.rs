@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-use crate::baseline::{self, ProfileDoc};
-use crate::merge::Merger;
-use crate::render::{self, Format, Report};
+use crate::report::merge::Merger;
+use crate::report::read::ProfileDoc;
+use crate::report::{self, Format, Report};
+use crate::watch::baseline;
 
 #[derive(Debug, clap::Args)]
 pub struct MergeArgs {
@@ -53,12 +54,12 @@ pub fn output(reports: &[Report], format: Format, to: Option<&Path>) -> Result<(
         eprintln!(
             "capspy: workload {} has profiles of {n} image sets, kept apart; --merge-images makes \
              one (a baseline folder takes one per workload)",
-            crate::text::printable(key)
+            crate::model::text::printable(key)
         );
     }
     let Some(dir) = to else {
         if format == Format::Compose {
-            print!("{}", render::compose(reports));
+            print!("{}", report::compose(reports));
         } else {
             for r in reports {
                 print!("{}", r.render(format));
@@ -94,7 +95,7 @@ pub fn saved(path: &Path, key: &str, report: &Report) {
     println!(
         "{}\t{}\trequired: {}",
         path.display(),
-        crate::text::printable(key),
+        crate::model::text::printable(key),
         if required.is_empty() {
             "none".to_string()
         } else {

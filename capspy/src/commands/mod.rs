@@ -5,6 +5,7 @@ pub mod bench_probe;
 pub mod caps;
 pub mod decode;
 pub mod diff;
+pub mod docker_cli;
 pub mod doctor;
 pub mod ls;
 pub mod merge;

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::baseline::ProfileDoc;
 use crate::commands::record::parse_duration;
 use crate::commands::verify::{self, DockerRun};
-use crate::render::{self, Format, Report};
+use crate::report::read::ProfileDoc;
+use crate::report::workloads::{Inventory, LookupError};
+use crate::report::{self, Format, Report};
 use crate::store::{self, Store};
-use crate::workloads::{Inventory, LookupError};
 
 #[derive(Debug, clap::Args)]
 pub struct ProfileArgs {
@@ -109,7 +109,7 @@ pub async fn profile(args: &ProfileArgs) -> Result<i32> {
             .iter()
             .map(|(path, r)| ProfileDoc::from_report(path.display().to_string(), r))
             .collect();
-        crate::merge::merge(docs, args.merge_images)?
+        crate::report::merge::merge(docs, args.merge_images)?
     } else {
         reports.into_iter().map(|(_, r)| r).collect()
     };
@@ -144,7 +144,7 @@ async fn one_store(
                 .iter()
                 .map(|t| t.report(store))
                 .collect::<Result<Vec<_>, _>>()?;
-            print!("{}", render::compose(&reports));
+            print!("{}", report::compose(&reports));
             return Ok(0);
         }
     }
@@ -168,7 +168,7 @@ async fn one_store(
     print!("{}", report.render(format));
     // The flags alone must stay usable as `$(capspy profile --format docker ...)`.
     if format == Format::Docker {
-        for line in render::non_root_lines(&report) {
+        for line in report::non_root_lines(&report) {
             eprintln!("capspy: {}", line.trim_start());
         }
     }

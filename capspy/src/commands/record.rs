@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
-use crate::hook::{HookChoice, KernelInfo, MapSizes, Tracer};
+use crate::kernel::{cgroup, privilege};
 use crate::recorder::Recorder;
 use crate::store::{self, Store};
-use crate::{cgroup, privilege};
+use crate::trace::hook::{HookChoice, KernelInfo, MapSizes, Tracer};
 
 #[derive(Debug, clap::Args)]
 pub struct RecordArgs {

@@ -11,18 +11,20 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cgroup::{self, OwnedCgroup};
-use crate::collector::Collector;
+use crate::attribute::container_watch::ContainerWatch;
+use crate::commands::docker_cli;
 use crate::commands::record::parse_duration;
 use crate::commands::verify::{self, DockerRun};
 use crate::commands::{self, Stream};
-use crate::container_watch::ContainerWatch;
-use crate::docker_cli;
-use crate::hook::{HookChoice, KernelInfo, Tracer};
-use crate::privilege;
-use crate::profile::{BootClock, Bucket, CheckRow, Profile};
-use crate::render::{self, Format, Report, Subject};
-use crate::text;
+use crate::kernel::cgroup::{self, OwnedCgroup};
+use crate::kernel::privilege;
+use crate::model::check::{Bucket, CheckRow};
+use crate::model::text;
+use crate::model::time::BootClock;
+use crate::profile::Profile;
+use crate::report::{self, Format, Report, Subject};
+use crate::trace::collector::Collector;
+use crate::trace::hook::{HookChoice, KernelInfo, Tracer};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -204,7 +206,7 @@ async fn finish(
     )?;
     // The flags alone must stay usable as `$(capspy run --format docker ...)`.
     if args.format == Format::Docker {
-        for line in render::non_root_lines(&report) {
+        for line in report::non_root_lines(&report) {
             eprintln!("capspy: {}", line.trim_start());
         }
     }

@@ -20,16 +20,16 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::caps::Capability;
 use crate::commands::record::parse_duration;
-use crate::hook::HookChoice;
-use crate::render::{Report, Verification, Verified};
-use crate::text::{self, printable};
+use crate::model::caps::Capability;
+use crate::model::text::{self, printable};
+use crate::report::{Report, Verification, Verified};
+use crate::trace::hook::HookChoice;
 
+use crate::commands::docker_cli;
+pub use crate::commands::docker_cli::{DockerArgsError, DockerRun};
 use crate::commands::{self, Stream};
-use crate::docker_cli;
-pub use crate::docker_cli::{DockerArgsError, DockerRun};
-pub use plan::{Planner, ProfileUnderTest, Trial, TrialKind, Verdict};
+pub use plan::{Conclusion, Planner, ProfileUnderTest, Trial, TrialKind};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum VerifyFormat {
@@ -189,7 +189,7 @@ pub struct Checked {
     pub expected: i32,
     pub expected_from: String,
     pub runs: Vec<RunResult>,
-    pub verdict: Verdict,
+    pub verdict: Conclusion,
 }
 
 /// Runs containers one at a time, each with its own cidfile in a private folder, so a run that

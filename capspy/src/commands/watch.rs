@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 
-use crate::baseline::Baselines;
 use crate::commands::record::RecordArgs;
-use crate::drift::{AlertSink, Watch};
-use crate::hook::{KernelInfo, MapSizes, Tracer};
-use crate::metrics::{self, Metrics};
+use crate::kernel::{cgroup, privilege};
 use crate::recorder::Recorder;
 use crate::store::Store;
-use crate::{cgroup, privilege};
+use crate::trace::hook::{KernelInfo, MapSizes, Tracer};
+use crate::watch::baseline::Baselines;
+use crate::watch::drift::{AlertSink, Watch};
+use crate::watch::metrics::{self, Metrics};
 
 #[derive(Debug, clap::Args)]
 pub struct WatchArgs {

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use serde::Deserialize as _;
 use serde_json::Value;
 
-use crate::caps::{CapError, CapSet, Capability};
-use crate::profile::{CheckClass, UserNs};
+use crate::model::caps::{CapError, CapSet, Capability};
+use crate::model::check::{CheckClass, UserNs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -237,7 +237,7 @@ pub struct Planner {
     step: Step,
     /// The smallest set that worked so far.
     working: Option<BTreeSet<Capability>>,
-    verdict: Verdict,
+    verdict: Conclusion,
 }
 
 impl Planner {
@@ -250,7 +250,7 @@ impl Planner {
             pool,
             step: Step::Profile,
             working: None,
-            verdict: Verdict::default(),
+            verdict: Conclusion::default(),
         }
     }
 
@@ -368,7 +368,7 @@ impl Planner {
         };
     }
 
-    pub fn verdict(&self) -> Verdict {
+    pub fn verdict(&self) -> Conclusion {
         let mut v = self.verdict.clone();
         v.working.clone_from(&self.working);
         if self.minimal && v.works {
@@ -451,9 +451,9 @@ impl Step {
     }
 }
 
-/// What the runs say.
+/// What the runs say (named apart from a check's [`Verdict`](crate::model::check::Verdict)).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Verdict {
+pub struct Conclusion {
     /// The profile as given works.
     pub works: bool,
     /// `None` when not checked (no `--minimal`, or the profile does not work).
@@ -476,7 +476,7 @@ pub struct Verdict {
     pub working: Option<BTreeSet<Capability>>,
 }
 
-impl Verdict {
+impl Conclusion {
     /// verify's exit status: 0 if the profile works (and is minimal, when that was asked), else 1.
     pub fn exit_code(&self) -> i32 {
         i32::from(!(self.works && self.minimal != Some(false)))
@@ -488,6 +488,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::profile::Profile;
+    use crate::profile::tests::{SETGID_CHMOD, raw};
 
     fn check(cap: &str, verdict: &str, audit: &str) -> Value {
         json!({"capability": cap, "verdict": verdict, "audit": audit, "bucket": "app",
@@ -584,7 +586,7 @@ mod tests {
         p: &ProfileUnderTest,
         minimal: bool,
         works: impl Fn(&BTreeSet<Capability>) -> bool,
-    ) -> (Vec<Trial>, Verdict) {
+    ) -> (Vec<Trial>, Conclusion) {
         let mut plan = Planner::new(p.clone(), minimal, p.pool());
         let mut runs = Vec::new();
         while let Some(t) = plan.next() {
@@ -727,5 +729,68 @@ mod tests {
         assert_eq!(p.pool(), set(&[Capability::SYS_ADMIN, NET_RAW]));
         let (_, v) = simulate(&p, false, |c| c.contains(&Capability::SYS_ADMIN));
         assert_eq!(v.missing, [Capability::SYS_ADMIN]);
+    }
+
+    #[test]
+    fn profile_baseline_drift_and_verify_plan_agree() {
+        use crate::model::check::Verdict;
+        let rows = vec![
+            raw(Capability::FSETID, Verdict::Granted, false, 0, SETGID_CHMOD),
+            raw(
+                Capability::NET_RAW,
+                Verdict::Granted,
+                false,
+                0,
+                &["security_capable+0x3b", "inet_create+0x10b"],
+            ),
+            raw(
+                Capability::SYSLOG,
+                Verdict::Denied,
+                false,
+                0,
+                &["security_capable+0x3b", "do_syslog+0x1"],
+            ),
+            raw(
+                Capability::SYS_ADMIN,
+                Verdict::Granted,
+                true,
+                0,
+                &["security_vm_enough_memory_mm+0x36"],
+            ),
+        ];
+        let profile = Profile::from_checks(rows);
+        assert_eq!(profile.required, BTreeSet::from([Capability::NET_RAW]));
+        let report = crate::report::Report::new(
+            crate::report::Subject::Container {
+                id: "c".into(),
+                name: None,
+                image: None,
+                workload: None,
+            },
+            "tp_btf",
+            profile.clone(),
+            crate::model::loss::LossCounters::default(),
+        );
+        let json = report.render(crate::report::Format::Json);
+        let doc =
+            crate::report::read::ProfileDoc::parse(std::path::Path::new("r.json"), &json).unwrap();
+        assert_eq!(doc.required, profile.required);
+        assert_eq!(doc.attempted, BTreeSet::from([Capability::SYSLOG]));
+        let plan = ProfileUnderTest::from_report(&serde_json::from_str(&json).unwrap()).unwrap();
+        assert_eq!(plan.required, profile.required);
+        assert_eq!(plan.refused, BTreeSet::from([Capability::SYSLOG]));
+        // Drift judges the same rows the same way: only NET_RAW would be drift from nothing.
+        let detector =
+            crate::watch::drift::Detector::new(crate::watch::baseline::Baselines::default());
+        let drift: BTreeSet<Capability> = profile
+            .checks
+            .iter()
+            .filter(|c| {
+                detector.classify("w", c.capability, c.class())
+                    == Some(crate::watch::alert::AlertKind::Drift)
+            })
+            .map(|c| c.capability)
+            .collect();
+        assert_eq!(drift, profile.required);
     }
 }

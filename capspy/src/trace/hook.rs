@@ -14,7 +14,9 @@ use capspy_common::{
     RUNTIME_COMMS_CAPACITY, SITE_ALWAYS_WALK, SYSCALL_SLOTS, abi, globals, maps, programs,
 };
 
-use crate::{btf, caps::Capability, kallsyms::Kallsyms};
+use crate::kernel::{btf, kallsyms::Kallsyms};
+use crate::model::caps::Capability;
+use crate::model::check::RUNTIME_COMMS;
 
 /// The object built from `capspy-ebpf` by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capspy"));
@@ -411,21 +413,6 @@ fn load_object(
         .load(OBJECT)
 }
 
-/// Container runtimes' setup processes, by comm: `runc` joins the container's cgroup, then its
-/// init stages rename themselves `runc:[0:PARENT]`, `runc:[1:CHILD]`, `runc:[2:INIT]` until the
-/// entrypoint's exec; crun keeps its own name. A trailing NUL means an exact name.
-pub const RUNTIME_COMMS: &[&[u8]] = &[b"runc:[", b"runc\0", b"crun\0"];
-
-/// Whether a process name (as `/proc/PID/status` shows it) is a runtime setup process.
-pub fn is_runtime_comm(name: &str) -> bool {
-    RUNTIME_COMMS
-        .iter()
-        .any(|prefix| match prefix.split_last() {
-            Some((0, exact)) => name.as_bytes() == exact,
-            _ => name.as_bytes().starts_with(prefix),
-        })
-}
-
 fn runtime_comm_prefixes() -> [CommPrefix; RUNTIME_COMMS_CAPACITY] {
     let mut out = [CommPrefix::default(); RUNTIME_COMMS_CAPACITY];
     for (slot, prefix) in out.iter_mut().zip(RUNTIME_COMMS) {
@@ -644,17 +631,6 @@ fn describe(e: &aya::programs::ProgramError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn runtime_processes_are_recognised_by_name() {
-        assert!(is_runtime_comm("runc:[2:INIT]"));
-        assert!(is_runtime_comm("runc:[1:CHILD]"));
-        assert!(is_runtime_comm("crun"));
-        assert!(!is_runtime_comm("crunch"));
-        assert!(is_runtime_comm("runc"));
-        assert!(!is_runtime_comm("runcible"));
-        assert!(!is_runtime_comm("ping"));
-    }
 
     #[test]
     fn comm_prefixes_match_the_kernel_encoding() {

@@ -1,7 +1,10 @@
 //! Linux capabilities: numbers, names, and the bit masks of `/proc/PID/status`.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
+
+use serde::Serializer;
 
 /// Names from `include/uapi/linux/capability.h`, indexed by number, without the `CAP_` prefix.
 const NAMES: [&str; 41] = [
@@ -185,6 +188,32 @@ impl CapSet {
     /// Members in number order, including bits this build has no name for.
     pub fn iter(self) -> impl Iterator<Item = Capability> {
         (0..64u8).map(Capability).filter(move |c| self.contains(*c))
+    }
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde passes fields by reference"
+)]
+pub(crate) fn serialize_cap<S: Serializer>(cap: &Capability, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&cap.to_string())
+}
+
+pub(crate) fn serialize_caps<S: Serializer>(
+    caps: &BTreeSet<Capability>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(caps.iter().map(ToString::to_string))
+}
+
+#[expect(clippy::ref_option, reason = "serde passes fields by reference")]
+pub(crate) fn serialize_opt_caps<S: Serializer>(
+    caps: &Option<BTreeSet<Capability>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match caps {
+        Some(caps) => serialize_caps(caps, s),
+        None => s.serialize_none(),
     }
 }
 

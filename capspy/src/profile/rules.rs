@@ -2,8 +2,9 @@
 //! syscall (behaviour-only), the audit class the call path shows, and the required capabilities
 //! whose need a trace cannot prove.
 
-use crate::caps::Capability;
-use crate::profile::{AuditClass, frame_names};
+use crate::model::caps::Capability;
+use crate::model::check::AuditClass;
+use crate::trace::call_path::frame_names;
 
 /// A kind of check whose denial fails no syscall: the kernel only does something else.
 #[derive(Debug, PartialEq, Eq)]
@@ -67,7 +68,7 @@ pub const BEHAVIOUR_ONLY: &[BehaviourOnly] = &[
 /// The behaviour-only kind of a check of `cap` with this call path, if it is one. An empty
 /// call path is none: unclassified checks stay needs.
 pub fn behaviour_only(cap: Capability, call_path: &[String]) -> Option<&'static BehaviourOnly> {
-    let caller = crate::profile::first_caller(call_path)?;
+    let caller = crate::trace::call_path::first_caller(call_path)?;
     BEHAVIOUR_ONLY
         .iter()
         .find(|b| b.capability == cap && b.callers.contains(&caller))
@@ -80,7 +81,8 @@ pub fn class_from_evidence(call_path: &[String]) -> Option<AuditClass> {
     if call_path.is_empty() {
         return None;
     }
-    let advisory = frame_names(call_path).any(|f| crate::hook::ADVISORY_FUNCTIONS.contains(&f));
+    let advisory =
+        frame_names(call_path).any(|f| crate::trace::hook::ADVISORY_FUNCTIONS.contains(&f));
     Some(if advisory {
         AuditClass::Advisory
     } else {

@@ -210,7 +210,7 @@ pub struct CgroupIndex {
 }
 
 impl CgroupIndex {
-    /// `root` is the v2 mount point ([`crate::cgroup::v2_root`]); nothing is read until needed.
+    /// `root` is the v2 mount point ([`crate::kernel::cgroup::v2_root`]); nothing is read until needed.
     pub fn new(root: PathBuf) -> Self {
         Self {
             root,
@@ -708,7 +708,7 @@ mod tests {
     /// Root only: a real cgroup's id is its folder's inode, and walking many is fast.
     #[test]
     fn index_follows_real_cgroups() {
-        let root = match crate::cgroup::v2_root() {
+        let root = match crate::kernel::cgroup::v2_root() {
             Ok(r) if unsafe { libc::geteuid() } == 0 => r,
             _ => {
                 eprintln!("skipped: needs root and a cgroup v2 hierarchy");

@@ -107,7 +107,7 @@ pub fn granted_caps(v2_root: &Path, cgroup_path: &str) -> (Option<u64>, Option<u
             continue;
         };
         let name = status.lines().find_map(|l| l.strip_prefix("Name:"));
-        if name.is_some_and(|n| crate::hook::is_runtime_comm(n.trim())) {
+        if name.is_some_and(|n| crate::model::check::is_runtime_comm(n.trim())) {
             continue;
         }
         for line in status.lines() {
@@ -118,7 +118,7 @@ pub fn granted_caps(v2_root: &Path, cgroup_path: &str) -> (Option<u64>, Option<u
             } else {
                 continue;
             };
-            if let Ok(set) = crate::caps::CapSet::from_hex(&line[7..]) {
+            if let Ok(set) = crate::model::caps::CapSet::from_hex(&line[7..]) {
                 *slot = Some(slot.unwrap_or(0) | set.0);
             }
         }

@@ -521,7 +521,7 @@ mod tests {
     /// resolves that cgroup's id to the same container.
     #[tokio::test]
     async fn real_engine_container() {
-        use crate::attribution::{CgroupIndex, Owner, Runtime, owner_from_path};
+        use crate::attribute::{CgroupIndex, Owner, Runtime, owner_from_path};
         use std::os::unix::fs::MetadataExt as _;
 
         let Some(docker) = Docker::connect().await else {
@@ -532,7 +532,7 @@ mod tests {
             .into_iter()
             .find(|p| std::path::Path::new(p).exists());
         let (Some(busybox), Ok(root), Some(_)) =
-            (busybox, crate::cgroup::v2_root(), cli(&["version"]))
+            (busybox, crate::kernel::cgroup::v2_root(), cli(&["version"]))
         else {
             eprintln!("skipped: needs busybox, the docker CLI and a cgroup v2 hierarchy");
             return;

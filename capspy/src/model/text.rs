@@ -45,6 +45,12 @@ fn shell_word(w: &str) -> Cow<'_, str> {
     Cow::Owned(format!("'{}'", w.replace('\'', "'\\''")))
 }
 
+/// A NUL-padded kernel string (a comm, a cgroup path) as text; all of it when it has no NUL.
+pub fn kernel_string(comm: &[u8]) -> String {
+    let end = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +98,13 @@ mod tests {
             .split_terminator('\0')
             .collect();
         assert_eq!(back, words);
+    }
+
+    #[test]
+    fn comm_stops_at_nul() {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"ping");
+        assert_eq!(kernel_string(&comm), "ping");
+        assert_eq!(kernel_string(&[b'a'; 16]), "a".repeat(16));
     }
 }

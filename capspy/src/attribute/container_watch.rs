@@ -10,9 +10,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
-use crate::attribution::{CgroupIndex, Owner, owner_from_path};
-use crate::caps::CapSet;
-use crate::docker::Docker;
+use crate::attribute::docker::Docker;
+use crate::attribute::{CgroupIndex, Owner, owner_from_path};
+use crate::model::caps::CapSet;
 
 /// A container the command started.
 #[derive(Clone, Debug)]
@@ -112,7 +112,9 @@ impl ContainerWatch {
                     id: container,
                     path,
                     name: info.as_ref().map(|i| i.name.clone()),
-                    workload: info.as_ref().map(|i| crate::docker::workload_of(i).key),
+                    workload: info
+                        .as_ref()
+                        .map(|i| crate::attribute::docker::workload_of(i).key),
                     image: info.map(|i| i.image),
                     granted: None,
                 },
@@ -125,7 +127,7 @@ impl ContainerWatch {
     /// sets only exist between its exec and its exit.
     pub fn read_granted(&mut self) {
         for s in self.started.values_mut() {
-            let (eff, bnd) = crate::cgroup::granted_caps(&self.root, &s.path);
+            let (eff, bnd) = crate::kernel::cgroup::granted_caps(&self.root, &s.path);
             if eff.is_some() || bnd.is_some() {
                 let now = eff.unwrap_or(0) | bnd.unwrap_or(0);
                 s.granted = Some(CapSet(s.granted.map_or(0, |g| g.0) | now));
@@ -153,7 +155,7 @@ impl ContainerWatch {
                 .join("cgroup.events");
             std::fs::read_to_string(events)
                 .ok()
-                .and_then(|t| crate::cgroup::parse_populated(&t))
+                .and_then(|t| crate::kernel::cgroup::parse_populated(&t))
                 .unwrap_or(false)
         })
     }

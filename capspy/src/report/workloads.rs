@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::caps::{CapSet, Capability};
-use crate::collector::LossCounters;
-use crate::profile::{CheckRow, ProcessRef, Profile, RawCheck};
-use crate::render::{Report, Subject as ReportSubject};
+use crate::model::caps::{CapSet, Capability};
+use crate::model::check::{CheckRow, ProcessRef, RawCheck};
+use crate::model::loss::LossCounters;
+use crate::profile::Profile;
+use crate::report::{Report, Subject as ReportSubject};
 use crate::store::{CheckRecord, Store, StoreError, Subject, SubjectKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +36,7 @@ fn known_hint(known: &[String]) -> String {
 
 /// Keys come from labels: a newline in one must not split the one-line error.
 fn one_line(s: &str) -> String {
-    crate::text::printable(s).into_owned()
+    crate::model::text::printable(s).into_owned()
 }
 
 /// Containers grouped by workload key.

@@ -23,33 +23,15 @@ use std::time::SystemTime;
 use capspy_common::{CheckKey, CheckStats};
 use serde::Serialize;
 
-use crate::baseline::Baselines;
-use crate::caps::Capability;
-use crate::collector::LossCounters;
-use crate::metrics::Metrics;
-use crate::profile::{
-    AuditClass, BootClock, Bucket, CheckClass, CheckRow, ProcessRef, UserNs, Verdict,
-};
-use crate::render::rfc3339;
-use crate::text::short_id;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertKind {
-    Drift,
-    Attempted,
-    NewWorkload,
-}
-
-impl AlertKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Drift => "drift",
-            Self::Attempted => "attempted",
-            Self::NewWorkload => "new_workload",
-        }
-    }
-}
+use crate::model::caps::Capability;
+use crate::model::check::{AuditClass, Bucket, CheckClass, CheckRow, ProcessRef, UserNs, Verdict};
+use crate::model::loss::LossCounters;
+use crate::model::text::short_id;
+use crate::model::time::BootClock;
+use crate::model::time::rfc3339;
+use crate::watch::alert::AlertKind;
+use crate::watch::baseline::Baselines;
+use crate::watch::metrics::Metrics;
 
 /// Where the daemon learnt of the check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -443,7 +425,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::baseline::Baseline;
+    use crate::watch::baseline::Baseline;
 
     const PINGER: &str = "image:demo/busybox:1/pinger";
 

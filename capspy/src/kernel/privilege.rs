@@ -1,6 +1,6 @@
 //! capspy's own privileges.
 
-use crate::caps::{CapSet, Capability};
+use crate::model::caps::{CapSet, Capability};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrivilegeError {

@@ -11,8 +11,10 @@ use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use capspy_common::{CheckKey, CheckStats, FirstSighting, NewCgroup, counter, maps};
 use tokio::io::unix::AsyncFd;
 
-use crate::hook::{HookError, Tracer};
-use crate::profile::{boot_ns, kernel_string};
+use crate::model::loss::LossCounters;
+use crate::model::text::kernel_string;
+use crate::model::time::boot_ns;
+use crate::trace::hook::{HookError, Tracer};
 
 /// One aggregation key with its counts, as the kernel holds it.
 #[derive(Clone, Debug)]
@@ -29,17 +31,6 @@ pub struct Observation {
     /// time): the daemon writes only these. A call path can arrive a sweep after its key (the
     /// ring buffer record follows the map insert).
     pub changed: bool,
-}
-
-/// Counters the kernel program keeps about its own losses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LossCounters {
-    /// First-sighting records the ring buffer had no room for.
-    pub sightings_lost: u64,
-    /// Checks whose new key did not fit in the aggregation map.
-    pub checks_overflow: u64,
-    /// Checks whose call path could not be read (counted as audited).
-    pub unclassified: u64,
 }
 
 pub struct Collector {

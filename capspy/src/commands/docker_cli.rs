@@ -6,7 +6,7 @@
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
-use crate::caps::Capability;
+use crate::model::caps::Capability;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DockerArgsError {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -22,10 +22,10 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::caps::Capability;
-use crate::collector::LossCounters;
-use crate::drift::AlertKind;
-use crate::profile::{Bucket, Verdict};
+use crate::model::caps::Capability;
+use crate::model::check::{Bucket, Verdict};
+use crate::model::loss::LossCounters;
+use crate::watch::alert::AlertKind;
 
 /// The port of `--metrics PORT`; 9464 is the one commonly used by Prometheus exporters of
 /// this kind.
@@ -73,25 +73,10 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, AddrError> {
 struct CheckLabels {
     workload: String,
     capability: String,
-    verdict: VerdictLabel,
-    bucket: BucketLabel,
-}
-
-/// Whose check: the application's, the container runtime's setup, or the kernel's on borrowed
-/// credentials (only the first can make a capability required).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-enum BucketLabel {
-    app,
-    runtime,
-    borrowed,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-enum VerdictLabel {
-    granted,
-    denied,
+    verdict: &'static str,
+    /// Whose check: the application's, the container runtime's setup, or the kernel's on
+    /// borrowed credentials (only the first can make a capability required).
+    bucket: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -106,32 +91,14 @@ struct ProgramLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AlertLabels {
-    kind: KindLabel,
+    kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutsideLabels {
     workload: String,
     capability: String,
-    kind: KindLabel,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-enum KindLabel {
-    drift,
-    attempted,
-    new_workload,
-}
-
-impl From<AlertKind> for KindLabel {
-    fn from(k: AlertKind) -> Self {
-        match k {
-            AlertKind::Drift => Self::drift,
-            AlertKind::Attempted => Self::attempted,
-            AlertKind::NewWorkload => Self::new_workload,
-        }
-    }
+    kind: &'static str,
 }
 
 /// Every metric the daemon exports. Counters count from the daemon's start.
@@ -248,28 +215,21 @@ impl Metrics {
         (verdict, bucket): (Verdict, Bucket),
         n: u64,
     ) {
-        let verdict = match verdict {
-            Verdict::Granted => VerdictLabel::granted,
-            Verdict::Denied => VerdictLabel::denied,
-        };
-        let bucket = match bucket {
-            Bucket::App => BucketLabel::app,
-            Bucket::Runtime => BucketLabel::runtime,
-            Bucket::Borrowed => BucketLabel::borrowed,
-        };
         self.checks
             .get_or_create(&CheckLabels {
                 workload: workload.to_string(),
                 capability: cap.to_string(),
-                verdict,
-                bucket,
+                verdict: verdict.as_str(),
+                bucket: bucket.as_str(),
             })
             .inc_by(n);
     }
 
     pub fn count_alert(&self, kind: AlertKind) {
         self.alerts
-            .get_or_create(&AlertLabels { kind: kind.into() })
+            .get_or_create(&AlertLabels {
+                kind: kind.as_str(),
+            })
             .inc();
     }
 
@@ -278,7 +238,7 @@ impl Metrics {
             .get_or_create(&OutsideLabels {
                 workload: workload.to_string(),
                 capability: cap.to_string(),
-                kind: kind.into(),
+                kind: kind.as_str(),
             })
             .inc_by(n);
     }
@@ -539,7 +499,7 @@ mod tests {
     /// The shipped Prometheus rules name only series this exposition has.
     #[test]
     fn the_prometheus_rules_use_exported_metrics() {
-        let rules = include_str!("../../dist/prometheus/capspy-rules.yaml");
+        let rules = include_str!("../../../dist/prometheus/capspy-rules.yaml");
         let m = Metrics::new("tp_btf", &[("cap_capable", true)], 1, 0);
         m.count_checks("w", Capability::CHOWN, (Verdict::Granted, Bucket::App), 1);
         m.count_outside("w", Capability::CHOWN, AlertKind::Drift, 1);

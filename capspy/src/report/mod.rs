@@ -2,19 +2,26 @@
 //! snippets each deployment takes (docker flags, compose, Kubernetes, OCI, systemd), all from the
 //! one [`Report`].
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+mod deploy;
+pub mod merge;
+pub mod read;
+mod text;
+pub mod workloads;
+
+pub use deploy::{compose, docker_flags, non_root_lines};
+use deploy::{hook_notes, json, k8s, oci, profile_notes, systemd};
+use text::text;
+
+use std::collections::BTreeSet;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::caps::Capability;
-use crate::collector::LossCounters;
-use crate::profile::{
-    AuditClass, Bucket, CheckRow, Classifier, Finding, ProcessRef, Profile, UserNs, Verdict,
-    serialize_opt_caps,
-};
-use crate::text::{printable, short_id};
+use crate::model::caps::Capability;
+use crate::model::caps::serialize_opt_caps;
+use crate::model::loss::LossCounters;
+use crate::model::text::short_id;
+use crate::profile::Profile;
 
 /// Version of the JSON document (`schema/capspy-report.schema.json`); bumped on incompatible
 /// changes. 2: `required` follows the DAC and user-namespace rules; findings and over-privilege
@@ -96,7 +103,7 @@ pub struct Verification {
 /// A capability verification moved, and why.
 #[derive(Clone, Debug, Serialize)]
 pub struct Verified {
-    #[serde(serialize_with = "crate::profile::serialize_cap")]
+    #[serde(serialize_with = "crate::model::caps::serialize_cap")]
     pub capability: Capability,
     pub reason: String,
 }
@@ -160,13 +167,13 @@ pub struct Coverage {
     pub instances: usize,
     /// The earliest and latest observation.
     #[serde(
-        serialize_with = "crate::profile::serialize_time",
-        deserialize_with = "crate::profile::deserialize_time"
+        serialize_with = "crate::model::time::serialize_time",
+        deserialize_with = "crate::model::time::deserialize_time"
     )]
     pub first_seen: SystemTime,
     #[serde(
-        serialize_with = "crate::profile::serialize_time",
-        deserialize_with = "crate::profile::deserialize_time"
+        serialize_with = "crate::model::time::serialize_time",
+        deserialize_with = "crate::model::time::deserialize_time"
     )]
     pub last_seen: SystemTime,
 }
@@ -280,655 +287,15 @@ impl Report {
     }
 }
 
-fn json<T: Serialize>(value: &T) -> String {
-    // Serializing these plain structs cannot fail; say so rather than print nothing.
-    let mut s = serde_json::to_string_pretty(value)
-        .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string());
-    s.push('\n');
-    s
-}
-
-fn yaml<T: Serialize>(value: &T) -> String {
-    serde_saphyr::to_string(value).unwrap_or_else(|e| format!("# capspy: YAML error: {e}\n"))
-}
-
-/// A capability as docker, compose and Kubernetes take it: `NET_RAW`.
-fn bare_names(caps: &BTreeSet<Capability>) -> Vec<String> {
-    caps.iter().map(ToString::to_string).collect()
-}
-
-/// A capability as OCI and systemd take it: `CAP_NET_RAW`.
-fn cap_names(caps: &BTreeSet<Capability>) -> Vec<String> {
-    caps.iter()
-        .map(|c| {
-            let name = c.to_string();
-            if name.starts_with("CAP_") {
-                name
-            } else {
-                format!("CAP_{name}")
-            }
-        })
-        .collect()
-}
-
-/// `# line` for each line.
-fn comment_lines(lines: &[String]) -> String {
-    let mut out = String::new();
-    for l in lines {
-        let _ = writeln!(out, "# {}", comment_safe(l.trim_start()));
-    }
-    out
-}
-
-/// For `# ...` lines of YAML and systemd output: a name with line breaks (including YAML 1.1's
-/// NEL, LS, PS) or other control characters would end the comment early.
-fn comment_safe(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
-                c.escape_unicode().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
-}
-
-#[derive(Serialize)]
-#[cfg_attr(test, derive(serde::Deserialize, Debug, PartialEq))]
-struct ComposeFile {
-    services: BTreeMap<String, ComposeService>,
-}
-
-#[derive(Serialize, Default)]
-#[cfg_attr(test, derive(serde::Deserialize, Debug, PartialEq))]
-struct ComposeService {
-    cap_drop: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    cap_add: Vec<String>,
-}
-
-/// `services.<name>.cap_drop: [ALL]` and `cap_add`, one service per report; two reports with
-/// one name (should not happen) get the union, which is sufficient for both.
-pub fn compose(reports: &[Report]) -> String {
-    let mut required: BTreeMap<String, BTreeSet<Capability>> = BTreeMap::new();
-    for r in reports {
-        required
-            .entry(r.name())
-            .or_default()
-            .extend(r.profile.required.iter().copied());
-    }
-    let file = ComposeFile {
-        services: required
-            .into_iter()
-            .map(|(name, caps)| {
-                let service = ComposeService {
-                    cap_drop: vec!["ALL".into()],
-                    cap_add: bare_names(&caps),
-                };
-                (name, service)
-            })
-            .collect(),
-    };
-    let mut out = String::from(
-        "# capspy: least privilege observed; merge into your compose file's services\n",
-    );
-    for r in reports {
-        out.push_str(&comment_lines(&non_root_lines(r)));
-    }
-    out.push_str(&yaml(&file));
-    out
-}
-
-#[derive(Serialize)]
-#[cfg_attr(test, derive(serde::Deserialize, Debug, PartialEq))]
-struct K8sContainer {
-    name: String,
-    #[serde(rename = "securityContext")]
-    security_context: K8sSecurityContext,
-}
-
-#[derive(Serialize)]
-#[cfg_attr(test, derive(serde::Deserialize, Debug, PartialEq))]
-struct K8sSecurityContext {
-    capabilities: K8sCapabilities,
-}
-
-#[derive(Serialize)]
-#[cfg_attr(test, derive(serde::Deserialize, Debug, PartialEq))]
-struct K8sCapabilities {
-    drop: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    add: Vec<String>,
-}
-
-/// A `containers:` list item with the container's `securityContext.capabilities`.
-fn k8s(report: &Report) -> String {
-    let container = K8sContainer {
-        name: report.name(),
-        security_context: K8sSecurityContext {
-            capabilities: K8sCapabilities {
-                drop: vec!["ALL".into()],
-                add: bare_names(&report.profile.required),
-            },
-        },
-    };
-    let mut out =
-        String::from("# capspy: least privilege observed; merge into the pod spec's containers\n");
-    out.push_str(&comment_lines(&non_root_lines(report)));
-    out.push_str(&yaml(&[container]));
-    out
-}
-
-/// An OCI runtime spec's `process.capabilities`: the required set in the three sets the kernel
-/// checks and bounds with; nothing inherited or ambient.
-#[derive(Serialize)]
-#[cfg_attr(test, derive(serde::Deserialize, Debug, PartialEq))]
-struct OciCapabilities {
-    bounding: Vec<String>,
-    effective: Vec<String>,
-    permitted: Vec<String>,
-    inheritable: Vec<String>,
-    ambient: Vec<String>,
-}
-
-fn oci(report: &Report) -> String {
-    let caps = cap_names(&report.profile.required);
-    json(&OciCapabilities {
-        bounding: caps.clone(),
-        effective: caps.clone(),
-        permitted: caps,
-        inheritable: Vec::new(),
-        ambient: Vec::new(),
-    })
-}
-
-/// A `[Service]` drop-in. The empty assignments first reset what the unit set (systemd merges
-/// repeated capability settings); an empty bounding set means no capabilities at all. Ambient
-/// capabilities give the set to a service that runs as a non-root `User=`.
-fn systemd(report: &Report) -> String {
-    let caps = cap_names(&report.profile.required).join(" ");
-    let mut out = format!(
-        "# capspy: least privilege observed for {}\n[Service]\nCapabilityBoundingSet=\n",
-        comment_safe(&report.name())
-    );
-    if !caps.is_empty() {
-        let _ = writeln!(out, "CapabilityBoundingSet={caps}");
-    }
-    out.push_str("AmbientCapabilities=\n");
-    if !caps.is_empty() {
-        let _ = writeln!(out, "AmbientCapabilities={caps}");
-    }
-    out
-}
-
-/// Caveats that follow from the profile itself.
-fn profile_notes(profile: &Profile) -> Vec<String> {
-    let mut notes = Vec::new();
-    if !profile.userns_only.is_empty() {
-        notes.push(
-            "userns-only capabilities were granted against a user namespace other than the \
-             initial one, such as one the workload created (unshare, sandboxes): held there \
-             without any cap_add. If the workload itself runs in a user namespace (Docker \
-             userns-remap, rootless Docker or Podman), its engine's --cap-add still governs \
-             them: add them there"
-                .to_string(),
-        );
-    }
-    if profile
-        .explanations
-        .iter()
-        .any(|f| f.user_namespace == UserNs::Unknown)
-    {
-        notes.push(
-            "the kernel had no BTF to tell user namespaces apart: checks of unknown user \
-             namespace count as the host's"
-                .to_string(),
-        );
-    }
-    notes
-}
-
-/// Symbol-based hooks miss the call sites where the compiler inlined `cap_capable`
-/// (measured on Debian 5.10, 6.1 and 6.12 by `cargo xtask vm-test`; see docs/kernel-matrix.md).
-fn hook_notes(hook: &str) -> Vec<String> {
-    match hook {
-        "fexit" | "kprobe" => vec![format!(
-            "{hook} cannot see checks where the kernel inlined cap_capable (cap_task_prctl, \
-             cap_capset, cap_vm_enough_memory, cap_mmap_addr on many kernels): e.g. SETPCAP for \
-             prctl(PR_SET_SECUREBITS) and SYS_RAWIO for mmap below mmap_min_addr are missed; \
-             see docs/kernel-matrix.md"
-        )],
-        _ => Vec::new(),
-    }
-}
-
-/// `--cap-drop ALL --cap-add X ...`, the form docker run takes.
-pub fn docker_flags(profile: &Profile) -> String {
-    flags_for(&profile.required)
-}
-
-fn flags_for(caps: &BTreeSet<Capability>) -> String {
-    let mut flags = String::from("--cap-drop ALL");
-    for cap in caps {
-        let _ = write!(flags, " --cap-add {cap}");
-    }
-    flags
-}
-
-fn text(report: &Report) -> String {
-    let mut out = String::new();
-    header(&mut out, report);
-    let checks = &report.profile.checks;
-    let in_bucket = |b: Bucket| checks.iter().filter(|c| c.bucket == b).collect::<Vec<_>>();
-    let (app, runtime, borrowed) = (
-        in_bucket(Bucket::App),
-        in_bucket(Bucket::Runtime),
-        in_bucket(Bucket::Borrowed),
-    );
-    if app.is_empty() {
-        out.push_str("No capability checks were observed.\n");
-    } else {
-        table(&mut out, &app);
-    }
-    if !runtime.is_empty() {
-        out.push_str(
-            "\nContainer runtime setup (before the entrypoint; not the workload's needs):",
-        );
-        table(&mut out, &runtime);
-    }
-    if !borrowed.is_empty() {
-        out.push_str(
-            "\nOn other credentials (the kernel acting for someone else, e.g. overlayfs copy-up):",
-        );
-        table(&mut out, &borrowed);
-    }
-    let profile = &report.profile;
-    let denied = app.iter().any(|c| c.verdict == Verdict::Denied);
-    out.push('\n');
-    if profile.required.is_empty() {
-        out.push_str("Required: none\n");
-    } else {
-        let names = bare_names(&profile.required);
-        let _ = writeln!(out, "Required: {}", names.join(", "));
-        findings(&mut out, &profile.explanations, false);
-    }
-    if !profile.refused.is_empty() {
-        out.push_str(
-            "Refused (only ever denied; not required, but the workload may need it: verify by \
-             running without it):\n",
-        );
-        findings(&mut out, &profile.refused, true);
-    }
-    if !profile.userns_only.is_empty() {
-        out.push_str(
-            "User namespace only (granted inside a user namespace other than the initial one; \
-             not a host-level cap_add):\n",
-        );
-        findings(&mut out, &profile.userns_only, true);
-    }
-    if !profile.advisory.is_empty() {
-        let _ = writeln!(
-            out,
-            "Advisory only: {} (noaudit checks only choose a behaviour: never required)",
-            bare_names(&profile.advisory).join(", ")
-        );
-    }
-    behaviour_sections(&mut out, report);
-    if denied && profile.refused.is_empty() {
-        out.push_str(
-            "Denied checks are not required on their own (programs often fall back); verify by running without them.\n",
-        );
-    }
-    if let (Some(granted), Some(droppable)) = (&profile.granted, &profile.droppable) {
-        let _ = writeln!(
-            out,
-            "Granted: {} of 41; droppable (granted, never required): {}",
-            granted.len(),
-            if droppable.is_empty() {
-                "none".to_string()
-            } else {
-                bare_names(droppable).join(", ")
-            }
-        );
-    }
-    let l = &report.losses;
-    if l.checks_overflow > 0 || l.sightings_lost > 0 || l.unclassified > 0 {
-        let _ = writeln!(
-            out,
-            "Warning: {} checks did not fit the kernel map, {} first-sighting records were lost (their counts were recovered from the map), {} checks could not be classified.",
-            l.checks_overflow, l.sightings_lost, l.unclassified
-        );
-    }
-    for note in &report.notes {
-        let _ = writeln!(out, "Note: {note}");
-    }
-    if let Some(v) = &report.verification {
-        verification(&mut out, v);
-    }
-    let _ = writeln!(out, "Apply: {}", report.docker_flags);
-    out
-}
-
-fn verification(out: &mut String, v: &Verification) {
-    match &v.failure {
-        None => {
-            let _ = writeln!(
-                out,
-                "Verified by {} run(s) of the workload: it exits with {} under the flags below; Required lists only what removal proved needed.",
-                v.runs, v.expected_exit
-            );
-        }
-        Some(why) => {
-            let _ = writeln!(
-                out,
-                "Not verified ({} run(s)): {why}; the flags below are the recorded ones.",
-                v.runs
-            );
-        }
-    }
-    for d in &v.dropped {
-        let _ = writeln!(out, "  dropped {}: {}", d.capability, d.reason);
-    }
-    for a in &v.added {
-        let _ = writeln!(out, "  added {}: {}", a.capability, a.reason);
-    }
-}
-
-/// The text report's optional, unproven and non-root sections.
-fn behaviour_sections(out: &mut String, report: &Report) {
-    let profile = &report.profile;
-    if !profile.optional.is_empty() {
-        out.push_str(
-            "Optional (checked only where the kernel picks a behaviour; no call fails without \
-             them, so never required):\n",
-        );
-        findings(out, &profile.optional, true);
-    }
-    if !profile.unproven.is_empty() {
-        out.push_str(
-            "Unproven (required, but programs often go on without them; `capspy verify \
-             --minimal -- <your docker run command>` removes each and re-runs):\n",
-        );
-        for u in &profile.unproven {
-            let _ = writeln!(out, "  {:<18} {}", u.capability.to_string(), u.reason);
-        }
-    }
-    for line in non_root_lines(report) {
-        let _ = writeln!(out, "{line}");
-    }
-}
-
-/// What a report says about capabilities a non-root process was refused, one line each plus the
-/// Dockerfile line and the flags that go with it; empty when there are none. Every format
-/// carries them: as lines of the text report, comments in YAML, standard error for `docker`.
-pub fn non_root_lines(report: &Report) -> Vec<String> {
-    let non_root = &report.profile.non_root;
-    if non_root.is_empty() {
-        return Vec::new();
-    }
-    let mut lines = vec!["Non-root (--cap-add alone does not reach these):".to_string()];
-    for n in non_root {
-        lines.push(format!("  {:<18} {}", n.capability.to_string(), n.reason));
-        if let Some(line) = &n.dockerfile {
-            lines.push(format!("  {:<18} Dockerfile: {line}", ""));
-        }
-    }
-    let mut with: BTreeSet<Capability> = report.profile.required.clone();
-    with.extend(non_root.iter().map(|n| n.capability));
-    lines.push(format!(
-        "  With file capabilities, apply: {}",
-        flags_for(&with)
-    ));
-    lines
-}
-
-/// The first line: what was traced.
-fn header(out: &mut String, report: &Report) {
-    match &report.subject {
-        Subject::Command {
-            argv,
-            exit_code,
-            interrupted,
-        } => {
-            let _ = writeln!(
-                out,
-                "capspy: `{}` exited with {exit_code}{}; hook {}",
-                printable(&argv.join(" ")),
-                if *interrupted {
-                    " (interrupted: partial profile)"
-                } else {
-                    ""
-                },
-                report.hook
-            );
-        }
-        Subject::Container {
-            id,
-            name,
-            image,
-            workload,
-        } => {
-            let _ = writeln!(
-                out,
-                "capspy: container {} ({}), image {}, workload {}",
-                printable(name.as_deref().unwrap_or("?")),
-                printable(short_id(id)),
-                printable(image.as_deref().unwrap_or("?")),
-                printable(workload.as_deref().unwrap_or("?")),
-            );
-        }
-        Subject::Workload {
-            key, containers, ..
-        } => {
-            let _ = writeln!(
-                out,
-                "capspy: workload {}, {} container instance(s)",
-                printable(key),
-                containers.len()
-            );
-        }
-    }
-    if let Some(c) = &report.coverage {
-        let hosts: Vec<String> = c.hosts.iter().map(|h| printable(h).into_owned()).collect();
-        let _ = writeln!(
-            out,
-            "merged from {} host(s) ({}), {} instance(s), {} .. {}",
-            c.hosts.len(),
-            hosts.join(", "),
-            c.instances,
-            seconds(c.first_seen),
-            seconds(c.last_seen)
-        );
-    }
-}
-
-fn table(out: &mut String, checks: &[&CheckRow]) {
-    let _ = writeln!(
-        out,
-        "\n{:<20} {:<9} {:<8} {:<9} {:<13} {:<8} {:>8}  {:<19}  {:<19}  {:<30} CALL PATH",
-        "CAPABILITY",
-        "ORIGIN",
-        "VERDICT",
-        "AUDIT",
-        "CLASSIFIED BY",
-        "USERNS",
-        "COUNT",
-        "FIRST SEEN (UTC)",
-        "LAST SEEN",
-        "FIRST PROCESS"
-    );
-    for c in checks {
-        let process = process_str(&c.example);
-        // The generic frames say nothing about who asked; show the first callers past them.
-        let path: Vec<&str> = c
-            .call_path
-            .iter()
-            .map(String::as_str)
-            .filter(|f| !f.starts_with("security_capable+"))
-            .take(3)
-            .collect();
-        let _ = writeln!(
-            out,
-            "{:<20} {:<9} {:<8} {:<9} {:<13} {:<8} {:>8}  {:<19}  {:<19}  {:<30} {}",
-            c.capability.to_string(),
-            c.origin.name(),
-            verdict_str(c.verdict),
-            audit_str(c.audit),
-            classifier_str(c.classified_by),
-            userns_str(c.user_namespace),
-            c.count,
-            seconds(c.first_seen),
-            seconds(c.last_seen),
-            process,
-            path.join(" <- ")
-        );
-    }
-}
-
-/// `  NET_RAW  reason [evidence]` lines of a findings section.
-fn findings(out: &mut String, list: &[Finding], with_evidence: bool) {
-    for f in list {
-        let _ = write!(out, "  {:<18} {}", f.capability.to_string(), f.reason);
-        if with_evidence {
-            let e = &f.evidence;
-            let processes: Vec<String> = e.processes.iter().take(3).map(process_str).collect();
-            let _ = write!(
-                out,
-                " [{} check(s) {} .. {}, by {}{}]",
-                e.count,
-                seconds(e.first_seen),
-                seconds(e.last_seen),
-                processes.join(", "),
-                if e.processes.len() > 3 { ", ..." } else { "" }
-            );
-        }
-        out.push('\n');
-    }
-}
-
-fn process_str(p: &ProcessRef) -> String {
-    format!("{} (pid {}, uid {})", printable(&p.comm), p.tgid, p.uid)
-}
-
-/// `2026-11-29 00:18:02`: the text table's time, to the second.
-fn seconds(t: SystemTime) -> String {
-    let full = rfc3339(t);
-    full.get(..19).unwrap_or(&full).replacen('T', " ", 1)
-}
-
-fn verdict_str(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Granted => "granted",
-        Verdict::Denied => "denied",
-    }
-}
-
-fn audit_str(a: AuditClass) -> &'static str {
-    match a {
-        AuditClass::Audited => "audited",
-        AuditClass::Advisory => "advisory",
-    }
-}
-
-fn classifier_str(c: Classifier) -> &'static str {
-    match c {
-        Classifier::Opts => "opts",
-        Classifier::CallPath => "call path",
-        Classifier::Unclassified => "unclassified",
-        Classifier::Syscall => "syscall",
-        Classifier::Evidence => "evidence",
-    }
-}
-
-fn userns_str(u: UserNs) -> &'static str {
-    match u {
-        UserNs::Initial => "initial",
-        UserNs::Other => "other",
-        UserNs::Unknown => "unknown",
-    }
-}
-
-/// The inverse of [`rfc3339`]: `2026-11-29T00:18:02.123Z` (any number of fraction digits, or
-/// none; UTC only, as capspy writes it).
-pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    let bare = text.strip_suffix('Z')?;
-    let (date, clock) = bare.split_once('T')?;
-    let mut ymd = date.split('-');
-    let (year, month, day): (i64, i64, i64) = (
-        ymd.next()?.parse().ok()?,
-        ymd.next()?.parse().ok()?,
-        ymd.next()?.parse().ok()?,
-    );
-    if ymd.next().is_some() || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
-    let mut parts = hms.split(':');
-    let (hour, minute, second): (u64, u64, u64) = (
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-        parts.next()?.parse().ok()?,
-    );
-    if parts.next().is_some() || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    if !frac.bytes().all(|c| c.is_ascii_digit()) || frac.len() > 9 {
-        return None;
-    }
-    let nanos: u32 = if frac.is_empty() {
-        0
-    } else {
-        format!("{frac:0<9}").parse().ok()?
-    };
-    // Days since 1970-01-01 from a civil date (Howard Hinnant's algorithm).
-    let shifted = year - i64::from(month <= 2);
-    let era = shifted.div_euclid(400);
-    let yoe = shifted.rem_euclid(400);
-    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
-    let secs = days
-        .checked_mul(86_400)?
-        .checked_add(hour * 3600 + minute * 60 + second)?;
-    UNIX_EPOCH.checked_add(std::time::Duration::new(secs, nanos))
-}
-
-/// `2026-11-29T00:18:02.123Z`, UTC, millisecond precision.
-pub fn rfc3339(t: SystemTime) -> String {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_millis()
-    )
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
+    use super::deploy::{ComposeFile, K8sContainer, OciCapabilities};
     use super::*;
-    use crate::caps::CapSet;
-    use crate::profile::Origin;
+    use crate::model::caps::CapSet;
+    use crate::model::check::{AuditClass, Bucket, Origin, UserNs, Verdict};
     use crate::profile::tests::{fact, row};
 
-    fn report(rows: Vec<crate::profile::CheckRow>) -> Report {
+    fn report(rows: Vec<crate::model::check::CheckRow>) -> Report {
         Report::new(
             Subject::Command {
                 argv: vec!["ping".into(), "-c1".into(), "127.0.0.1".into()],
@@ -1015,7 +382,7 @@ mod tests {
         let t = r.render(Format::Text);
         assert!(t.contains("NET_RAW"), "{t}");
         assert!(t.contains("granted"), "{t}");
-        assert!(t.contains("call path"), "{t}");
+        assert!(t.contains("call_path"), "{t}");
         assert!(t.contains("Required: NET_RAW"), "{t}");
         assert!(t.contains("Apply: --cap-drop ALL --cap-add NET_RAW"), "{t}");
     }
@@ -1130,32 +497,10 @@ mod tests {
     }
 
     #[test]
-    fn times_parse_back() {
-        for secs in [0, 951_782_400, 1_800_000_000, 4_102_444_800] {
-            for ms in [0, 1, 999] {
-                let t = UNIX_EPOCH + std::time::Duration::from_millis(secs * 1000 + ms);
-                assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t), "{}", rfc3339(t));
-            }
-        }
-        assert_eq!(
-            parse_rfc3339("2026-11-29T01:56:58Z"),
-            Some(UNIX_EPOCH + std::time::Duration::from_secs(1_795_917_418))
-        );
-        for bad in [
-            "",
-            "2026-11-29",
-            "2026-13-01T00:00:00Z",
-            "2026-11-29T01:56:58+01:00",
-            "x",
-        ] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
     fn json_reports_validate_against_the_schema_file() {
         let schema: serde_json::Value =
-            serde_json::from_str(include_str!("../../schema/capspy-report.schema.json")).unwrap();
+            serde_json::from_str(include_str!("../../../schema/capspy-report.schema.json"))
+                .unwrap();
         let validator = jsonschema::validator_for(&schema).expect("the schema is valid");
         let mut reports = vec![
             report(vec![]),
@@ -1402,13 +747,6 @@ mod tests {
         assert!(t.contains("2023-11-14 22:13:20"), "{t}");
         assert!(t.contains("Container runtime setup"), "{t}");
         assert!(t.contains("Apply: --cap-drop ALL --cap-add NET_BIND_SERVICE --cap-add NET_RAW"));
-    }
-
-    #[test]
-    fn rfc3339_formats_known_instants() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let leap = UNIX_EPOCH + Duration::from_millis(951_782_400_250); // 2000-02-29
-        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.250Z");
     }
 
     #[test]
