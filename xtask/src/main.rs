@@ -3,6 +3,7 @@
 mod bench;
 mod build;
 mod cmd;
+mod layers;
 mod setup;
 mod stress;
 mod test;
@@ -31,7 +32,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, lint (fmt, clippy), then `cargo test --workspace --release`.
+    /// Check that capspy/src imports follow the data path's stages (also run by `test`).
+    Layers,
+    /// Set up, lint (fmt, clippy, layers), then `cargo test --workspace --release`.
     Test(test::Options),
     /// Run the reliability and container tests N times in a row under CPU and fork load.
     Stress(stress::Options),
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Setup(opts) => setup::setup(&opts),
         Command::Build => build::build(),
         Command::Run { args } => build::run(&args),
+        Command::Layers => layers::check(cmd::workspace_root()),
         Command::Test(opts) => test::test(&opts),
         Command::Stress(opts) => stress::stress(&opts),
         Command::VmTest(opts) => vm::vm_test(&opts),

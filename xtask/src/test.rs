@@ -46,6 +46,7 @@ pub fn test(opts: &Options) -> Result<()> {
 
 /// Cheap checks first, so a formatting slip fails in seconds rather than after the build.
 fn lint() -> Result<()> {
+    crate::layers::check(cmd::workspace_root())?;
     cmd::run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     cmd::run(cargo().args([
         "clippy",
