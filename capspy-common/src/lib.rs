@@ -258,7 +258,7 @@ pub struct CheckKey {
     pub verdict: u8,
     pub audit: u8,
     pub userns: u8,
-    /// [`BUCKET_APP`] or [`BUCKET_RUNTIME`].
+    /// [`BUCKET_APP`], [`BUCKET_RUNTIME`] or [`BUCKET_BORROWED`].
     pub bucket: u8,
     /// [`ORIGIN_CHECK`] or a capability kept without a check ([`ORIGIN_CAPSET`], ...).
     pub origin: u8,

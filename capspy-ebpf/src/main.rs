@@ -5,9 +5,29 @@
 //! They all end in [`record`], the hot path, which runs on every capability check on the host.
 #![no_std]
 #![no_main]
+// The workspace's pedantic lints, less those that fight BPF code:
+#![allow(
+    clippy::inline_always,
+    reason = "BPF helpers are inlined on purpose: the verifier checks one flat program, and \
+              bpf-to-bpf calls cost stack the hot path cannot spare"
+)]
+#![allow(
+    clippy::needless_pass_by_value,
+    reason = "aya's program macros hand each program its context by value"
+)]
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_ptr_alignment,
+    clippy::borrow_as_ptr,
+    reason = "kernel values narrowed after range checks, reads through bpf_probe_read (no \
+              alignment needed), and helper arguments written the way aya's docs write them"
+)]
 // The BPF target has no `AtomicU64::fetch_add`; the intrinsic lowers to BPF's atomic add.
 #![feature(core_intrinsics)]
-#![allow(internal_features)]
+#![allow(
+    internal_features,
+    reason = "core_intrinsics is the only atomic add the BPF target has"
+)]
 
 mod capset;
 mod cgroups;
@@ -522,7 +542,8 @@ fn current_syscall_slot(task: *const u8) -> u32 {
         return last;
     }
     // SAFETY: bpf_task_pt_regs returns a BTF pointer to the task's user-mode registers: a plain
-    // load the verifier checks and guards.
+    // load the verifier checks and guards. x86-64 only: `orig_rax` holds the syscall number there
+    // (arm64 keeps it in `syscallno`); capspy's object is built for x86-64 kernels.
     let nr = unsafe {
         let regs = bpf_task_pt_regs(task.cast_mut().cast()) as *const pt_regs;
         core::ptr::read_volatile(&raw const (*regs).orig_rax)
