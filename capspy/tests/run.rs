@@ -1,6 +1,8 @@
 //! `capspy run` against the real kernel: these tests load the real BPF program and trace real
 //! processes, so they need root (CI runs them as root).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -232,9 +234,9 @@ fn sigint_stops_the_command_and_still_reports() {
         ])
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    // SAFETY: signalling our own child by pid.
-    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGINT) };
+    // Not a fixed delay: under load capspy may still be loading its program after seconds.
+    common::wait_for_descendant(child.id(), "sleep");
+    common::signal(&child, libc::SIGINT);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(128 + libc::SIGINT), "{status:?}");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();

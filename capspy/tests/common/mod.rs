@@ -3,7 +3,7 @@
 //! busybox-static (no registry is reachable).
 
 // Each test crate uses its own part of this module.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test binary uses only some of the helpers")]
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -90,6 +90,45 @@ impl Drop for Cleanup {
 pub fn signal(child: &Child, sig: i32) {
     // SAFETY: signalling a child we started, by pid.
     unsafe { libc::kill(i32::try_from(child.id()).unwrap(), sig) };
+}
+
+/// Waits (up to 60 s) until a descendant of `pid` runs a program named `comm`: the moment a
+/// command under `capspy run` has really started, however slow the machine is.
+pub fn wait_for_descendant(pid: u32, comm: &str) {
+    let parent_of = |p: u32| -> Option<(u32, String)> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+        Some((rest.split(' ').nth(1)?.parse().ok()?, name.to_string()))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(mut p) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Some((_, name)) = parent_of(p) else {
+                continue;
+            };
+            if name != comm {
+                continue;
+            }
+            while let Some((ppid, _)) = parent_of(p) {
+                if ppid == pid {
+                    return;
+                }
+                if ppid <= 1 {
+                    break;
+                }
+                p = ppid;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no {comm} under pid {pid} after 60 s");
 }
 
 /// Runs the docker client; fails the test if it fails.
