@@ -16,6 +16,10 @@ pub enum Variant {
     Floor,
     /// Send every check through a ring buffer to userspace, which reads them all.
     Stream,
+    /// capspy's aggregation alone: cgroup id, hash lookup on its 16-byte key, atomic add.
+    Hash,
+    /// The same count in the cgroup's local storage (Linux >= 6.2): no hashing.
+    Cgrp,
 }
 
 #[derive(Debug, clap::Args)]
@@ -26,10 +30,19 @@ pub struct BenchProbeArgs {
 
 pub async fn bench_probe(args: &BenchProbeArgs) -> Result<i32> {
     let btf = aya::Btf::from_sys_fs().context("reading BTF")?;
-    let mut ebpf = aya::Ebpf::load(OBJECT).context("loading the bench object")?;
+    let kernel = crate::btf::Btf::from_sys_fs()?;
+    let cgroups_at = kernel.struct_member_offset("task_struct", "cgroups")?;
+    let dfl_at = kernel.struct_member_offset("css_set", "dfl_cgrp")?;
+    let mut ebpf = aya::EbpfLoader::new()
+        .override_global("TASK_CGROUPS_OFFSET", &cgroups_at, true)
+        .override_global("CSS_SET_DFL_CGRP_OFFSET", &dfl_at, true)
+        .load(OBJECT)
+        .context("loading the bench object")?;
     let name = match args.variant {
         Variant::Floor => "bench_floor",
         Variant::Stream => "bench_stream",
+        Variant::Hash => "bench_hash",
+        Variant::Cgrp => "bench_cgrp",
     };
     let prog: &mut BtfTracePoint = ebpf
         .program_mut(name)
@@ -44,7 +57,7 @@ pub async fn bench_probe(args: &BenchProbeArgs) -> Result<i32> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut events: u64 = 0;
     match args.variant {
-        Variant::Floor => {
+        Variant::Floor | Variant::Hash | Variant::Cgrp => {
             tokio::select! {
                 _ = sigint.recv() => {}
                 _ = sigterm.recv() => {}

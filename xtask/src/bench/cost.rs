@@ -7,7 +7,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 
 use super::inside::bpf_prog_fds;
@@ -82,6 +82,12 @@ pub(super) enum Variant {
     Capspy,
     Bpftrace,
     Stream,
+    /// Only in section 5: `capspy watch` with baselines and metrics.
+    Watch,
+    /// Only in section 1c: capspy's aggregation alone, in its hash map.
+    Hash,
+    /// Only in section 1c: the same count in cgroup local storage.
+    Cgrp,
 }
 
 pub(super) const VARIANTS: [Variant; 5] = [
@@ -100,6 +106,9 @@ impl Variant {
             Self::Capspy => "capspy",
             Self::Bpftrace => "bpftrace",
             Self::Stream => "stream",
+            Self::Watch => "capspy watch",
+            Self::Hash => "hash",
+            Self::Cgrp => "cgrp",
         }
     }
 
@@ -110,6 +119,15 @@ impl Variant {
             Self::Capspy => "`capspy record` daemon, in-kernel aggregation (tp_btf)",
             Self::Bpftrace => "bpftrace one-liner, classic tracepoint",
             Self::Stream => "ring buffer record per check, read by userspace (tp_btf)",
+            Self::Watch => {
+                "`capspy watch`: the daemon with every workload's baseline loaded, alerts to a \
+                 file, metrics served"
+            }
+            Self::Hash => "cgroup id, hash lookup on capspy's 16-byte key, atomic add (tp_btf)",
+            Self::Cgrp => {
+                "`task->cgroups->dfl_cgrp`, `bpf_cgrp_storage_get`, atomic add at an index \
+                 (tp_btf)"
+            }
         }
     }
 
@@ -128,7 +146,7 @@ pub(super) struct Attached {
 pub(super) fn attach(ctx: &Ctx, variant: Variant, tag: &str) -> Result<Attached> {
     let proc = match variant {
         Variant::Baseline => None,
-        Variant::Floor | Variant::Stream => {
+        Variant::Floor | Variant::Stream | Variant::Hash | Variant::Cgrp => {
             let name = variant.name();
             let mut probe = Proc::spawn(
                 "capspy bench-probe",
@@ -140,6 +158,7 @@ pub(super) fn attach(ctx: &Ctx, variant: Variant, tag: &str) -> Result<Attached>
         }
         Variant::Capspy => Some(ctx.start_daemon(&ctx.scratch.join(format!("{tag}.db")))?),
         Variant::Bpftrace => Some(start_bpftrace(BPFTRACE_ONE_LINER)?),
+        Variant::Watch => bail!("capspy watch needs baselines: see workloads::start_watch"),
     };
     // The same settling time for every variant, the baseline included.
     thread::sleep(Duration::from_millis(300));

@@ -6,19 +6,24 @@
 //!    drift hits every variant alike; an mmap loop (one advisory SYS_ADMIN check per call) as the
 //!    common real-world check. Then the programs' own time per run from the kernel's BPF stats,
 //!    and what each helper of the hot path costs here (bpftrace programs under the same stats).
+//!    Then (1c) the aggregation alone: capspy's hash lookup against cgroup local storage, and one
+//!    hot key counted by both CPUs at once.
 //! 2. Daemon cost: its CPU and memory while the host makes ~100,000 checks per second.
 //! 3. Scale: 1,000 concurrent fake containers (cgroups `/docker/<id>`), each with its own known
 //!    checks, attributed exactly; the kernel maps' memory at that size.
 //! 4. Reading: `capspy ls` and `capspy profile` over a store of 10,000 workloads.
+//! 5. Real work: a fork+exec loop, nginx under wrk and a `make -j2` build under nothing,
+//!    `capspy watch`, bpftrace and a streaming tracer, in rounds.
 //!
 //! The stages, one module each: `process` (Ctrl-C, scratch folder, workload, child processes),
-//! `cost` (sections 0 and 1), `inside` (1b, BPF stats), `daemon` (2), `scale` (3), `reading` (4),
-//! then `report` (the run's figures, targets, number formatting, the document), `tables` and
+//! `cost` (sections 0 and 1), `inside` (1b, BPF stats), `aggregation` (1c), `daemon` (2), `scale` (3), `reading` (4),
+//! `workloads` (5), then `report` (the run's figures, targets, number formatting, the document), `tables` and
 //! `analysis` (the prose written from the figures).
 //!
 //! Everything the bench starts (processes, cgroups, files, the BPF stats switch) is undone by the
 //! bench itself, by pid, on errors and Ctrl-C too.
 
+mod aggregation;
 mod analysis;
 mod cost;
 mod daemon;
@@ -28,6 +33,7 @@ mod reading;
 mod report;
 mod scale;
 mod tables;
+mod workloads;
 
 use std::fs;
 use std::path::PathBuf;
@@ -73,6 +79,14 @@ struct Plan {
     scale_idle_secs: u64,
     workloads: usize,
     read_runs: usize,
+    /// Rounds of section 1c (aggregation alone, BPF stats).
+    agg_rounds: usize,
+    macro_rounds: usize,
+    /// fork+execs per measurement of the shell loop.
+    macro_execs: u64,
+    /// C files of the generated project.
+    macro_files: usize,
+    wrk_secs: u64,
 }
 
 impl Plan {
@@ -90,10 +104,15 @@ impl Plan {
                 scale_idle_secs: 2,
                 workloads: 500,
                 read_runs: 3,
+                agg_rounds: 1,
+                macro_rounds: 1,
+                macro_execs: 100,
+                macro_files: 20,
+                wrk_secs: 1,
             }
         } else {
             Plan {
-                rounds: 7,
+                rounds: 11,
                 setuid_calls: 3_000_000,
                 mmap_calls: 1_000_000,
                 warmup_calls: 100_000,
@@ -104,6 +123,11 @@ impl Plan {
                 scale_idle_secs: 5,
                 workloads: 10_000,
                 read_runs: 10,
+                agg_rounds: 9,
+                macro_rounds: 5,
+                macro_execs: 2_000,
+                macro_files: 300,
+                wrk_secs: 5,
             }
         }
     }
@@ -147,12 +171,16 @@ pub fn bench(opts: &Options) -> Result<()> {
     let cost = per_check(&ctx)?;
     step("time inside the BPF programs (kernel BPF stats)");
     let inside = hot_path(&ctx)?;
+    step("the aggregation alone: hash map against cgroup storage, one and two CPUs");
+    let aggregation = aggregation::aggregation(&ctx)?;
     step("daemon CPU and memory under a steady load");
     let daemon = daemon_cost(&ctx)?;
     step(&format!("{} concurrent cgroups", plan.cgroups));
     let scale = scale(&ctx)?;
     step(&format!("reading a store of {} workloads", plan.workloads));
     let reading = reading(&ctx)?;
+    step("real workloads under every variant, in rounds");
+    let workloads = workloads::macro_workloads(&ctx)?;
 
     let report = Report {
         plan,
@@ -160,9 +188,11 @@ pub fn bench(opts: &Options) -> Result<()> {
         counts,
         cost,
         inside,
+        aggregation,
         daemon,
         scale,
         reading,
+        workloads,
         elapsed: started.elapsed(),
         quick: opts.quick,
     };

@@ -195,6 +195,23 @@ impl Proc {
         })
     }
 
+    /// SIGKILL, then reaped.
+    pub(super) fn kill(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.reaped = true;
+        }
+    }
+
+    /// Whether it has exited (then reaped).
+    pub(super) fn exited(&mut self) -> Result<bool> {
+        if !self.reaped && self.child.try_wait()?.is_some() {
+            self.reaped = true;
+        }
+        Ok(self.reaped)
+    }
+
     pub(super) fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -294,10 +311,7 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if !self.reaped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.kill();
     }
 }
 
@@ -306,6 +320,22 @@ pub(super) fn signal(pid: u32, sig: libc::c_int) {
         // SAFETY: plain syscall on a child we spawned and have not reaped.
         unsafe { libc::kill(pid, sig) };
     }
+}
+
+/// user+sys CPU of all reaped children so far: around one child's run, its own CPU time.
+pub(super) fn children_cpu_secs() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &raw mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| {
+        #[expect(clippy::cast_precision_loss, reason = "small numbers")]
+        let s = t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        s
+    };
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 #[cfg(test)]

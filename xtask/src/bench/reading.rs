@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, ensure};
 
-use super::process::{Ctx, check_interrupted};
+use super::process::{Ctx, check_interrupted, children_cpu_secs};
 use super::report::median;
 use crate::cmd;
 
@@ -17,22 +17,6 @@ pub(super) struct Reading {
     pub(super) build_secs: f64,
     /// (command shown, wall seconds per run, CPU seconds per run).
     pub(super) commands: Vec<(String, Vec<f64>, Vec<f64>)>,
-}
-
-/// user+sys CPU of all reaped children so far: around one child's run, its own CPU time.
-pub(super) fn children_cpu_secs() -> f64 {
-    // SAFETY: getrusage fills the struct it is given.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &raw mut usage);
-        usage
-    };
-    let secs = |t: libc::timeval| {
-        #[expect(clippy::cast_precision_loss, reason = "small numbers")]
-        let s = t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        s
-    };
-    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 pub(super) fn reading(ctx: &Ctx) -> Result<Reading> {

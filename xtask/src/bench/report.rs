@@ -8,11 +8,13 @@ use std::thread;
 use std::time::Duration;
 
 use super::Plan;
+use super::aggregation::Aggregation;
 use super::cost::{Cost, Counts, Variant};
 use super::daemon::DaemonCost;
 use super::inside::Inside;
 use super::reading::Reading;
 use super::scale::Scale;
+use super::workloads::Macro;
 use crate::cmd;
 
 pub(super) fn median(xs: &[f64]) -> f64 {
@@ -36,6 +38,15 @@ pub(super) fn min_max(xs: &[f64]) -> (f64, f64) {
 pub(super) fn spread(xs: &[f64], digits: usize) -> String {
     let (lo, hi) = min_max(xs);
     format!("{:.digits$} ({lo:.digits$}–{hi:.digits$})", median(xs))
+}
+
+/// "+0.3% (−1.2…+2.0)": a median % and its range, signed.
+pub(super) fn spread_pct(xs: &[f64]) -> String {
+    if xs.is_empty() {
+        return "—".into();
+    }
+    let (lo, hi) = min_max(xs);
+    format!("{:+.1}% ({lo:+.1}…{hi:+.1})", median(xs))
 }
 
 pub(super) struct Machine {
@@ -110,9 +121,11 @@ pub(super) struct Report {
     pub(super) counts: Counts,
     pub(super) cost: Cost,
     pub(super) inside: Inside,
+    pub(super) aggregation: Aggregation,
     pub(super) daemon: DaemonCost,
     pub(super) scale: Scale,
     pub(super) reading: Reading,
+    pub(super) workloads: Macro,
     pub(super) elapsed: Duration,
     pub(super) quick: bool,
 }
@@ -178,6 +191,21 @@ impl Report {
         }
     }
 
+    /// capspy/floor if the hash were replaced by cgroup storage: section 1's added cost per check
+    /// less what section 1c measured the storage to save (its median), over the floor's; of the
+    /// medians, and per round of section 1.
+    pub(super) fn projected_ratio(&self) -> (f64, Vec<f64>) {
+        let d = self.derived();
+        let saved = median(&self.aggregation.diff(Variant::Hash, Variant::Cgrp));
+        let get = |v| d.added.get(&v).cloned().unwrap_or_default();
+        let capspy: Vec<f64> = get(Variant::Capspy).iter().map(|x| x - saved).collect();
+        let per_round = ratios(&capspy, &get(Variant::Floor));
+        (
+            (d.median_added(Variant::Capspy) - saved) / d.median_added(Variant::Floor),
+            per_round,
+        )
+    }
+
     pub(super) fn markdown(&self, tables: &str) -> String {
         let m = &self.machine;
         format!(
@@ -195,8 +223,8 @@ impl Report {
              - load average at the end of the run (1, 5, 15 min): {loadavg}; anything above \
              the bench's own ~1 means other work shared the CPUs and widened the spreads\n\n\
              ## Reproduce\n\n\
-             As root, from a clone (needs gcc with a static libc and `bpftrace`; `bpftool` adds \
-             map names and entry counts, `perf` the daemon's profile):\n\n\
+             As root, from a clone (needs gcc with a static libc, make, `bpftrace`, `nginx` and \
+             `wrk`; `bpftool` adds map names and entry counts, `perf` the daemon's profile):\n\n\
              ```sh\ncargo xtask bench           # about {minutes} minutes; writes BENCHMARKS.md\n\
              cargo xtask bench --quick   # smoke test: small counts, prints the tables only\n```\n\n\
              `cargo test -p xtask --release --test bench` runs the quick one and checks that every \
@@ -259,6 +287,7 @@ mod tests {
     use crate::bench::daemon::Profile;
     use crate::bench::inside::HELPER_PROGRAMS;
     use crate::bench::scale::MapInfo;
+    use crate::bench::workloads::FIGURES;
 
     #[test]
     fn statistics() {
@@ -322,6 +351,7 @@ mod tests {
                     .map(|((w, _), ns)| (*w, ns))
                     .collect(),
             },
+            aggregation: fixture_aggregation(),
             daemon: fixture_daemon(),
             scale: fixture_scale(),
             reading: Reading {
@@ -331,9 +361,56 @@ mod tests {
                 build_secs: 0.5,
                 commands: vec![("capspy ls".into(), vec![1.2, 1.3], vec![0.4, 0.5])],
             },
+            workloads: fixture_workloads(),
             elapsed: Duration::from_secs(315),
             quick: false,
         }
+    }
+
+    fn fixture_aggregation() -> Aggregation {
+        let mut a = Aggregation {
+            rounds: 2,
+            calls: 1_000_000,
+            ..Aggregation::default()
+        };
+        for (v, ns) in [
+            (Variant::Floor, 40.0),
+            (Variant::Hash, 70.0),
+            (Variant::Cgrp, 48.0),
+            (Variant::Capspy, 80.0),
+        ] {
+            a.one.insert(v, vec![ns, ns]);
+            a.two.insert(v, vec![ns * 1.1, ns * 1.1]);
+        }
+        a
+    }
+
+    fn fixture_workloads() -> Macro {
+        let mut m = Macro {
+            rounds: 2,
+            execs: 2000,
+            files: 300,
+            wrk_secs: 5,
+            baselines: 3,
+            alerts: 0,
+            ..Macro::default()
+        };
+        for (v, scale) in [
+            (Variant::Baseline, 1.0),
+            (Variant::Watch, 1.005),
+            (Variant::Bpftrace, 1.02),
+            (Variant::Stream, 1.2),
+        ] {
+            for f in FIGURES {
+                let x = if f.higher_is_better() {
+                    1000.0 / scale
+                } else {
+                    1000.0 * scale
+                };
+                m.values.insert((v, f), vec![x, x]);
+            }
+        }
+        m
     }
 
     fn fixture_daemon() -> DaemonCost {
@@ -400,6 +477,14 @@ mod tests {
             "peak 32.8 MB (target < 30 MB: steady met, peak missed)",
             "(1,002 keys with the cgroups, 5 two sweeps after they were removed)",
             "`capspy ls` missed the target in wall time (1250 ms)",
+            "### 1c. The aggregation alone",
+            "| cgrp | `task->cgroups->dfl_cgrp`",
+            "| hash − cgrp (what the storage saves) | 22.0 (22.0–22.0) |",
+            "| capspy / floor, the hash replaced by the storage (projected) | 1.37 | 1.37 (1.37–1.37) |",
+            "**The aggregation.**",
+            "### 5. What real work pays",
+            "| nginx under wrk: requests/s | 1000.00 (1000.00–1000.00) | +0.5% (+0.5…+0.5) | +2.0% (+2.0…+2.0) | +20.0% (+20.0…+20.0) | **met** |",
+            "**Real work.**",
             "Whole benchmark: 315 s.",
         ] {
             assert!(doc.contains(needle), "no {needle:?} in:\n{doc}");

@@ -2,11 +2,13 @@
 
 use std::fmt::Write as _;
 
-use super::cost::VARIANTS;
+use super::aggregation::AGG_VARIANTS;
+use super::cost::{VARIANTS, Variant};
 use super::report::{
     BPFTRACE_TARGET, CPU_TARGET, FLOOR_TARGET, READ_TARGET_SECS, RSS_TARGET_KIB, Report, group,
-    kib, kib_to_mib, mb, median, met, ratio_u, spread,
+    kib, kib_to_mib, mb, median, met, ratio_u, spread, spread_pct,
 };
+use super::workloads::FIGURES;
 
 impl Report {
     pub(super) fn tables(&self) -> String {
@@ -14,9 +16,11 @@ impl Report {
         self.setuid_table(&mut s);
         self.mmap_table(&mut s);
         self.inside_tables(&mut s);
+        self.aggregation_table(&mut s);
         self.daemon_table(&mut s);
         self.scale_table(&mut s);
         self.reading_table(&mut s);
+        self.workloads_table(&mut s);
         let _ = write!(
             s,
             "\nWhole benchmark: {:.0} s{}.",
@@ -260,5 +264,89 @@ impl Report {
                 met(median(times) < READ_TARGET_SECS)
             );
         }
+    }
+
+    /// Section 5: each figure's baseline and the others' % overhead over it, per round.
+    fn workloads_table(&self, s: &mut String) {
+        let w = &self.workloads;
+        let _ = writeln!(
+            s,
+            "\n### 5. What real work pays\n\n{} rounds, the variants' order rotated every round; \
+             each round runs, under each variant: a shell loop of {} fork+execs of `/bin/true`, \
+             nginx (2 workers, a 612-byte static file) answering `wrk -t2 -c32` over loopback for \
+             {} s, and a full `make -B -j2` of a generated C project of {} files. Overhead is the \
+             variant's figure over the same round's baseline (for requests/s, the baseline's over \
+             the variant's), so positive is worse; median (min…max) over rounds. `capspy watch` \
+             had {} baseline(s) loaded (made by `capspy record` and `capspy baseline save` over one \
+             pass of the same workloads) and raised {} alert(s).\n",
+            w.rounds,
+            group(w.execs),
+            w.wrk_secs,
+            w.files,
+            w.baselines,
+            w.alerts,
+        );
+        s.push_str(
+            "| figure | baseline, median (min–max) | capspy watch | bpftrace | stream | capspy < 1% \
+             and below every peer |\n|---|---|---|---|---|---|\n",
+        );
+        for figure in FIGURES {
+            let base = w
+                .values
+                .get(&(Variant::Baseline, figure))
+                .map_or_else(String::new, |x| spread(x, 2));
+            let mut row = format!("| {} | {base} |", figure.what());
+            for v in [Variant::Watch, Variant::Bpftrace, Variant::Stream] {
+                let _ = write!(row, " {} |", spread_pct(&w.overhead(v, figure)));
+            }
+            let watch = median(&w.overhead(Variant::Watch, figure));
+            let peers = [Variant::Bpftrace, Variant::Stream]
+                .map(|v| median(&w.overhead(v, figure)))
+                .into_iter()
+                .fold(f64::INFINITY, f64::min);
+            let _ = writeln!(s, "{row} {} |", met(watch < 1.0 && watch <= peers));
+        }
+    }
+
+    /// Section 1c: the aggregation alone, hash map against cgroup storage, one and two CPUs.
+    fn aggregation_table(&self, s: &mut String) {
+        let a = &self.aggregation;
+        let _ = writeln!(
+            s,
+            "\n### 1c. The aggregation alone\n\nWhat capspy's CHECKS hash costs against cgroup \
+             local storage, each alone on tp_btf `cap_capable` beside the floor: ns per run inside \
+             the program (kernel BPF stats, {} setuid calls per measurement, {} rounds, order \
+             rotated), with one workload process, and with two at once counting on the same key \
+             (same cgroup, capability and verdict; one per CPU when both are free).\n\n| program | \
+             what | ns per run, one process | over the floor | two processes, one key | two / one \
+             |\n|---|---|---|---|---|---|",
+            group(a.calls),
+            a.rounds,
+        );
+        for v in AGG_VARIANTS {
+            let one = a.one.get(&v).map_or_else(String::new, |x| spread(x, 1));
+            let two = a.two.get(&v).map_or_else(String::new, |x| spread(x, 1));
+            let over = if v == Variant::Floor {
+                "—".to_owned()
+            } else {
+                spread(&a.diff(v, Variant::Floor), 1)
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {one} | {over} | {two} | {} |",
+                v.name(),
+                v.what(),
+                spread(&a.contention(v), 2)
+            );
+        }
+        let (projected, per_round) = self.projected_ratio();
+        let _ = writeln!(
+            s,
+            "\n| figure | median (min–max) | per round, median (min–max) |\n|---|---|---|\n\
+             | hash − cgrp (what the storage saves) | {} | |\n\
+             | capspy / floor, the hash replaced by the storage (projected) | {projected:.2} | {} |",
+            spread(&a.diff(Variant::Hash, Variant::Cgrp), 1),
+            spread(&per_round, 2),
+        );
     }
 }
