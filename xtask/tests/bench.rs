@@ -2,7 +2,7 @@
 //! and stopped, fake containers made and removed, stores written and read) and prints every
 //! table. It asserts no timing: those belong in BENCHMARKS.md, not in a pass/fail.
 //!
-//! Needs root (BPF programs, cgroups), bpftrace and gcc, as CI has.
+//! Needs root (BPF programs, cgroups), bpftrace, bpftool, gcc, make, nginx and wrk, as CI has.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -43,16 +43,27 @@ fn quick_bench_prints_every_table_and_cleans_up() {
         "| stream |",
         "| capspy / floor |",
         "| capspy / bpftrace |",
+        "### 1c. The aggregation alone",
+        "| cgrp |",
+        "| capspy / floor, the hash replaced by the storage (projected) |",
         "### 2. The daemon's own cost",
         "### 3. Scale",
         "| attributed exactly",
-        // Map names need bpftool, which CI may not have; the table is there either way.
         "| map | type | key B |",
+        // Named, with its entries counted: bpftool is there (CI installs it).
+        "| CHECKS | hash | 16 |",
         "### 4. Reading",
         "`capspy ls`",
+        "### 5. What real work pays",
+        "| nginx under wrk: p99 latency, ms |",
+        "| `make -j2`: wall s |",
     ] {
         assert!(stdout.contains(needle), "no {needle:?} in:\n{stdout}");
     }
+    assert!(
+        !stdout.contains("needs bpftool"),
+        "bpftool did not name the maps or count their entries:\n{stdout}"
+    );
     // Every fake container was attributed: the quick run makes 20.
     assert!(
         stdout.contains("| 20 / 20 | all | **met** |"),
