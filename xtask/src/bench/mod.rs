@@ -47,7 +47,7 @@ use daemon::daemon_cost;
 use inside::hot_path;
 use process::{Ctx, Scratch, compile_workload, install_interrupt_handler};
 use reading::reading;
-use report::{Machine, Report};
+use report::{LoadSampler, Machine, Report};
 use scale::scale;
 
 #[derive(clap::Args)]
@@ -164,6 +164,7 @@ pub fn bench(opts: &Options) -> Result<()> {
         plan,
     };
     let started = Instant::now();
+    let load = LoadSampler::start();
 
     step("checks per call, counted by `capspy run`");
     let counts = check_counts(&ctx)?;
@@ -184,7 +185,10 @@ pub fn bench(opts: &Options) -> Result<()> {
 
     let report = Report {
         plan,
-        machine: Machine::probe(),
+        machine: Machine {
+            load_samples: load.finish(),
+            ..Machine::probe()
+        },
         counts,
         cost,
         inside,

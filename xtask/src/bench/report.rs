@@ -49,6 +49,40 @@ pub(super) fn spread_pct(xs: &[f64]) -> String {
     format!("{:+.1}% ({lo:+.1}…{hi:+.1})", median(xs))
 }
 
+/// The 1-minute load average every 5 s during the run: how much other work shared the CPUs.
+pub(super) struct LoadSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: thread::JoinHandle<Vec<f64>>,
+}
+
+impl LoadSampler {
+    pub(super) fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut samples = Vec::new();
+            let mut tick = 0u32;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if tick.is_multiple_of(50) {
+                    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+                    if let Some(one) = text.split_whitespace().next().and_then(|v| v.parse().ok()) {
+                        samples.push(one);
+                    }
+                }
+                tick += 1;
+                thread::sleep(Duration::from_millis(100));
+            }
+            samples
+        });
+        Self { stop, thread }
+    }
+
+    pub(super) fn finish(self) -> Vec<f64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
 pub(super) struct Machine {
     pub(super) kernel: String,
     pub(super) cpus: usize,
@@ -59,6 +93,8 @@ pub(super) struct Machine {
     /// 1, 5 and 15 minute load averages when the run ended: other work on the machine shows
     /// up as noise in every figure.
     pub(super) loadavg: String,
+    /// 1-minute load average sampled every 5 s through the run.
+    pub(super) load_samples: Vec<f64>,
 }
 
 impl Machine {
@@ -111,6 +147,7 @@ impl Machine {
                 .take(3)
                 .collect::<Vec<_>>()
                 .join(" "),
+            load_samples: Vec::new(),
         }
     }
 }
@@ -220,8 +257,11 @@ impl Report {
              - capspy {revision}, hook tp_btf (the only one this kernel allows; see \
              `capspy doctor`)\n\
              - {bpftrace}\n\
-             - load average at the end of the run (1, 5, 15 min): {loadavg}; anything above \
-             the bench's own ~1 means other work shared the CPUs and widened the spreads\n\n\
+             - load average at the end of the run (1, 5, 15 min): {loadavg}; the 1-minute \
+             figure sampled every 5 s through the run: median {load_median:.1} (min \
+             {load_min:.1}, max {load_max:.1}) on {cpus} CPUs. Anything above the bench's own ~1 \
+             means other work (other builds and tests on this shared machine) took CPU time \
+             during the measurements and widened the spreads\n\n\
              ## Reproduce\n\n\
              As root, from a clone (needs gcc with a static libc, make, `bpftrace`, `nginx` and \
              `wrk`; `bpftool` adds map names and entry counts, `perf` the daemon's profile):\n\n\
@@ -238,6 +278,9 @@ impl Report {
             revision = m.revision,
             bpftrace = m.bpftrace,
             loadavg = m.loadavg,
+            load_median = median(&m.load_samples),
+            load_min = min_max(&m.load_samples).0,
+            load_max = min_max(&m.load_samples).1,
             minutes = self.elapsed.as_secs().div_ceil(60),
             analysis = self.analysis(),
         )
@@ -329,6 +372,7 @@ mod tests {
                 revision: "abc".into(),
                 bpftrace: "bpftrace v0.17.0".into(),
                 loadavg: "1 2 3".into(),
+                load_samples: vec![1.0, 3.0, 8.0],
             },
             counts: Counts {
                 setuid_calls: 100_000,
@@ -486,6 +530,7 @@ mod tests {
             "| nginx under wrk: requests/s | 1000.00 (1000.00–1000.00) | +0.5% (+0.5…+0.5) | +2.0% (+2.0…+2.0) | +20.0% (+20.0…+20.0) | **met** |",
             "**Real work.**",
             "Whole benchmark: 315 s.",
+            "median 3.0 (min 1.0, max 8.0) on 2 CPUs",
         ] {
             assert!(doc.contains(needle), "no {needle:?} in:\n{doc}");
         }

@@ -16,7 +16,8 @@ use anyhow::{Context as _, Result, bail, ensure};
 
 use super::cost::{Variant, attach};
 use super::daemon::cpu_seconds;
-use super::process::{Ctx, Proc, check_interrupted, children_cpu_secs};
+use super::process::{Ctx, Proc, check_interrupted, children_cpu_secs, signal};
+use super::scale::{FakeContainers, cgroup_v2_root, fake_id};
 
 /// The variants of this section, in the order of the first round.
 pub(super) const MACRO_VARIANTS: [Variant; 4] = [
@@ -107,8 +108,10 @@ pub(super) fn macro_workloads(ctx: &Ctx) -> Result<Macro> {
     let dir = ctx.scratch.join("macro");
     fs::create_dir_all(&dir)?;
     let project = generate_c_project(&dir.join("cproject"), plan.macro_files)?;
-    let mut nginx = Nginx::start(&dir.join("nginx"))?;
-    let baselines = make_baselines(ctx, &dir, &project, &nginx)?;
+    // Dropped last: its processes are gone by then.
+    let container = Container::new()?;
+    let mut nginx = Nginx::start(&dir.join("nginx"), &container)?;
+    let baselines = make_baselines(ctx, &dir, &project, &nginx, &container)?;
     let mut out = Macro {
         rounds: plan.macro_rounds,
         execs: plan.macro_execs,
@@ -127,7 +130,7 @@ pub(super) fn macro_workloads(ctx: &Ctx) -> Result<Macro> {
                 }
                 _ => (attach(ctx, variant, "macro")?.proc, None),
             };
-            let figures = measure(ctx, &project, &nginx)?;
+            let figures = measure(ctx, &project, &nginx, &container)?;
             if let Some(port) = metrics {
                 check_metrics(port)?;
             }
@@ -145,7 +148,7 @@ pub(super) fn macro_workloads(ctx: &Ctx) -> Result<Macro> {
         }
         let _ = fs::remove_file(ctx.scratch.join("macro.db"));
     }
-    nginx.proc.stop()?;
+    nginx.stop()?;
     out.baselines = baselines.count;
     out.alerts = fs::read_to_string(&alerts).map_or(0, |s| s.lines().count());
     Ok(out)
@@ -163,12 +166,62 @@ fn report_round(round: usize, rounds: usize, variant: Variant, figures: &[(Figur
     eprintln!("{line}");
 }
 
+/// A fake container (cgroup `/docker/<fake id>`) the workloads run in, so that capspy attributes
+/// their checks to one workload, as it would a real container's; removed on drop.
+struct Container {
+    /// Held for its drop, which removes the cgroup.
+    _cgroup: FakeContainers,
+    procs: PathBuf,
+    /// The workload key, as `capspy ls` prints it.
+    key: String,
+}
+
+impl Container {
+    fn new() -> Result<Self> {
+        let parent = cgroup_v2_root()?.join("docker");
+        let mut fakes = FakeContainers {
+            made_parent: !parent.exists(),
+            parent: parent.clone(),
+            dirs: Vec::new(),
+            workers: Vec::new(),
+        };
+        if fakes.made_parent {
+            fs::create_dir(&parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        // An index no scale cgroup uses.
+        let id = fake_id(0xffff_fffe);
+        let dir = parent.join(&id);
+        fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        fakes.dirs.push(dir.clone());
+        Ok(Self {
+            _cgroup: fakes,
+            procs: dir.join("cgroup.procs"),
+            key: format!("container:{}", &id[..12]),
+        })
+    }
+
+    /// `program args` started inside the cgroup: a shell moves itself in, then execs it.
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo $$ > \"$0\" && exec \"$@\""])
+            .arg(&self.procs)
+            .arg(program)
+            .args(args);
+        cmd
+    }
+}
+
 /// One pass of every workload under whatever is attached.
-fn measure(ctx: &Ctx, project: &Path, nginx: &Nginx) -> Result<Vec<(Figure, f64)>> {
+fn measure(
+    ctx: &Ctx,
+    project: &Path,
+    nginx: &Nginx,
+    container: &Container,
+) -> Result<Vec<(Figure, f64)>> {
     let plan = ctx.plan;
-    let (exec_cpu, exec_wall) = exec_loop(plan.macro_execs)?;
+    let (exec_cpu, exec_wall) = exec_loop(container, plan.macro_execs)?;
     let wrk = nginx.load(plan.wrk_secs)?;
-    let (make_wall, make_cpu) = build(project)?;
+    let (make_wall, make_cpu) = build(container, project)?;
     #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
     let per_exec = |s: f64| s * 1e6 / plan.macro_execs as f64;
     Ok(vec![
@@ -198,9 +251,12 @@ fn timed_status(cmd: &mut Command, what: &str) -> Result<(f64, f64)> {
 }
 
 /// `n` fork+execs of a short dynamically linked command from a shell loop: (CPU s, wall s).
-fn exec_loop(n: u64) -> Result<(f64, f64)> {
+fn exec_loop(container: &Container, n: u64) -> Result<(f64, f64)> {
     let script = format!("i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done");
-    let (wall, cpu) = timed_status(Command::new("sh").args(["-c", &script]), "the exec loop")?;
+    let (wall, cpu) = timed_status(
+        &mut container.command("sh", &["-c", &script]),
+        "the exec loop",
+    )?;
     Ok((cpu, wall))
 }
 
@@ -235,11 +291,10 @@ fn generate_c_project(dir: &Path, files: usize) -> Result<PathBuf> {
 }
 
 /// A full rebuild with `make -B -j2`: (wall s, CPU s).
-fn build(project: &Path) -> Result<(f64, f64)> {
+fn build(container: &Container, project: &Path) -> Result<(f64, f64)> {
+    let project = project.to_string_lossy();
     timed_status(
-        Command::new("make")
-            .args(["-s", "-B", "-j2", "-C"])
-            .arg(project),
+        &mut container.command("make", &["-s", "-B", "-j2", "-C", &project]),
         "make -j2",
     )
 }
@@ -258,7 +313,7 @@ struct Wrk {
 }
 
 impl Nginx {
-    fn start(prefix: &Path) -> Result<Self> {
+    fn start(prefix: &Path, container: &Container) -> Result<Self> {
         fs::create_dir_all(prefix.join("www"))?;
         fs::write(prefix.join("www/index.html"), "x".repeat(612))?;
         let port = free_port()?;
@@ -272,11 +327,10 @@ impl Nginx {
                 p = prefix.display()
             ),
         )?;
+        let conf = conf.to_string_lossy();
         let mut proc = Proc::spawn(
             "nginx",
-            Command::new("nginx")
-                .args(["-g", "daemon off;", "-c"])
-                .arg(&conf),
+            &mut container.command("nginx", &["-g", "daemon off;", "-c", &conf]),
         )
         .context("nginx (Debian package nginx)")?;
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -293,8 +347,32 @@ impl Nginx {
             );
             thread::sleep(Duration::from_millis(50));
         }
-        let pids = process_tree(proc.pid());
+        // The shell exec'd nginx: the pid is the master's. It listens before its workers start.
+        let mut pids = process_tree(proc.pid());
+        while pids.len() < 3 {
+            ensure!(Instant::now() < deadline, "nginx started no workers");
+            thread::sleep(Duration::from_millis(50));
+            pids = process_tree(proc.pid());
+        }
         Ok(Self { proc, port, pids })
+    }
+
+    /// Stops the master (SIGQUIT: graceful), then makes sure no worker is left.
+    fn stop(&mut self) -> Result<()> {
+        signal(self.proc.pid(), libc::SIGQUIT);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.proc.exited()? {
+            ensure!(Instant::now() < deadline, "nginx did not stop on SIGQUIT");
+            thread::sleep(Duration::from_millis(50));
+        }
+        self.kill_workers();
+        Ok(())
+    }
+
+    fn kill_workers(&self) {
+        for &pid in &self.pids[1..] {
+            signal(pid, libc::SIGKILL);
+        }
     }
 
     /// `wrk` for `secs` with two threads and 32 connections; nginx's CPU over the same window.
@@ -321,6 +399,13 @@ impl Nginx {
             p99_ms,
             server_cpu_us: server_cpu * 1e6 / requests.max(1.0),
         })
+    }
+}
+
+impl Drop for Nginx {
+    /// On an error path: the workers would outlive a killed master.
+    fn drop(&mut self) {
+        self.kill_workers();
     }
 }
 
@@ -391,12 +476,18 @@ struct Baselines {
 
 /// Records one pass of the workloads with `capspy record`, then saves every workload's profile
 /// as a baseline, as a user does before `capspy watch`.
-fn make_baselines(ctx: &Ctx, dir: &Path, project: &Path, nginx: &Nginx) -> Result<Baselines> {
+fn make_baselines(
+    ctx: &Ctx,
+    dir: &Path,
+    project: &Path,
+    nginx: &Nginx,
+    container: &Container,
+) -> Result<Baselines> {
     let store = dir.join("baseline.db");
     let mut daemon = ctx.start_daemon(&store)?;
-    exec_loop(ctx.plan.macro_execs.min(200))?;
+    exec_loop(container, ctx.plan.macro_execs.min(200))?;
     nginx.load(1)?;
-    build(project)?;
+    build(container, project)?;
     // Two sweeps, so the last checks are in the store.
     thread::sleep(Duration::from_millis(2_500));
     daemon.stop()?;
@@ -406,7 +497,8 @@ fn make_baselines(ctx: &Ctx, dir: &Path, project: &Path, nginx: &Nginx) -> Resul
             .args(["baseline", "save", "--to"])
             .arg(&baselines)
             .arg("--store")
-            .arg(&store),
+            .arg(&store)
+            .arg(&container.key),
     )?;
     let count = fs::read_dir(&baselines)?.count();
     ensure!(count > 0, "`capspy baseline save` wrote no baseline");
