@@ -102,7 +102,8 @@ static AGG_HASH: HashMap<CheckKey, u64> = HashMap::with_max_entries(1024, 0);
 
 #[btf_tracepoint(function = "cap_capable")]
 pub fn bench_hash(ctx: BtfTracePointContext) -> u32 {
-    let cap: i32 = ctx.arg(3);
+    // `int cap`, 0..=40.
+    let cap: u32 = ctx.arg(3);
     let ret: i32 = ctx.arg(4);
     let key = CheckKey {
         // SAFETY: helper without preconditions.
@@ -143,7 +144,7 @@ static AGG_CGRP: CgrpStorage<[u64; CGRP_SLOTS]> = CgrpStorage::new();
 /// u64 flags)`: https://github.com/torvalds/linux/blob/v6.18/kernel/bpf/bpf_cgrp_storage.c
 #[btf_tracepoint(function = "cap_capable")]
 pub fn bench_cgrp(ctx: BtfTracePointContext) -> u32 {
-    let cap: i32 = ctx.arg(3);
+    let cap: u32 = ctx.arg(3);
     let ret: i32 = ctx.arg(4);
     // SAFETY: globals written by the loader; plain loads through BTF pointers, which the
     // verifier checks against the kernel's BTF and guards against faults.
