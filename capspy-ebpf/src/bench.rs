@@ -46,6 +46,7 @@ use capspy_common::{AUDIT_AUDITED, BUCKET_APP, CheckKey, ORIGIN_CHECK, USERNS_IN
 #[map]
 static FLOOR_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+// kernel-abi: tp_btf cap_capable(const struct cred *, struct user_namespace *, const struct user_namespace *, int, int)
 #[btf_tracepoint(function = "cap_capable")]
 pub fn bench_floor(_ctx: BtfTracePointContext) -> u32 {
     if let Some(n) = FLOOR_COUNT.get_ptr_mut(0) {
@@ -72,6 +73,7 @@ static STREAM: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 #[map]
 static STREAM_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+// kernel-abi: tp_btf cap_capable(const struct cred *, struct user_namespace *, const struct user_namespace *, int, int)
 #[btf_tracepoint(function = "cap_capable")]
 pub fn bench_stream(ctx: BtfTracePointContext) -> u32 {
     let Some(mut entry) = STREAM.reserve::<StreamEvent>(0) else {

@@ -23,6 +23,7 @@ const VERSION_1: u32 = 0x1998_0330;
 const VERSION_2: u32 = 0x2007_1026;
 const VERSION_3: u32 = 0x2008_0522;
 
+// kernel-abi: tracepoint syscalls/sys_enter_capset header@16 data@24
 #[tracepoint(category = "syscalls", name = "sys_enter_capset")]
 pub fn capset_enter(ctx: TracePointContext) -> u32 {
     // SAFETY: offsets within the tracepoint record, per the format file above.
@@ -69,6 +70,7 @@ pub fn capset_enter(ctx: TracePointContext) -> u32 {
     0
 }
 
+// kernel-abi: tracepoint syscalls/sys_exit_capset ret@16
 #[tracepoint(category = "syscalls", name = "sys_exit_capset")]
 pub fn capset_exit(ctx: TracePointContext) -> u32 {
     facts::finish(&ctx, ORIGIN_CAPSET);

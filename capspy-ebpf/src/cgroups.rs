@@ -17,6 +17,7 @@ use capspy_common::{CGROUPS_BYTES, NewCgroup};
 #[map]
 static NEW_CGROUPS: RingBuf = RingBuf::with_byte_size(CGROUPS_BYTES, 0);
 
+// kernel-abi: tracepoint cgroup/cgroup_mkdir root@8 id@16 path@24
 #[tracepoint(category = "cgroup", name = "cgroup_mkdir")]
 pub fn cgroup_mkdir(ctx: TracePointContext) -> u32 {
     // SAFETY: offsets within the tracepoint record, per the format file above.

@@ -11,6 +11,7 @@ use capspy_common::{ORIGIN_FILE_CAPS, file_caps_of_exec};
 
 use crate::facts::{self, Caller};
 
+// kernel-abi: tracepoint sched/sched_process_exec filename@8
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn process_exec(ctx: TracePointContext) -> u32 {
     let Some(caller) = Caller::current() else {

@@ -3,6 +3,11 @@
 //! Six programs hook the same kernel function, `cap_capable`, in different ways; the loader
 //! attaches exactly one method (fexit, kprobe+kretprobe, or one of the three tracepoint flavours).
 //! They all end in [`record`], the hot path, which runs on every capability check on the host.
+//!
+//! Every program states what it reads of the kernel in a fixed-form line above it, checked
+//! against the running kernel by `capspy/tests/kernel_abi.rs` (BTF prototypes, tracepoint
+//! format files): `// kernel-abi: fn NAME(TYPES)`, `// kernel-abi: tp_btf NAME(TYPES)` (the
+//! `btf_trace_NAME` arguments) or `// kernel-abi: tracepoint CATEGORY/NAME field@offset ...`.
 #![no_std]
 #![no_main]
 // The workspace's pedantic lints, less those that fight BPF code:
@@ -136,6 +141,7 @@ static STACK_SCRATCH: PerCpuArray<[u64; STACK_DEPTH]> = PerCpuArray::with_max_en
 // int cap_capable(const struct cred *cred, struct user_namespace *targ_ns, int cap,
 //                 unsigned int opts);                  (Linux >= 5.1; `int audit` before)
 
+// kernel-abi: fn cap_capable(const struct cred *, struct user_namespace *, int, unsigned int)
 #[fexit(function = "cap_capable")]
 pub fn cap_capable_fexit(ctx: FExitContext) -> u32 {
     let cred: u64 = ctx.arg(0);
@@ -151,6 +157,7 @@ pub fn cap_capable_fexit(ctx: FExitContext) -> u32 {
 // Method 2: kprobe + kretprobe, the same prototype as method 1. The entry saves the arguments
 // per thread for the return probe, which alone sees the verdict.
 
+// kernel-abi: fn cap_capable(const struct cred *, struct user_namespace *, int, unsigned int)
 #[kprobe]
 pub fn cap_capable_kprobe(ctx: ProbeContext) -> u32 {
     let (Some(cred), Some(target_ns), Some(cap), Some(last_arg)) = (
@@ -202,6 +209,7 @@ pub fn cap_capable_kretprobe(ctx: RetProbeContext) -> u32 {
 //          const struct user_namespace *capable_ns, int cap, int ret)
 // It has no `opts`: the audit class comes from the call path (see `call_path_class`).
 
+// kernel-abi: tp_btf cap_capable(const struct cred *, struct user_namespace *, const struct user_namespace *, int, int)
 #[btf_tracepoint(function = "cap_capable")]
 pub fn cap_capable_tp_btf(ctx: BtfTracePointContext) -> u32 {
     let cred: u64 = ctx.arg(0);
@@ -212,6 +220,7 @@ pub fn cap_capable_tp_btf(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
+// kernel-abi: tp_btf cap_capable(const struct cred *, struct user_namespace *, const struct user_namespace *, int, int)
 #[raw_tracepoint(tracepoint = "cap_capable")]
 pub fn cap_capable_raw_tp(ctx: RawTracePointContext) -> u32 {
     let cred: u64 = ctx.arg(0);
@@ -224,6 +233,7 @@ pub fn cap_capable_raw_tp(ctx: RawTracePointContext) -> u32 {
 
 /// Field offsets from `/sys/kernel/tracing/events/capability/cap_capable/format`:
 /// `cred` at 8, `target_ns` at 16, `cap` at 32, `ret` at 36 (after the 8-byte common header).
+// kernel-abi: tracepoint capability/cap_capable cred@8 target_ns@16 cap@32 ret@36
 #[tracepoint(category = "capability", name = "cap_capable")]
 pub fn cap_capable_tracepoint(ctx: TracePointContext) -> u32 {
     // SAFETY: offsets within the tracepoint record, per the format file above.

@@ -18,6 +18,7 @@ use crate::facts::{self, Caller, PENDING_FACTS};
 const PR_CAP_AMBIENT: u64 = 47;
 const PR_CAP_AMBIENT_RAISE: u64 = 2;
 
+// kernel-abi: tracepoint syscalls/sys_enter_prctl option@16 arg2@24 arg3@32
 #[tracepoint(category = "syscalls", name = "sys_enter_prctl")]
 pub fn prctl_enter(ctx: TracePointContext) -> u32 {
     // SAFETY: offsets within the tracepoint record, per the format file above.
@@ -48,6 +49,7 @@ pub fn prctl_enter(ctx: TracePointContext) -> u32 {
     0
 }
 
+// kernel-abi: tracepoint syscalls/sys_exit_prctl ret@16
 #[tracepoint(category = "syscalls", name = "sys_exit_prctl")]
 pub fn prctl_exit(ctx: TracePointContext) -> u32 {
     facts::finish(&ctx, ORIGIN_AMBIENT);

@@ -264,6 +264,29 @@ impl Btf {
             return Ok(None);
         };
         let proto_id = self.raw_type(func_id)?.size_or_type;
+        self.proto_params(name, proto_id).map(Some)
+    }
+
+    /// Arguments of raw tracepoint `name` as `tp_btf` programs see them, or `None` if BTF has no
+    /// such tracepoint: the prototype of `typedef void (*btf_trace_<name>)(void *, ...)` without
+    /// its leading `void *` (the tracepoint's private data, not an argument).
+    ///
+    /// # Errors
+    /// If the typedef's BTF is malformed or is not a pointer to a prototype.
+    pub fn tracepoint_params(&self, name: &str) -> Result<Option<Vec<Param>>, BtfError> {
+        let typedef = format!("btf_trace_{name}");
+        let Some(id) = self.find_named(KIND_TYPEDEF, &typedef) else {
+            return Ok(None);
+        };
+        let ptr = self.raw_type(self.raw_type(id)?.size_or_type)?;
+        let mut params = self.proto_params(&typedef, ptr.size_or_type)?;
+        if !params.is_empty() {
+            params.remove(0);
+        }
+        Ok(Some(params))
+    }
+
+    fn proto_params(&self, name: &str, proto_id: u32) -> Result<Vec<Param>, BtfError> {
         let proto = self.raw_type(proto_id)?;
         if proto.kind != KIND_FUNC_PROTO {
             return Err(BtfError::NotAFuncProto {
@@ -290,7 +313,7 @@ impl Btf {
             };
             params.push(param);
         }
-        Ok(Some(params))
+        Ok(params)
     }
 
     /// Decides how `cap_capable`'s 4th argument is encoded.
