@@ -100,7 +100,7 @@ pub fn wait_for_descendant(pid: u32, comm: &str) {
         let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
         Some((rest.split(' ').nth(1)?.parse().ok()?, name.to_string()))
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_mins(1);
     while std::time::Instant::now() < deadline {
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
             let Some(mut p) = entry
