@@ -92,7 +92,10 @@ pub mod counter {
     pub const CHECKS_OVERFLOW: u32 = 1;
     /// A call site could not be classified (stack capture failed); recorded as audited.
     pub const UNCLASSIFIED: u32 = 2;
-    pub const LEN: u32 = 3;
+    /// A `cgroup_mkdir` record did not fit in [`super::maps::NEW_CGROUPS`]: that cgroup's path
+    /// is left to a walk, which cannot find it once it is removed.
+    pub const CGROUPS_LOST: u32 = 3;
+    pub const LEN: u32 = 4;
 }
 
 pub const CHECKS_CAPACITY: u32 = 32_768;

@@ -12,7 +12,7 @@ use aya_ebpf::{
     maps::RingBuf,
     programs::TracePointContext,
 };
-use capspy_common::{CGROUPS_BYTES, NewCgroup};
+use capspy_common::{CGROUPS_BYTES, NewCgroup, counter};
 
 #[map]
 static NEW_CGROUPS: RingBuf = RingBuf::with_byte_size(CGROUPS_BYTES, 0);
@@ -32,7 +32,9 @@ pub fn cgroup_mkdir(ctx: TracePointContext) -> u32 {
         return 0; // a cgroup v1 hierarchy: its ids are not the ones checks carry
     }
     let Some(mut entry) = NEW_CGROUPS.reserve::<NewCgroup>(0) else {
-        return 0; // userspace falls back to walking the hierarchy
+        // Userspace falls back to walking the hierarchy.
+        crate::count(counter::CGROUPS_LOST);
+        return 0;
     };
     let record = entry.as_mut_ptr();
     // __data_loc: the low 16 bits are the string's offset in the record.

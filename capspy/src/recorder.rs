@@ -16,7 +16,7 @@ use crate::attribute::docker::{self, Docker};
 use crate::attribute::{CgroupIndex, Owner, Runtime};
 use crate::model::text::short_id;
 use crate::model::time::{BootClock, now_ms, unix_ms};
-use crate::store::{CheckRecord, Store, Subject, SubjectKind};
+use crate::store::{CheckRecord, Store, Subject, SubjectKind, UNATTRIBUTED_PREFIX};
 use crate::trace::collector::{Collector, Observation};
 use crate::trace::hook::Tracer;
 use crate::watch::drift::{Source, Watch, Who};
@@ -219,9 +219,14 @@ impl Recorder {
                 crate::kernel::cgroup::granted_caps(&self.v2_root, path);
         }
         if path.is_none() {
-            // Removed before we could see where it was: keep the id visible.
-            subject.key = format!("cgroup:{cgroup_id}");
+            // Removed before its path could be learnt (its mkdir record lost, or made before the
+            // daemon started): its checks stay visible under its id, apart from the host's.
+            subject = unattributed(cgroup_id, subject.first_seen_ms);
             enriched = true;
+            if let Some(watch) = &self.watch {
+                watch.count_unattributed();
+            }
+            log::warn!("cgroup {cgroup_id} was removed before its path could be learnt");
         }
         if let Err(e) = self.store.upsert_subject(cgroup_id, &subject) {
             log::warn!("storing subject {}: {e}", subject.key);
@@ -345,7 +350,7 @@ impl Recorder {
 
 fn who(a: &Attributed) -> Who<'_> {
     // A cgroup gone before it was resolved would add one label value per id.
-    let label = if a.key.starts_with("cgroup:") {
+    let label = if a.key.starts_with(UNATTRIBUTED_PREFIX) {
         "unknown"
     } else {
         a.workload.as_deref().unwrap_or(&a.key)
@@ -356,6 +361,15 @@ fn who(a: &Attributed) -> Who<'_> {
             .workload
             .as_deref()
             .map(|w| (w, a.key.as_str(), a.name.as_deref())),
+    }
+}
+
+/// The subject of a cgroup whose path could not be learnt: `cgroup:<id>`, of its own kind.
+fn unattributed(cgroup_id: u64, now: i64) -> Subject {
+    Subject {
+        kind: SubjectKind::Unattributed,
+        key: format!("{UNATTRIBUTED_PREFIX}{cgroup_id}"),
+        ..subject_of(&Owner::Host, now)
     }
 }
 

@@ -537,7 +537,13 @@ fn metrics_moved(t: &Ctx, before: &Samples, after: &Samples) {
         sample(after, "capspy_drift_checks_total", &chown) >= 3.0,
         "{after:#?}"
     );
-    assert!(after.contains_key(&("capspy_ringbuf_lost_total".to_string(), BTreeMap::new())));
+    for ring in ["sightings", "cgroups"] {
+        let labels = BTreeMap::from([("ring".to_string(), ring.to_string())]);
+        assert!(
+            after.contains_key(&("capspy_ringbuf_lost_total".to_string(), labels)),
+            "{after:#?}"
+        );
+    }
     assert!(after.contains_key(&("capspy_map_overflow_total".to_string(), BTreeMap::new())));
     assert!(sample(after, "capspy_map_entries", &[]) >= 1.0);
 }

@@ -3,7 +3,10 @@
 //! Load comes from processes this test forks into cgroups it makes under the v2 root, named like
 //! Docker's (`/docker/<64 hex>`) so the daemon attributes them as containers without an engine.
 
+mod common;
+
 use std::io::Write as _;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -611,5 +614,118 @@ fn services_and_the_host_are_profiled_by_name() {
     );
     drop(service);
     drop(host);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Cgroups made and removed while the daemon is held (SIGSTOP; the kernel counts on) with a
+/// one-page `cgroup_mkdir` ring: most records find the ring full, and those cgroups are gone
+/// before a walk could find them. Each one's checks are stored exactly, under its container when
+/// its record came through, else under `cgroup:<id>` of kind unattributed, never under the host;
+/// the lost records and the unattributed cgroups are counted in `/metrics`, `ls` and the report.
+#[test]
+fn cgroups_whose_mkdir_record_was_lost_are_stored_as_unattributed() {
+    let dir = scratch("unattributed");
+    let store = dir.join("s.db");
+    let baselines = dir.join("baselines");
+    std::fs::create_dir_all(&baselines).unwrap();
+    let watch = common::Daemon::start(&[
+        "watch",
+        "--interval",
+        "200ms",
+        "--cgroups-ring-bytes",
+        "4096",
+        "--metrics",
+        "127.0.0.1:0",
+        "--baseline",
+        baselines.to_str().unwrap(),
+        "--alerts",
+        dir.join("alerts.jsonl").to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    watch.signal(libc::SIGSTOP);
+    // (container id, key if unattributed); a one-page ring holds about 15 records.
+    let made: Vec<(String, String)> = (7000..7040)
+        .map(|n| {
+            let mut c = FakeContainer::new(n);
+            let ino = std::fs::metadata(&c.path).unwrap().ino();
+            c.spawn(3, false);
+            c.wait_all();
+            (c.id.clone(), format!("cgroup:{ino}"))
+        })
+        .collect();
+    watch.signal(libc::SIGCONT);
+    let mut unattributed = Vec::new();
+    for (id, key) in &made {
+        let start = Instant::now();
+        loop {
+            if setuid_count(&store, id) == Some(3) {
+                break;
+            }
+            if setuid_count(&store, key) == Some(3) {
+                unattributed.push(key.clone());
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "checks of {id} ({key}) not stored"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert!(!unattributed.is_empty(), "no record was lost");
+
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .proxy(None)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let body = agent
+        .get(watch.metrics_url())
+        .call()
+        .expect("GET /metrics")
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let sample = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+    };
+    // Other cgroups of this machine may have lost records too.
+    let ours = f64::from(u32::try_from(unattributed.len()).unwrap());
+    assert!(
+        sample(r#"capspy_ringbuf_lost_total{ring="cgroups"}"#) >= ours,
+        "{body}"
+    );
+    assert!(
+        sample("capspy_unattributed_cgroups_total") >= ours,
+        "{body}"
+    );
+    assert!(watch.stop().success());
+
+    let ls = capspy(&store, &["ls", "--format", "json"]);
+    let lines: Vec<Value> = serde_json::from_slice(&ls.stdout).unwrap();
+    for key in &unattributed {
+        let line = lines
+            .iter()
+            .find(|l| l["name"] == *key)
+            .unwrap_or_else(|| panic!("{key} not listed: {lines:#?}"));
+        assert_eq!(line["kind"], "unattributed", "{line:#}");
+        assert_eq!(line["used"], serde_json::json!(["SETUID"]), "{line:#}");
+    }
+    let err = String::from_utf8_lossy(&ls.stderr);
+    assert!(
+        err.contains("were removed before their path could be learnt")
+            && err.contains("cgroup creation records were lost"),
+        "{err}"
+    );
+    let report = capspy(&store, &["profile", &unattributed[0], "--format", "json"]);
+    let report: Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert!(
+        report["losses"]["cgroups_lost"].as_u64() >= Some(unattributed.len() as u64),
+        "{report:#}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

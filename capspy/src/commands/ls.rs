@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::model::caps::Capability;
 use crate::model::text::{printable, short_id};
 use crate::report::workloads::{Inventory, Target, droppable, granted_of};
-use crate::store::{self, Store, Subject};
+use crate::store::{self, Store, Subject, SubjectKind};
 
 #[derive(Debug, clap::Args)]
 pub struct LsArgs {
@@ -30,7 +30,7 @@ pub enum LsFormat {
 
 #[derive(Debug, Serialize)]
 struct Line {
-    /// "workload", "container", "service" or "host".
+    /// "workload", "container", "service", "host" or "unattributed" (a cgroup, `cgroup:<id>`).
     kind: &'static str,
     name: String,
     workload: String,
@@ -81,22 +81,33 @@ pub fn ls(args: &LsArgs) -> Result<i32> {
     };
     print!("{out}");
     // Never a silent loss: say what the kernel program could not keep.
-    let lost = store.sessions()?.iter().fold((0, 0), |(s, o), session| {
-        (
-            s + session.losses.sightings_lost,
-            o + session.losses.checks_overflow,
-        )
-    });
-    if lost.1 > 0 {
+    let lost = store.losses()?;
+    if lost.checks_overflow > 0 {
         eprintln!(
             "capspy: warning: {} checks did not fit the kernel map and are only counted, not attributed (map full)",
-            lost.1
+            lost.checks_overflow
         );
     }
-    if lost.0 > 0 {
+    if lost.sightings_lost > 0 {
         eprintln!(
             "capspy: note: {} first-sighting records were lost; their counts were recovered from the map",
-            lost.0
+            lost.sightings_lost
+        );
+    }
+    let unattributed = inventory
+        .others
+        .iter()
+        .filter(|s| s.kind == SubjectKind::Unattributed)
+        .count();
+    if unattributed > 0 {
+        eprintln!(
+            "capspy: warning: {unattributed} cgroups were removed before their path could be learnt; their checks are listed as unattributed cgroup:<id>, in no workload"
+        );
+    }
+    if lost.cgroups_lost > 0 {
+        eprintln!(
+            "capspy: note: {} cgroup creation records were lost (ring buffer full); a cgroup removed before capspy walked the hierarchy is listed as unattributed",
+            lost.cgroups_lost
         );
     }
     Ok(0)
@@ -152,7 +163,7 @@ fn table(lines: &[Line]) -> String {
             names(&l.used),
             names(&l.required)
         );
-        if matches!(l.kind, "service" | "host") {
+        if matches!(l.kind, "service" | "host" | "unattributed") {
             // No image nor instances; the host, a group of unrelated processes, has no granted
             // set (nor has a service whose processes were gone before capspy looked).
             let title = if l.name == l.kind {

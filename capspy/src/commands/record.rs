@@ -32,6 +32,9 @@ pub struct RecordArgs {
     /// Bytes of the first-sighting ring buffer: a power of two, at least 4096 (tests shrink it).
     #[arg(long, hide = true, default_value_t = capspy_common::SIGHTINGS_BYTES, value_parser = parse_ring_bytes)]
     pub ring_buffer_bytes: u32,
+    /// Bytes of the `cgroup_mkdir` ring buffer: a power of two, at least 4096 (tests shrink it).
+    #[arg(long, hide = true, default_value_t = capspy_common::CGROUPS_BYTES, value_parser = parse_ring_bytes)]
+    pub cgroups_ring_bytes: u32,
     /// The name of this node in profiles merged from several (`capspy merge`), kept in the
     /// store; default: the host name (in a pod, pass the node's name).
     #[arg(long, value_name = "NAME")]
@@ -39,6 +42,14 @@ pub struct RecordArgs {
 }
 
 impl RecordArgs {
+    pub fn map_sizes(&self) -> MapSizes {
+        MapSizes {
+            checks: self.map_entries,
+            sightings_bytes: self.ring_buffer_bytes,
+            cgroups_bytes: self.cgroups_ring_bytes,
+        }
+    }
+
     /// `--node`, else the host name.
     pub fn node_name(&self) -> String {
         self.node.clone().unwrap_or_else(|| {
@@ -64,10 +75,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     store.set_host(&args.node_name())?;
     let root = cgroup::v2_root()?;
     let kernel = KernelInfo::probe();
-    let sizes = MapSizes {
-        checks: args.map_entries,
-        sightings_bytes: args.ring_buffer_bytes,
-    };
+    let sizes = args.map_sizes();
     let mut tracer = Tracer::attach_sized(args.hook, &kernel, sizes)?;
     let mut recorder = Recorder::new(&mut tracer, store, root, kernel.symbols()).await?;
     // Attached, maps and store open: nothing left needs a capability.

@@ -11,7 +11,7 @@ use crate::commands::record::RecordArgs;
 use crate::kernel::{cgroup, privilege};
 use crate::recorder::Recorder;
 use crate::store::Store;
-use crate::trace::hook::{KernelInfo, MapSizes, Tracer};
+use crate::trace::hook::{KernelInfo, Tracer};
 use crate::watch::baseline::Baselines;
 use crate::watch::drift::{AlertSink, Watch};
 use crate::watch::metrics::{self, Metrics};
@@ -57,11 +57,7 @@ pub async fn watch(args: WatchArgs) -> Result<i32> {
     store.set_host(&rec.node_name())?;
     let root = cgroup::v2_root()?;
     let kernel = KernelInfo::probe();
-    let sizes = MapSizes {
-        checks: rec.map_entries,
-        sightings_bytes: rec.ring_buffer_bytes,
-    };
-    let mut tracer = Tracer::attach_sized(rec.hook, &kernel, sizes)?;
+    let mut tracer = Tracer::attach_sized(rec.hook, &kernel, rec.map_sizes())?;
     let mut recorder = Recorder::new(&mut tracer, store, root, kernel.symbols()).await?;
     // Attached, maps, store, alerts file and socket open: nothing left needs a capability.
     privilege::drop_all()?;

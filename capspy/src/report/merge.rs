@@ -121,6 +121,7 @@ impl Group {
         losses.sightings_lost = losses.sightings_lost.max(doc.losses.sightings_lost);
         losses.checks_overflow = losses.checks_overflow.max(doc.losses.checks_overflow);
         losses.unclassified = losses.unclassified.max(doc.losses.unclassified);
+        losses.cgroups_lost = losses.cgroups_lost.max(doc.losses.cgroups_lost);
         self.hooks.insert(doc.hook);
         for note in doc.notes {
             if !self.notes.contains(&note) {
@@ -173,9 +174,7 @@ impl Group {
         });
         let mut losses = LossCounters::default();
         for l in self.losses.values() {
-            losses.sightings_lost += l.sightings_lost;
-            losses.checks_overflow += l.checks_overflow;
-            losses.unclassified += l.unclassified;
+            losses.add(l);
         }
         let hook = self.hooks.into_iter().collect::<Vec<_>>().join("+");
         let subject = DocSubject::Workload {

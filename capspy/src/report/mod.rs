@@ -516,6 +516,7 @@ mod tests {
                     sightings_lost: 1,
                     checks_overflow: 2,
                     unclassified: 3,
+                    cgroups_lost: 4,
                 },
             ),
         ];

@@ -87,11 +87,11 @@ pub(super) fn text(report: &Report) -> String {
         );
     }
     let l = &report.losses;
-    if l.checks_overflow > 0 || l.sightings_lost > 0 || l.unclassified > 0 {
+    if l.checks_overflow > 0 || l.sightings_lost > 0 || l.unclassified > 0 || l.cgroups_lost > 0 {
         let _ = writeln!(
             out,
-            "Warning: {} checks did not fit the kernel map, {} first-sighting records were lost (their counts were recovered from the map), {} checks could not be classified.",
-            l.checks_overflow, l.sightings_lost, l.unclassified
+            "Warning: {} checks did not fit the kernel map, {} first-sighting records were lost (their counts were recovered from the map), {} checks could not be classified, {} cgroup creation records were lost (cgroups removed before a walk found them are unattributed).",
+            l.checks_overflow, l.sightings_lost, l.unclassified, l.cgroups_lost
         );
     }
     for note in &report.notes {

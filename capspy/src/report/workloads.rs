@@ -6,7 +6,6 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::model::caps::{CapSet, Capability};
 use crate::model::check::{CheckRow, ProcessRef, RawCheck};
-use crate::model::loss::LossCounters;
 use crate::profile::Profile;
 use crate::report::{Report, Subject as ReportSubject};
 use crate::store::{CheckRecord, Store, StoreError, Subject, SubjectKind};
@@ -176,7 +175,8 @@ impl Target<'_> {
             self.report_subject(),
             "store",
             self.profile(store)?,
-            LossCounters::default(),
+            // Store-wide: a lost record cannot say whose it was.
+            store.losses()?,
         )
         .with_service_name(self.service_name())
         .with_host(store.host()?))

@@ -125,7 +125,14 @@ pub enum SubjectKind {
     Service,
     #[default]
     Host,
+    /// A cgroup whose path could not be learnt (removed before capspy could resolve it, its
+    /// `cgroup_mkdir` record lost): key `cgroup:<id>`, kept apart so that its checks are
+    /// visible, never merged into the host.
+    Unattributed,
 }
+
+/// Subject keys of cgroups that could not be attributed: `cgroup:<id>`.
+pub const UNATTRIBUTED_PREFIX: &str = "cgroup:";
 
 impl SubjectKind {
     pub fn as_str(self) -> &'static str {
@@ -133,14 +140,19 @@ impl SubjectKind {
             Self::Container => "container",
             Self::Service => "service",
             Self::Host => "host",
+            Self::Unattributed => "unattributed",
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    /// A stored kind; a store before version 4 kept unattributed cgroups as host subjects with
+    /// their `cgroup:<id>` key.
+    fn parse(s: &str, key: &str) -> Option<Self> {
         match s {
             "container" => Some(Self::Container),
             "service" => Some(Self::Service),
+            "host" if key.starts_with(UNATTRIBUTED_PREFIX) => Some(Self::Unattributed),
             "host" => Some(Self::Host),
+            "unattributed" => Some(Self::Unattributed),
             _ => None,
         }
     }
@@ -331,6 +343,7 @@ mod tests {
         let dir = TempDir::new();
         let path = dir.db();
         drop(small_store(&path));
+        downgrade_to_version_3(&path);
         // Turn it back into what capspy wrote before `origin` existed.
         {
             let conn = Connection::open(&path).unwrap();
@@ -487,6 +500,7 @@ mod tests {
 
     /// A store as version 2 wrote it: no `exe` column.
     fn downgrade_to_version_2(path: &Path) {
+        downgrade_to_version_3(path);
         let conn = Connection::open(path).unwrap();
         conn.execute_batch(
             "ALTER TABLE checks DROP COLUMN exe;
@@ -529,6 +543,132 @@ mod tests {
             .unwrap();
         let new = rows.iter().find(|r| r.cap == 1).unwrap();
         assert_eq!(new.exe.as_deref(), Some("/usr/bin/chown"));
+    }
+
+    /// Turns a store back into what version 3 wrote: subject kinds without `unattributed`, no
+    /// `sessions.cgroups_lost`.
+    fn downgrade_to_version_3(path: &Path) {
+        let conn = Connection::open(path).unwrap();
+        let subjects = &SCHEMA[SCHEMA.find("CREATE TABLE subjects").unwrap()..];
+        let subjects = &subjects[..subjects.find("CREATE INDEX").unwrap()];
+        conn.execute_batch(&format!(
+            "PRAGMA foreign_keys = OFF;
+             BEGIN;
+             {}
+             INSERT INTO subjects_v3 SELECT * FROM subjects;
+             DROP TABLE subjects;
+             ALTER TABLE subjects_v3 RENAME TO subjects;
+             CREATE INDEX subjects_workload ON subjects (workload);
+             ALTER TABLE sessions DROP COLUMN cgroups_lost;
+             UPDATE meta SET value = '3' WHERE key = 'version';
+             PRAGMA user_version = 3;
+             COMMIT;",
+            subjects
+                .replace(", 'unattributed'", "")
+                .replace("TABLE subjects", "TABLE subjects_v3")
+        ))
+        .unwrap();
+    }
+
+    /// A store as version 3 wrote it, with a cgroup whose path was never learnt stored as host
+    /// subject `cgroup:42`.
+    fn version_3_store(path: &Path) {
+        drop(small_store(path));
+        downgrade_to_version_3(path);
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(
+            "INSERT INTO subjects (id, key, kind, first_seen_ms, last_seen_ms, running)
+                 VALUES (42, 'cgroup:42', 'host', 1000, 1000, 0);
+             INSERT INTO cgroups VALUES (1, 42, 42);
+             INSERT INTO checks (session, cgroup_id, cap, verdict, audit, userns, bucket,
+                 classifier, count, first_seen_ms, last_seen_ms, pid, tgid, uid, comm, call_path)
+                 VALUES (1, 42, 7, 0, 1, 0, 0, 2, 5, 1100, 1200, 11, 11, 0, 'setuid', '[]');",
+        )
+        .unwrap();
+        // What version 3 allowed: no unattributed kind.
+        assert!(
+            conn.execute(
+                "UPDATE subjects SET kind = 'unattributed' WHERE id = 42",
+                []
+            )
+            .is_err()
+        );
+    }
+
+    fn kinds(store: &Store) -> Vec<(String, SubjectKind)> {
+        store
+            .subjects()
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.key, s.kind))
+            .collect()
+    }
+
+    #[test]
+    fn a_version_3_store_is_read_with_unattributed_cgroups_and_migrated_by_the_writer() {
+        let dir = TempDir::new();
+        let path = dir.db();
+        version_3_store(&path);
+        let want = vec![
+            ("c1".to_owned(), SubjectKind::Container),
+            ("cgroup:42".to_owned(), SubjectKind::Unattributed),
+        ];
+        let setuid = |store: &Store| -> Vec<u64> {
+            let rows = store.checks_for_subject("cgroup:42").unwrap();
+            rows.iter().map(|c| c.count).collect()
+        };
+        let reader = Store::open_reader(&path).unwrap();
+        assert_eq!(kinds(&reader), want);
+        assert_eq!(setuid(&reader), [5]);
+        // Version 3 had no cgroups_lost column: none read.
+        assert_eq!(reader.losses().unwrap().cgroups_lost, 0);
+        drop(reader);
+
+        let mut writer = Store::open_writer(&path).unwrap();
+        let stored: String = writer
+            .conn
+            .query_row(
+                "SELECT kind FROM subjects WHERE key = 'cgroup:42'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(stored, "unattributed");
+        assert_eq!(kinds(&writer), want);
+        assert_eq!(setuid(&writer), [5]);
+        assert_eq!(
+            writer.checks_for_subject("c1").unwrap(),
+            [summed(check(7, 0, 3, 1_100, 1_200))]
+        );
+        let broken: i64 = writer
+            .conn
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(broken, 0);
+        // The new kind and loss counter are written from then on.
+        let session = writer.begin_session("tp_btf", 2_000).unwrap();
+        let lost = crate::model::loss::LossCounters {
+            cgroups_lost: 2,
+            ..Default::default()
+        };
+        writer.write_losses(session, &lost).unwrap();
+        assert_eq!(writer.losses().unwrap(), lost);
+        let gone = Subject {
+            kind: SubjectKind::Unattributed,
+            key: "cgroup:43".into(),
+            ..Subject::default()
+        };
+        writer.upsert_subject(43, &gone).unwrap();
+        drop(writer);
+        let version: i32 = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let reader = Store::open_reader(&path).unwrap();
+        assert_eq!(kinds(&reader).len(), 3);
     }
 
     #[test]

@@ -19,12 +19,26 @@ impl Store {
             .filter(|h| !h.is_empty()))
     }
 
+    /// What the kernel program could not keep, over every session.
+    pub fn losses(&self) -> Result<crate::model::loss::LossCounters, StoreError> {
+        let mut total = crate::model::loss::LossCounters::default();
+        for session in self.sessions()? {
+            total.add(&session.losses);
+        }
+        Ok(total)
+    }
+
     pub fn sessions(&self) -> Result<Vec<Session>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
+        let cgroups_lost = if self.version >= 4 {
+            "cgroups_lost"
+        } else {
+            "0"
+        };
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT id, hook, pid, started_ms, last_write_ms, ended_ms,
-                    sightings_lost, checks_overflow, unclassified
-             FROM sessions ORDER BY id",
-        )?;
+                    sightings_lost, checks_overflow, unclassified, {cgroups_lost}
+             FROM sessions ORDER BY id"
+        ))?;
         let rows = stmt.query_map([], |r| {
             Ok(Session {
                 id: r.get(0)?,
@@ -37,6 +51,7 @@ impl Store {
                     sightings_lost: u64_from_sql(r.get(6)?),
                     checks_overflow: u64_from_sql(r.get(7)?),
                     unclassified: u64_from_sql(r.get(8)?),
+                    cgroups_lost: u64_from_sql(r.get(9)?),
                 },
             })
         })?;
@@ -54,11 +69,12 @@ impl Store {
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
             let kind: String = r.get(0)?;
+            let key: String = r.get(1)?;
             let labels: String = r.get(6)?;
             out.push(Subject {
-                kind: SubjectKind::parse(&kind)
+                kind: SubjectKind::parse(&kind, &key)
                     .ok_or_else(|| StoreError::BadRow(format!("subject kind {kind:?}")))?,
-                key: r.get(1)?,
+                key,
                 runtime: r.get(2)?,
                 name: r.get(3)?,
                 image: r.get(4)?,

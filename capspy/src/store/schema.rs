@@ -14,7 +14,10 @@ use crate::model::time::now_ms;
 /// migrates a version 1 store, a reader reads it as checks only.
 /// 3 added `checks.exe` (the first process's executable); a writer adds the column, a reader
 /// of an older store reads none.
-pub const SCHEMA_VERSION: i32 = 3;
+/// 4 added subject kind `unattributed` (before, such cgroups were host subjects `cgroup:<id>`)
+/// and `sessions.cgroups_lost`; a writer migrates them, a reader reads them as unattributed and
+/// no cgroup records lost.
+pub const SCHEMA_VERSION: i32 = 4;
 pub(super) const SCHEMA_NAME: &str = "capspy";
 
 pub(super) const SCHEMA: &str = "
@@ -32,12 +35,14 @@ CREATE TABLE sessions (
     -- The kernel program's loss counters, cumulative for the session.
     sightings_lost INTEGER NOT NULL DEFAULT 0,
     checks_overflow INTEGER NOT NULL DEFAULT 0,
-    unclassified INTEGER NOT NULL DEFAULT 0
+    unclassified INTEGER NOT NULL DEFAULT 0,
+    -- Version 4: `cgroup_mkdir` records lost.
+    cgroups_lost INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE subjects (
     id INTEGER PRIMARY KEY,
     key TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL CHECK (kind IN ('container', 'service', 'host')),
+    kind TEXT NOT NULL CHECK (kind IN ('container', 'service', 'host', 'unattributed')),
     runtime TEXT,
     name TEXT,
     image TEXT,
@@ -116,6 +121,38 @@ DROP TABLE checks_v1;
 
 /// Version 2 to 3: the first process's executable.
 pub(super) const MIGRATE_2_TO_3: &str = "ALTER TABLE checks ADD COLUMN exe TEXT;";
+
+/// Version 3 to 4: the `cgroup_mkdir` ring's losses, and subject kind `unattributed`, for the `cgroup:<id>` subjects that were host
+/// ones. SQLite changes a CHECK only by copying the table (a frozen copy of its DDL, as a
+/// migration needs); foreign keys are off while `subjects` is swapped.
+pub(super) const MIGRATE_3_TO_4: &str = "
+CREATE TABLE subjects_v4 (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL CHECK (kind IN ('container', 'service', 'host', 'unattributed')),
+    runtime TEXT,
+    name TEXT,
+    image TEXT,
+    workload TEXT,
+    labels TEXT NOT NULL DEFAULT '{}',
+    cap_eff INTEGER,
+    cap_bnd INTEGER,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    running INTEGER NOT NULL,
+    ended_ms INTEGER
+);
+INSERT INTO subjects_v4 (id, key, kind, runtime, name, image, workload, labels, cap_eff,
+    cap_bnd, first_seen_ms, last_seen_ms, running, ended_ms)
+SELECT id, key,
+    CASE WHEN kind = 'host' AND key LIKE 'cgroup:%' THEN 'unattributed' ELSE kind END,
+    runtime, name, image, workload, labels, cap_eff, cap_bnd, first_seen_ms, last_seen_ms,
+    running, ended_ms FROM subjects;
+DROP TABLE subjects;
+ALTER TABLE subjects_v4 RENAME TO subjects;
+CREATE INDEX subjects_workload ON subjects (workload);
+ALTER TABLE sessions ADD COLUMN cgroups_lost INTEGER NOT NULL DEFAULT 0;
+";
 pub(super) const TABLES: [&str; 5] = ["meta", "sessions", "subjects", "cgroups", "checks"];
 
 /// What validation found in a file that looks like SQLite.
@@ -218,12 +255,25 @@ pub(super) fn quick_check(conn: &Connection, path: &Path) -> Result<(), StoreErr
 
 /// Brings a store of an older schema version to [`SCHEMA_VERSION`], in one transaction.
 pub(super) fn migrate(conn: &mut Connection, from: i32) -> Result<(), StoreError> {
+    // Off while a referenced table is copied (SQLite ignores the pragma inside a transaction).
+    conn.execute_batch("PRAGMA foreign_keys = OFF")?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if from < 2 {
         tx.execute_batch(MIGRATE_1_TO_2)?;
     }
     if from < 3 {
         tx.execute_batch(MIGRATE_2_TO_3)?;
+    }
+    if from < 4 {
+        tx.execute_batch(MIGRATE_3_TO_4)?;
+    }
+    let broken: i64 = tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+        r.get(0)
+    })?;
+    if broken > 0 {
+        return Err(StoreError::BadRow(format!(
+            "migrating from version {from}: {broken} rows lost their references"
+        )));
     }
     tx.execute(
         "UPDATE meta SET value = ?1 WHERE key = 'version'",

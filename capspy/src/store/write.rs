@@ -180,13 +180,15 @@ impl Store {
         losses: &crate::model::loss::LossCounters,
     ) -> Result<(), StoreError> {
         self.conn.execute(
-            "UPDATE sessions SET sightings_lost = ?2, checks_overflow = ?3, unclassified = ?4
+            "UPDATE sessions SET sightings_lost = ?2, checks_overflow = ?3, unclassified = ?4,
+                 cgroups_lost = ?5
              WHERE id = ?1",
             (
                 session,
                 u64_to_sql(losses.sightings_lost),
                 u64_to_sql(losses.checks_overflow),
                 u64_to_sql(losses.unclassified),
+                u64_to_sql(losses.cgroups_lost),
             ),
         )?;
         Ok(())

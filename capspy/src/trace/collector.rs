@@ -237,6 +237,7 @@ impl Collector {
             sightings_lost: sum(counter::SIGHTINGS_LOST),
             checks_overflow: sum(counter::CHECKS_OVERFLOW),
             unclassified: sum(counter::UNCLASSIFIED),
+            cgroups_lost: sum(counter::CGROUPS_LOST),
         }
     }
 }

@@ -257,6 +257,8 @@ pub struct MapSizes {
     pub checks: u32,
     /// Bytes of the first-sighting ring buffer (a power of two, at least a page).
     pub sightings_bytes: u32,
+    /// Bytes of the `cgroup_mkdir` ring buffer (same rule).
+    pub cgroups_bytes: u32,
 }
 
 impl Default for MapSizes {
@@ -264,6 +266,7 @@ impl Default for MapSizes {
         Self {
             checks: capspy_common::CHECKS_CAPACITY,
             sightings_bytes: capspy_common::SIGHTINGS_BYTES,
+            cgroups_bytes: capspy_common::CGROUPS_BYTES,
         }
     }
 }
@@ -383,6 +386,7 @@ fn load_object(
     EbpfLoader::new()
         .map_max_entries(maps::CHECKS, sizes.checks)
         .map_max_entries(maps::SIGHTINGS, sizes.sightings_bytes)
+        .map_max_entries(maps::NEW_CGROUPS, sizes.cgroups_bytes)
         // Only the kprobe method passes arguments through this map; others need no room.
         .map_max_entries(
             maps::KPROBE_ARGS,

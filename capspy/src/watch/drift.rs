@@ -409,6 +409,13 @@ impl Watch {
         }
     }
 
+    /// A cgroup whose checks could not be attributed (see `SubjectKind::Unattributed`).
+    pub fn count_unattributed(&self) {
+        if let Some(m) = &self.metrics {
+            m.count_unattributed();
+        }
+    }
+
     /// Forgets the keys of cgroups that are gone (their map entries are freed too).
     pub fn retain_cgroups(&mut self, keep: impl Fn(u64) -> bool) {
         self.keys.retain(|k, _| keep(k.cgroup_id));

@@ -90,6 +90,12 @@ struct ProgramLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RingLabels {
+    /// The kernel's ring buffer: `sightings` (first sightings) or `cgroups` (`cgroup_mkdir`).
+    ring: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AlertLabels {
     kind: &'static str,
 }
@@ -108,8 +114,9 @@ pub struct Metrics {
     alerts: Family<AlertLabels, Counter>,
     outside: Family<OutsideLabels, Counter>,
     baselined: Family<WorkloadLabels, Gauge>,
-    ring_lost: Counter,
+    ring_lost: Family<RingLabels, Counter>,
     overflow: Counter,
+    unattributed: Counter,
     entries: Gauge,
     /// The kernel's cumulative loss counters at the last update, to count the difference.
     last_losses: Mutex<LossCounters>,
@@ -149,17 +156,27 @@ impl Metrics {
             "1 for a container workload seen with a baseline loaded, 0 for one without",
             baselined.clone(),
         );
-        let ring_lost = Counter::default();
+        let ring_lost = Family::<RingLabels, Counter>::default();
         registry.register(
             "ringbuf_lost",
-            "First-sighting records the ring buffer had no room for (counts are recovered by the map sweep)",
+            "Records a kernel ring buffer had no room for: ring sightings (first sightings; counts are recovered by the map sweep) or cgroups (cgroup_mkdir; a cgroup removed before a walk found it is stored unattributed)",
             ring_lost.clone(),
         );
+        // Both rings are exported from the start, so that an alert sees every increase.
+        for ring in ["sightings", "cgroups"] {
+            ring_lost.get_or_create(&RingLabels { ring }).inc_by(0);
+        }
         let overflow = Counter::default();
         registry.register(
             "map_overflow",
             "Checks whose new key did not fit in the kernel map",
             overflow.clone(),
+        );
+        let unattributed = Counter::default();
+        registry.register(
+            "unattributed_cgroups",
+            "Cgroups removed before their path could be learnt: their checks are stored under unattributed subjects cgroup:<id>, not under a workload",
+            unattributed.clone(),
         );
         let entries = Gauge::default();
         registry.register(
@@ -203,6 +220,7 @@ impl Metrics {
             baselined,
             ring_lost,
             overflow,
+            unattributed,
             entries,
             last_losses: Mutex::new(LossCounters::default()),
         }
@@ -223,6 +241,10 @@ impl Metrics {
                 bucket: bucket.as_str(),
             })
             .inc_by(n);
+    }
+
+    pub fn count_unattributed(&self) {
+        self.unattributed.inc();
     }
 
     pub fn count_alert(&self, kind: AlertKind) {
@@ -258,8 +280,14 @@ impl Metrics {
             .last_losses
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.ring_lost
-            .inc_by(losses.sightings_lost.saturating_sub(last.sightings_lost));
+        for (ring, now, before) in [
+            ("sightings", losses.sightings_lost, last.sightings_lost),
+            ("cgroups", losses.cgroups_lost, last.cgroups_lost),
+        ] {
+            self.ring_lost
+                .get_or_create(&RingLabels { ring })
+                .inc_by(now.saturating_sub(before));
+        }
         self.overflow
             .inc_by(losses.checks_overflow.saturating_sub(last.checks_overflow));
         *last = losses;
@@ -457,11 +485,13 @@ mod tests {
         m.see_workload("image:a/b", true);
         m.see_workload("image:c/d", false);
         m.count_outside("image:a/b", Capability::CHOWN, AlertKind::Drift, 2);
+        m.count_unattributed();
         m.update_kernel(
             LossCounters {
                 sightings_lost: 5,
                 checks_overflow: 1,
                 unclassified: 0,
+                cgroups_lost: 2,
             },
             42,
         );
@@ -471,6 +501,7 @@ mod tests {
                 sightings_lost: 7,
                 checks_overflow: 1,
                 unclassified: 0,
+                cgroups_lost: 3,
             },
             43,
         );
@@ -480,8 +511,10 @@ mod tests {
             r#"capspy_checks_total{workload="image:a/b",capability="NET_RAW",verdict="granted",bucket="app"} 3"#,
             r#"capspy_drift_alerts_total{kind="drift"} 1"#,
             r#"capspy_drift_checks_total{workload="image:a/b",capability="CHOWN",kind="drift"} 2"#,
-            "capspy_ringbuf_lost_total 7",
+            r#"capspy_ringbuf_lost_total{ring="sightings"} 7"#,
+            r#"capspy_ringbuf_lost_total{ring="cgroups"} 3"#,
             "capspy_map_overflow_total 1",
+            "capspy_unattributed_cgroups_total 1",
             "capspy_map_entries 43",
             "capspy_map_capacity 32768",
             "capspy_baselines 2",

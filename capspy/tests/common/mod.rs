@@ -313,6 +313,11 @@ impl Daemon {
             .expect("the metrics address in the start-up line")
     }
 
+    /// Sends `sig` (e.g. SIGSTOP, to hold the daemon while the kernel keeps counting).
+    pub fn signal(&self, sig: i32) {
+        signal(&self.child, sig);
+    }
+
     pub fn said(&self, needle: &str) -> bool {
         self.lines().iter().any(|l| l.contains(needle))
     }
