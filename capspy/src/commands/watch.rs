@@ -14,6 +14,7 @@ use crate::store::Store;
 use crate::trace::hook::{KernelInfo, Tracer};
 use crate::watch::baseline::Baselines;
 use crate::watch::drift::{AlertSink, Watch};
+use crate::watch::http;
 use crate::watch::metrics::{self, Metrics};
 
 #[derive(Debug, clap::Args)]
@@ -81,7 +82,7 @@ pub async fn watch(args: WatchArgs) -> Result<i32> {
                     "capspy: note: metrics are served without authentication on {addr}, as asked"
                 );
             }
-            tokio::spawn(metrics::serve(listener, m.clone()));
+            tokio::spawn(http::serve(listener, m.clone()));
             format!("; metrics on http://{addr}/metrics")
         }
         _ => String::new(),

@@ -1,17 +1,9 @@
-//! Prometheus metrics of the watch daemon, in the OpenMetrics text format, and the tiny HTTP
-//! server that serves them on `GET /metrics`.
-//!
-//! The server is a hand-written HTTP/1.1 responder rather than hyper: one read-only route on a
-//! loopback address, one request per connection (`Connection: close`), no keep-alive, TLS,
-//! chunking or request bodies. That is ~80 lines we can read in full, against five crates
-//! (hyper, hyper-util, http, http-body, http-body-util) for features this endpoint refuses
-//! anyway. Requests are bounded in size, time and number.
+//! Prometheus metrics of the watch daemon, in the OpenMetrics text format; [`super::http`]
+//! serves them on `GET /metrics`.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -19,8 +11,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
 
 use crate::model::caps::Capability;
 use crate::model::check::{Bucket, Verdict};
@@ -31,9 +21,6 @@ use crate::watch::alert::AlertKind;
 /// this kind.
 pub const DEFAULT_PORT: u16 = 9464;
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-const MAX_REQUEST: usize = 8 * 1024;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_CONNECTIONS: usize = 16;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AddrError {
@@ -307,106 +294,6 @@ impl Metrics {
 }
 
 /// Serves `GET /metrics` (and `HEAD`) until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    let open = Arc::new(AtomicUsize::new(0));
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            // Out of fds and the like: back off instead of spinning.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-            open.fetch_sub(1, Ordering::AcqRel);
-            continue;
-        }
-        let (metrics, open) = (metrics.clone(), open.clone());
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, respond(stream, &metrics)).await;
-            open.fetch_sub(1, Ordering::AcqRel);
-        });
-    }
-}
-
-async fn respond(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    let head_end = loop {
-        if let Some(end) = find(&buf, b"\r\n\r\n") {
-            break end;
-        }
-        if buf.len() > MAX_REQUEST {
-            return write(&mut stream, 431, "text/plain", "request too large\n", false).await;
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]);
-    let (status, body) = route(head.lines().next().unwrap_or_default());
-    let head_only = head.starts_with("HEAD ");
-    match status {
-        200 => write(&mut stream, 200, CONTENT_TYPE, &metrics.encode(), head_only).await,
-        _ => write(&mut stream, status, "text/plain", body, head_only).await,
-    }
-}
-
-/// The status for a request line, and the body of an error.
-fn route(request_line: &str) -> (u16, &'static str) {
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return (400, "bad request\n");
-    };
-    if !version.starts_with("HTTP/1.") {
-        return (400, "bad request\n");
-    }
-    if method != "GET" && method != "HEAD" {
-        return (405, "only GET\n");
-    }
-    let path = target.split('?').next().unwrap_or_default();
-    if path == "/metrics" {
-        (200, "")
-    } else {
-        (404, "not found; metrics are at /metrics\n")
-    }
-}
-
-async fn write(
-    stream: &mut TcpStream,
-    status: u16,
-    content_type: &str,
-    body: &str,
-    head_only: bool,
-) -> std::io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Request Header Fields Too Large",
-    };
-    let mut response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    if status == 405 {
-        response.push_str("Allow: GET, HEAD\r\n");
-    }
-    response.push_str("\r\n");
-    if !head_only {
-        response.push_str(body);
-    }
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,18 +338,6 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn routes() {
-        assert_eq!(route("GET /metrics HTTP/1.1").0, 200);
-        assert_eq!(route("GET /metrics?x=1 HTTP/1.0").0, 200);
-        assert_eq!(route("HEAD /metrics HTTP/1.1").0, 200);
-        assert_eq!(route("GET / HTTP/1.1").0, 404);
-        assert_eq!(route("POST /metrics HTTP/1.1").0, 405);
-        assert_eq!(route("GET /metrics").0, 400);
-        assert_eq!(route("GET /metrics SPDY/3").0, 400);
-        assert_eq!(route("").0, 400);
     }
 
     #[test]

@@ -4,4 +4,5 @@
 pub mod alert;
 pub mod baseline;
 pub mod drift;
+pub mod http;
 pub mod metrics;
