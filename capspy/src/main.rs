@@ -51,6 +51,10 @@ const EXIT_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = capspy::commands::logger::init() {
+        eprintln!("capspy: {e}");
+        return ExitCode::from(EXIT_ERROR);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -7,6 +7,7 @@ pub mod decode;
 pub mod diff;
 pub mod docker_cli;
 pub mod doctor;
+pub mod logger;
 pub mod ls;
 pub mod merge;
 pub mod profile;
