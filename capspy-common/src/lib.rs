@@ -42,6 +42,9 @@ pub mod globals {
     pub const TASK_COMM_OFFSET: &str = "TASK_COMM_OFFSET";
     /// `u8`: 1 when the kernel has the `bpf_get_current_task_btf` helper (Linux 5.11+), else 0.
     pub const TASK_BTF: &str = "TASK_BTF";
+    /// `u8`: 1 when the kernel also has `bpf_task_pt_regs` (Linux 5.15+), to read the current
+    /// syscall's number and arguments, else 0.
+    pub const TASK_PT_REGS: &str = "TASK_PT_REGS";
     /// `[CommPrefix; RUNTIME_COMMS_CAPACITY]`: container runtime processes (unused slots zero).
     pub const RUNTIME_COMMS: &str = "RUNTIME_COMMS";
     /// `[AddrRange; ADVISORY_FUNCS_CAPACITY]`: kernel functions on the call path of advisory
@@ -149,6 +152,60 @@ pub const ORIGIN_AMBIENT: u8 = 2;
 /// A non-root `execve` whose new permitted set came from the file's `security.capability`.
 /// The first sighting's `stack` carries the executed path instead of return addresses.
 pub const ORIGIN_FILE_CAPS: u8 = 3;
+/// A `cap_capable` check of SETUID or SETGID that `setuid`, `setgid`, `setresuid` or
+/// `setresgid` made for ids the caller already holds: the call succeeds without the capability
+/// (see [`own_id_check`]). Kept apart from [`ORIGIN_CHECK`] so that a daemon's needed
+/// `setgid(www-data)` and its `setgid(getgid())` are two rows.
+pub const ORIGIN_OWN_ID: u8 = 4;
+
+pub const CAP_SETGID: u8 = 6;
+pub const CAP_SETUID: u8 = 7;
+
+/// x86-64 syscall numbers, from
+/// <https://github.com/torvalds/linux/blob/v6.18/arch/x86/entry/syscalls/syscall_64.tbl>.
+pub mod nr {
+    pub const SETUID: u64 = 105;
+    pub const SETGID: u64 = 106;
+    pub const SETRESUID: u64 = 117;
+    pub const SETRESGID: u64 = 119;
+}
+
+/// A caller's user ids, or its group ids: real, effective, saved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ids {
+    pub real: u32,
+    pub effective: u32,
+    pub saved: u32,
+}
+
+/// Whether a check of `cap` made in syscall `nr` with arguments `args` asks for ids the caller
+/// (`ids`: its user ids for SETUID, group ids for SETGID, as seen from its own user namespace)
+/// already holds, so that the call succeeds without the capability
+/// (<https://github.com/torvalds/linux/blob/v6.18/kernel/sys.c>):
+/// - `__sys_setuid(uid)` and `__sys_setgid(gid)` check the capability first, then allow an id
+///   equal to the real or saved one; the call succeeds either way, and only with the
+///   capability does it also set the real and saved ids (`setgid(getgid())` in a
+///   set-group-ID program keeps its saved group without SETGID);
+/// - `__sys_setresuid` and `__sys_setresgid` allow ids among the real, effective and saved
+///   ones (`-1` leaves one as it is): since 6.4 they check only when one is new, before that
+///   they checked first.
+///
+/// `setreuid`, `setregid`, `setfsuid` and `setfsgid` check only for an id the caller does not
+/// hold: their checks are needs.
+pub const fn own_id_check(cap: u8, nr: u64, args: [u32; 3], ids: Ids) -> bool {
+    const fn held(id: u32, ids: Ids) -> bool {
+        id == u32::MAX || id == ids.real || id == ids.effective || id == ids.saved
+    }
+    match (cap, nr) {
+        (CAP_SETUID, nr::SETUID) | (CAP_SETGID, nr::SETGID) => {
+            args[0] == ids.real || args[0] == ids.saved
+        }
+        (CAP_SETUID, nr::SETRESUID) | (CAP_SETGID, nr::SETRESGID) => {
+            held(args[0], ids) && held(args[1], ids) && held(args[2], ids)
+        }
+        _ => false,
+    }
+}
 
 /// Where `struct cred` keeps what the fact programs read, as byte offsets from BTF (0: unknown;
 /// no field is at offset 0 except `usage`, which is never read).
@@ -157,6 +214,10 @@ pub const ORIGIN_FILE_CAPS: u8 = 3;
 pub struct CredOffsets {
     pub uid: u32,
     pub euid: u32,
+    pub suid: u32,
+    pub gid: u32,
+    pub egid: u32,
+    pub sgid: u32,
     pub cap_inheritable: u32,
     pub cap_permitted: u32,
     pub cap_ambient: u32,
@@ -496,5 +557,56 @@ mod tests {
         };
         assert_eq!(raise.needs(0), Some((NET_RAW, true)));
         assert_eq!(raise.needs(-1), Some((NET_RAW, false)));
+    }
+
+    #[test]
+    fn own_id_checks_are_those_the_kernel_allows_without_the_capability() {
+        // ssh-agent, set-group-ID _ssh (gid 1000 real, 101 effective and saved): setgid(1000).
+        let agent = Ids {
+            real: 1000,
+            effective: 101,
+            saved: 101,
+        };
+        assert!(own_id_check(CAP_SETGID, nr::SETGID, [1000, 0, 0], agent));
+        assert!(own_id_check(CAP_SETGID, nr::SETGID, [101, 0, 0], agent));
+        // nginx as root: setgid(33) is a need; so is setgid to the effective group only.
+        let root = Ids {
+            real: 0,
+            effective: 0,
+            saved: 0,
+        };
+        assert!(!own_id_check(CAP_SETGID, nr::SETGID, [33, 0, 0], root));
+        let effective_only = Ids {
+            real: 1000,
+            effective: 5,
+            saved: 1000,
+        };
+        assert!(!own_id_check(
+            CAP_SETGID,
+            nr::SETGID,
+            [5, 0, 0],
+            effective_only
+        ));
+        // The same for users, and only with the syscall's own capability.
+        assert!(own_id_check(CAP_SETUID, nr::SETUID, [0, 0, 0], root));
+        assert!(!own_id_check(CAP_SETUID, nr::SETUID, [1000, 0, 0], root));
+        assert!(!own_id_check(CAP_SETGID, nr::SETUID, [0, 0, 0], root));
+        assert!(!own_id_check(CAP_SETUID, nr::SETGID, [0, 0, 0], root));
+        // setres*: every id given (-1 leaves it) among real, effective and saved.
+        assert!(own_id_check(
+            CAP_SETGID,
+            nr::SETRESGID,
+            [u32::MAX, 5, 1000],
+            effective_only
+        ));
+        assert!(!own_id_check(
+            CAP_SETUID,
+            nr::SETRESUID,
+            [1000, 1000, 7],
+            effective_only
+        ));
+        // setreuid, setfsuid, capset...: never (they check only for a new id).
+        assert!(!own_id_check(CAP_SETUID, 113, [0, 0, 0], root));
+        assert!(!own_id_check(CAP_SETUID, 122, [0, 0, 0], root));
     }
 }

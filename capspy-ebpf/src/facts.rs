@@ -12,20 +12,23 @@ use aya_ebpf::{
     maps::HashMap,
 };
 use capspy_common::{
-    AUDIT_AUDITED, CLASSIFIER_SYSCALL, CheckKey, CheckStats, CredOffsets, EXE_DEPTH, EXE_NAME_LEN,
-    FACT_PATH_LEN, FirstSighting, PENDING_FACTS_CAPACITY, PendingFact, STACK_DEPTH, VERDICT_DENIED,
-    VERDICT_GRANTED, counter,
+    AUDIT_AUDITED, CLASSIFIER_SYSCALL, CheckKey, CheckStats, CredOffsets, FACT_PATH_LEN,
+    PENDING_FACTS_CAPACITY, PendingFact, VERDICT_DENIED, VERDICT_GRANTED,
 };
 
 use crate::{
-    SIGHTINGS, TASK_REAL_CRED_OFFSET, bucket_of, count, current_task, task_field, upsert,
+    TASK_REAL_CRED_OFFSET, bucket_of, current_task, reserve_sighting, task_field, upsert,
     userns_class,
 };
 
 #[unsafe(no_mangle)]
-static CRED_OFFSETS: CredOffsets = CredOffsets {
+pub(crate) static CRED_OFFSETS: CredOffsets = CredOffsets {
     uid: 0,
     euid: 0,
+    suid: 0,
+    gid: 0,
+    egid: 0,
+    sgid: 0,
     cap_inheritable: 0,
     cap_permitted: 0,
     cap_ambient: 0,
@@ -144,25 +147,17 @@ pub(crate) fn record(
 /// A first sighting whose `stack` carries `path` (or nothing): a fact has no call path.
 #[inline(always)]
 fn emit(key: &CheckKey, stats: &CheckStats, path: Option<*const u8>) {
-    let Some(mut entry) = SIGHTINGS.reserve::<FirstSighting>(0) else {
-        count(counter::SIGHTINGS_LOST);
-        return;
-    };
-    let sighting = entry.as_mut_ptr();
-    // SAFETY: `sighting` is a reserved ring buffer record of the right size; the path read is
-    // checked and bounded by the destination.
-    unsafe {
-        (*sighting).key = *key;
-        (*sighting).stats = *stats;
-        (*sighting).stack = [0; STACK_DEPTH];
-        (*sighting).exe = [[0; EXE_NAME_LEN]; EXE_DEPTH];
+    reserve_sighting(key, stats, |sighting| {
         if let Some(path) = path {
-            let dest = &mut *(&raw mut (*sighting).stack).cast::<[u8; FACT_PATH_LEN]>();
-            // Keep a NUL at the end: the record is read as a NUL-terminated string.
-            let _ = bpf_probe_read_kernel_str_bytes(path, &mut dest[..FACT_PATH_LEN - 1]);
+            // SAFETY: `sighting` is a reserved ring buffer record; the path read is checked and
+            // bounded by the destination.
+            unsafe {
+                let dest = &mut *(&raw mut (*sighting).stack).cast::<[u8; FACT_PATH_LEN]>();
+                // Keep a NUL at the end: the record is read as a NUL-terminated string.
+                let _ = bpf_probe_read_kernel_str_bytes(path, &mut dest[..FACT_PATH_LEN - 1]);
+            }
         }
-    }
-    entry.submit(0);
+    });
 }
 
 /// The exit of a `capset` or `prctl` whose enter left a [`PendingFact`]: counts what it shows.

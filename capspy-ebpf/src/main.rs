@@ -39,6 +39,7 @@ mod cgroups;
 mod exec;
 mod facts;
 mod prctl;
+mod setid;
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
@@ -60,11 +61,11 @@ use aya_ebpf::{
 };
 use capspy_common::{
     ADVISORY_FUNCS_CAPACITY, AUDIT_ADVISORY, AUDIT_AUDITED, AddrRange, BUCKET_APP, BUCKET_BORROWED,
-    BUCKET_RUNTIME, CHECKS_CAPACITY, CLASSIFIER_CALL_PATH, CLASSIFIER_NONE, CLASSIFIER_OPTS,
-    CheckKey, CheckStats, CommPrefix, EXE_DEPTH, EXE_NAME_LEN, ExeOffsets, FirstSighting,
-    KPROBE_ARGS_CAPACITY, KprobeArgs, ORIGIN_CHECK, RUNTIME_COMMS_CAPACITY, SIGHTINGS_BYTES,
-    SITE_ADVISORY, SITE_ALWAYS_WALK, SITE_AUDITED, SITE_UNKNOWN, STACK_DEPTH, USERNS_INITIAL,
-    USERNS_OTHER, USERNS_UNKNOWN, VERDICT_DENIED, VERDICT_GRANTED, abi, counter,
+    BUCKET_RUNTIME, CAP_SETGID, CAP_SETUID, CHECKS_CAPACITY, CLASSIFIER_CALL_PATH, CLASSIFIER_NONE,
+    CLASSIFIER_OPTS, CheckKey, CheckStats, CommPrefix, EXE_DEPTH, EXE_NAME_LEN, ExeOffsets,
+    FirstSighting, KPROBE_ARGS_CAPACITY, KprobeArgs, ORIGIN_CHECK, RUNTIME_COMMS_CAPACITY,
+    SIGHTINGS_BYTES, SITE_ADVISORY, SITE_ALWAYS_WALK, SITE_AUDITED, SITE_UNKNOWN, STACK_DEPTH,
+    USERNS_INITIAL, USERNS_OTHER, USERNS_UNKNOWN, VERDICT_DENIED, VERDICT_GRANTED, abi, counter,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -88,6 +89,10 @@ static TASK_COMM_OFFSET: u32 = 0;
 /// verifier folds it and never sees the branch the kernel lacks.
 #[unsafe(no_mangle)]
 static TASK_BTF: u8 = 1;
+/// 1 when the kernel has `bpf_task_pt_regs` too (Linux 5.15+; the loader probes it), else 0:
+/// the syscall number and arguments are then unknown. Folded by the verifier like `TASK_BTF`.
+#[unsafe(no_mangle)]
+static TASK_PT_REGS: u8 = 0;
 #[unsafe(no_mangle)]
 static RUNTIME_COMMS: [CommPrefix; RUNTIME_COMMS_CAPACITY] =
     [CommPrefix { value: 0, mask: 0 }; RUNTIME_COMMS_CAPACITY];
@@ -294,6 +299,10 @@ fn record<C: EbpfContext>(
         origin: ORIGIN_CHECK,
         syscall: 0,
     };
+    // Only SETUID and SETGID checks pay for reading the syscall's arguments.
+    if cap == CAP_SETUID || cap == CAP_SETGID {
+        key.origin = setid::origin(task, cred, cap, key.userns);
+    }
     if let Some(site) = &site {
         key.syscall = advisory_syscall(key.audit, site.slot);
     }
@@ -401,6 +410,13 @@ pub(crate) fn bucket_of(task: *const u8, cred: u64) -> u8 {
 fn has_task_btf() -> bool {
     // SAFETY: global written by the loader.
     unsafe { core::ptr::read_volatile(&TASK_BTF) != 0 }
+}
+
+/// Whether [`user_reg`] can read the current syscall (it needs a BTF task pointer too).
+#[inline(always)]
+pub(crate) fn has_task_pt_regs() -> bool {
+    // SAFETY: global written by the loader.
+    has_task_btf() && unsafe { core::ptr::read_volatile(&TASK_PT_REGS) } != 0
 }
 
 /// The current `struct task_struct`: a BTF pointer where the kernel has
@@ -544,24 +560,35 @@ fn advisory_syscall(audit: u8, slot: u16) -> u16 {
 
 /// The syscall the current task is in, as a slot of [`CALL_SITE_CLASS`]; everything out of range
 /// (page faults, kernel threads) shares the last slot, and so does every check on a kernel without
-/// `bpf_get_current_task_btf` (the loader then marks the last slots to be walked every time).
+/// `bpf_task_pt_regs` (the loader then marks the last slots to be walked every time).
 #[inline(always)]
 fn current_syscall_slot(task: *const u8) -> u32 {
     let last = capspy_common::SYSCALL_SLOTS - 1;
-    if !has_task_btf() {
+    if !has_task_pt_regs() {
         return last;
     }
-    // SAFETY: bpf_task_pt_regs returns a BTF pointer to the task's user-mode registers: a plain
-    // load the verifier checks and guards. x86-64 only: `orig_rax` holds the syscall number there
-    // (arm64 keeps it in `syscallno`); capspy's object is built for x86-64 kernels.
-    let nr = unsafe {
-        let regs = bpf_task_pt_regs(task.cast_mut().cast()) as *const pt_regs;
-        core::ptr::read_volatile(&raw const (*regs).orig_rax)
-    };
+    let nr = user_reg(task, |r| &raw const r.orig_rax);
     if nr < u64::from(last) {
         nr as u32
     } else {
         last
+    }
+}
+
+/// One of the current task's user-mode registers (x86-64 `struct pt_regs`: `orig_rax` holds the
+/// syscall number, `rdi`, `rsi`, `rdx` its first arguments; arm64 keeps them elsewhere, and
+/// capspy's object is built for x86-64 kernels), or 0 on a kernel without `bpf_task_pt_regs`.
+/// `task` comes from [`current_task`].
+#[inline(always)]
+pub(crate) fn user_reg(task: *const u8, field: impl Fn(&pt_regs) -> *const u64) -> u64 {
+    if !has_task_pt_regs() {
+        return 0;
+    }
+    // SAFETY: bpf_task_pt_regs returns a BTF pointer to the task's user-mode registers: a plain
+    // load the verifier checks and guards.
+    unsafe {
+        let regs = &*(bpf_task_pt_regs(task.cast_mut().cast()) as *const pt_regs);
+        core::ptr::read_volatile(field(regs))
     }
 }
 
@@ -605,6 +632,30 @@ fn classify_stack<C: EbpfContext>(ctx: &C) -> Option<u8> {
 /// only delays the key: userspace also sweeps [`CHECKS`].
 #[inline(always)]
 fn emit_sighting<C: EbpfContext>(ctx: &C, key: &CheckKey, stats: &CheckStats) {
+    reserve_sighting(key, stats, |sighting| {
+        // SAFETY: `sighting` is a reserved, zeroed ring buffer record of the right size.
+        unsafe {
+            bpf_get_stack(
+                ctx.as_ptr(),
+                (&raw mut (*sighting).stack).cast(),
+                core::mem::size_of::<[u64; STACK_DEPTH]>() as u32,
+                0,
+            );
+            if stats.first_uid != 0 && key.bucket == BUCKET_APP {
+                read_exe_names(&mut (*sighting).exe);
+            }
+        }
+    });
+}
+
+/// Reserves a first sighting of `key` (a lost one is counted), with its stack and executable
+/// names zeroed, lets `fill` complete it, and submits it.
+#[inline(always)]
+pub(crate) fn reserve_sighting(
+    key: &CheckKey,
+    stats: &CheckStats,
+    fill: impl FnOnce(*mut FirstSighting),
+) {
     let Some(mut entry) = SIGHTINGS.reserve::<FirstSighting>(0) else {
         count(counter::SIGHTINGS_LOST);
         return;
@@ -615,17 +666,9 @@ fn emit_sighting<C: EbpfContext>(ctx: &C, key: &CheckKey, stats: &CheckStats) {
         (*sighting).key = *key;
         (*sighting).stats = *stats;
         (*sighting).stack = [0; STACK_DEPTH];
-        bpf_get_stack(
-            ctx.as_ptr(),
-            (&raw mut (*sighting).stack).cast(),
-            core::mem::size_of::<[u64; STACK_DEPTH]>() as u32,
-            0,
-        );
         (*sighting).exe = [[0; EXE_NAME_LEN]; EXE_DEPTH];
-        if stats.first_uid != 0 && key.bucket == BUCKET_APP {
-            read_exe_names(&mut (*sighting).exe);
-        }
     }
+    fill(sighting);
     entry.submit(0);
 }
 

@@ -46,6 +46,14 @@ pub fn doctor() -> Result<i32> {
              helper call per field; the checks recorded are the same)"
         );
     }
+    if !kernel.task_pt_regs_helper {
+        let _ = writeln!(
+            out,
+            "bpf_task_pt_regs: not available (Linux < 5.15); the syscall a check comes from is \
+             unknown: tracepoint checks walk the stack every time, and SETUID/SETGID checks of \
+             setuid(2)/setgid(2) for the caller's own ids stay required"
+        );
+    }
     if let Some(why) = &kernel.kallsyms_problem {
         let _ = writeln!(
             out,

@@ -94,6 +94,8 @@ pub enum Origin {
 }
 
 impl Origin {
+    /// A check for ids the caller holds (`ORIGIN_OWN_ID`) is a check: what tells it apart is the
+    /// row's `optional` effect.
     pub fn from_kernel(origin: u8) -> Self {
         match origin {
             ORIGIN_CAPSET => Self::Capset,

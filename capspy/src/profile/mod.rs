@@ -153,20 +153,33 @@ impl Profile {
             required.insert(Capability::DAC_READ_SEARCH);
         }
 
-        let explanations = required
-            .iter()
-            .map(|&cap| {
-                // The reads DAC_READ_SEARCH will serve are the DAC_OVERRIDE grants seen.
-                let evidence_cap =
-                    if cap == Capability::DAC_READ_SEARCH && dac == Some(Dac::ReadsOnly) {
-                        Capability::DAC_OVERRIDE
-                    } else {
-                        cap
-                    };
-                let r = rows(evidence_cap, &|c| c.makes_required());
-                finding(cap, &r, explain(cap, &r, dac.as_ref()))
-            })
-            .collect();
+        // One pass over what requires each capability: its explanation, and whether that
+        // proves the need.
+        let mut explanations = Vec::new();
+        let mut unproven = Vec::new();
+        for &cap in &required {
+            // The reads DAC_READ_SEARCH will serve are the DAC_OVERRIDE grants seen.
+            let evidence_cap = if cap == Capability::DAC_READ_SEARCH && dac == Some(Dac::ReadsOnly)
+            {
+                Capability::DAC_OVERRIDE
+            } else {
+                cap
+            };
+            let r = rows(evidence_cap, &|c| c.makes_required());
+            let paths: Vec<&[String]> = r
+                .iter()
+                .filter(|c| c.origin == Origin::Check)
+                .map(|c| c.call_path.as_slice())
+                .collect();
+            let kept = r.iter().any(|c| c.origin != Origin::Check);
+            if let Some(reason) = rules::unproven(cap, &paths, kept) {
+                unproven.push(Unproven {
+                    capability: cap,
+                    reason,
+                });
+            }
+            explanations.push(finding(cap, &r, explain(cap, &r, dac.as_ref())));
+        }
 
         // Denials the DAC decision already accounts for: the read that DAC_OVERRIDE (or now
         // DAC_READ_SEARCH) served.
@@ -177,23 +190,6 @@ impl Profile {
         } else {
             BTreeSet::new()
         };
-        let unproven = required
-            .iter()
-            .filter_map(|&cap| {
-                let evidence_cap =
-                    if cap == Capability::DAC_READ_SEARCH && dac == Some(Dac::ReadsOnly) {
-                        Capability::DAC_OVERRIDE
-                    } else {
-                        cap
-                    };
-                let r = rows(evidence_cap, &|c| c.makes_required());
-                let paths: Vec<&[String]> = r.iter().map(|c| c.call_path.as_slice()).collect();
-                Some(Unproven {
-                    capability: cap,
-                    reason: rules::unproven(cap, &paths)?,
-                })
-            })
-            .collect();
         let (refused, userns_only) = side_findings(&checks, &required, &covered);
         let non_root = refused.iter().filter_map(non_root_advice).collect();
         let caps: BTreeSet<Capability> = checks.iter().map(|c| c.capability).collect();
@@ -993,6 +989,15 @@ pub(crate) mod tests {
         uid: u32,
         path: &[&str],
     ) -> CheckRow {
+        raw_of(ORIGIN_CHECK, (cap, verdict, advisory, uid), path)
+    }
+
+    /// [`raw`] under the kernel's `origin`.
+    pub(crate) fn raw_of(
+        origin: u8,
+        (cap, verdict, advisory, uid): (Capability, Verdict, bool, u32),
+        path: &[&str],
+    ) -> CheckRow {
         CheckRow::from_raw(
             RawCheck {
                 cap: cap.0,
@@ -1001,7 +1006,7 @@ pub(crate) mod tests {
                 userns: USERNS_INITIAL,
                 bucket: 0,
                 classifier: CLASSIFIER_CALL_PATH,
-                origin: ORIGIN_CHECK,
+                origin,
             },
             1,
             (SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH),
@@ -1070,6 +1075,51 @@ pub(crate) mod tests {
         assert_eq!(p.required, BTreeSet::from([Capability::FSETID]));
         assert!(p.optional.is_empty());
         assert_eq!(p.unproven[0].capability, Capability::FSETID);
+    }
+
+    /// ssh-agent's `setgid(getgid())` and nginx's `setgid(www-data)` share a call path; the
+    /// kernel program marks the first as asking for an id the caller holds.
+    #[test]
+    fn a_setgid_to_an_own_group_is_optional_and_another_required() {
+        const SETGID: &[&str] = &[
+            "security_capable+0x3b",
+            "ns_capable_setid+0x2a",
+            "__sys_setgid+0x5e",
+        ];
+        let own = raw_of(
+            capspy_common::ORIGIN_OWN_ID,
+            (Capability::SETGID, Verdict::Granted, false, 1000),
+            SETGID,
+        );
+        assert_eq!(own.origin, Origin::Check);
+        let p = Profile::from_checks(vec![own.clone()]);
+        assert!(p.required.is_empty(), "{:?}", p.required);
+        assert_eq!(p.optional.len(), 1);
+        assert!(
+            p.optional[0]
+                .reason
+                .starts_with("without SETGID, setgid(2) to the process's own")
+        );
+        assert!(own.class().behaviour_only);
+
+        let needed = raw(Capability::SETGID, Verdict::Granted, false, 0, SETGID);
+        let p = Profile::from_checks(vec![own, needed]);
+        assert_eq!(p.required, BTreeSet::from([Capability::SETGID]));
+        assert!(p.optional.is_empty() && p.unproven.is_empty());
+    }
+
+    /// A capability kept with capset has no call path, and is a proven need: the capset fails
+    /// without it.
+    #[test]
+    fn a_capability_kept_with_capset_is_not_unproven() {
+        let p = Profile::from_checks(vec![fact(
+            Capability::NET_BIND_SERVICE,
+            Origin::Capset,
+            Verdict::Granted,
+            105,
+        )]);
+        assert_eq!(p.required, BTreeSet::from([Capability::NET_BIND_SERVICE]));
+        assert!(p.unproven.is_empty(), "{:?}", p.unproven);
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use capspy_common::{
     AUDIT_ADVISORY, BUCKET_BORROWED, BUCKET_RUNTIME, CLASSIFIER_CALL_PATH, CLASSIFIER_OPTS,
-    CLASSIFIER_SYSCALL, CheckKey, CheckStats, ORIGIN_CHECK, ORIGIN_FILE_CAPS, USERNS_INITIAL,
-    USERNS_OTHER, VERDICT_GRANTED,
+    CLASSIFIER_SYSCALL, CheckKey, CheckStats, ORIGIN_CHECK, ORIGIN_FILE_CAPS, ORIGIN_OWN_ID,
+    USERNS_INITIAL, USERNS_OTHER, VERDICT_GRANTED,
 };
 
 use super::rules;
@@ -25,7 +25,9 @@ use crate::trace::collector::Observation;
 impl CheckRow {
     pub fn from_observation(obs: &Observation, clock: &BootClock, syms: Option<&Kallsyms>) -> Self {
         let call_path = match obs.key.origin {
-            ORIGIN_CHECK => syms.map(|s| symbolize(&obs.stack, s)).unwrap_or_default(),
+            ORIGIN_CHECK | ORIGIN_OWN_ID => {
+                syms.map(|s| symbolize(&obs.stack, s)).unwrap_or_default()
+            }
             ORIGIN_FILE_CAPS => fact_path(&obs.stack).into_iter().collect(),
             _ => Vec::new(),
         };
@@ -112,7 +114,7 @@ impl CheckRow {
             first_seen,
             last_seen,
             example,
-            optional: rules::behaviour_only(capability, &call_path)
+            optional: rules::behaviour_only(capability, raw.origin == ORIGIN_OWN_ID, &call_path)
                 .map(|b| Cow::Borrowed(b.effect)),
             call_path,
             host: None,

@@ -65,9 +65,40 @@ pub const BEHAVIOUR_ONLY: &[BehaviourOnly] = &[
     },
 ];
 
-/// The behaviour-only kind of a check of `cap` with this call path, if it is one. An empty
-/// call path is none: unclassified checks stay needs.
-pub fn behaviour_only(cap: Capability, call_path: &[String]) -> Option<&'static BehaviourOnly> {
+/// SETUID and SETGID checks that the kernel program marked as asking only for ids the caller
+/// already holds (`capspy_common::own_id_check`, which cites the kernel): `setuid` and
+/// `setgid` check the capability first and succeed without it for the real or saved id, then
+/// leaving the real and saved ids as they were. The call path cannot tell them apart from a
+/// needed `setgid(www-data)` (both are `ns_capable_setid <- __sys_setgid`); the syscall's
+/// argument can.
+pub const OWN_ID: &[BehaviourOnly] = &[
+    BehaviourOnly {
+        capability: Capability::SETUID,
+        callers: &["__sys_setuid", "__sys_setresuid"],
+        effect: "without SETUID, setuid(2) to the process's own real or saved user still \
+                 succeeds, leaving its real and saved users as they were (a set-user-ID program \
+                 keeps its saved user)",
+    },
+    BehaviourOnly {
+        capability: Capability::SETGID,
+        callers: &["__sys_setgid", "__sys_setresgid"],
+        effect: "without SETGID, setgid(2) to the process's own real or saved group still \
+                 succeeds, leaving its real and saved groups as they were (a set-group-ID \
+                 program keeps its saved group)",
+    },
+];
+
+/// The behaviour-only kind of a check of `cap` with this call path, if it is one; `own_id`
+/// when the kernel program marked it as asking only for ids the caller holds ([`OWN_ID`]).
+/// Otherwise an empty call path is none: unclassified checks stay needs.
+pub fn behaviour_only(
+    cap: Capability,
+    own_id: bool,
+    call_path: &[String],
+) -> Option<&'static BehaviourOnly> {
+    if own_id {
+        return OWN_ID.iter().find(|b| b.capability == cap);
+    }
     let caller = crate::trace::call_path::first_caller(call_path)?;
     BEHAVIOUR_ONLY
         .iter()
@@ -98,6 +129,15 @@ const UNPROVEN: &[(Capability, &str)] = &[
         "programs that write audit records (sshd, login, sudo, PAM's pam_loginuid, su) go on \
          when the kernel refuses them",
     ),
+    // dnsmasq, still root, fchowns its pid file to its service user and only warns when that
+    // fails; nginx's chown of its temporary folders, from the same call path
+    // (`capable_wrt_inode_uidgid <- setattr_prepare <- chown_common`), is needed.
+    (
+        Capability::CHOWN,
+        "programs starting as root often chown a pid or log file to their service user and \
+         only warn when that fails (dnsmasq does); the kernel check is the same as for a chown \
+         the program needs, so only a run without it tells",
+    ),
     (
         Capability::FSETID,
         "FSETID checks usually only decide whether a set-user-ID or set-group-ID bit is cleared \
@@ -107,12 +147,15 @@ const UNPROVEN: &[(Capability, &str)] = &[
 
 /// Why a required capability is not proven needed, if it is not: a fixed list of capabilities
 /// programs often do without, and capabilities whose every requiring check lacks a call path
-/// (so capspy could not tell whether it only chose a behaviour).
-pub fn unproven(cap: Capability, call_paths: &[&[String]]) -> Option<String> {
+/// (so capspy could not tell whether it only chose a behaviour). `call_paths` are those of the
+/// requiring checks; `kept` says whether a capability kept without a check (capset, ambient
+/// raise, file capabilities) requires it too: such a need fails a syscall when the capability
+/// is missing, with or without a call path.
+pub fn unproven(cap: Capability, call_paths: &[&[String]], kept: bool) -> Option<String> {
     if let Some((_, why)) = UNPROVEN.iter().find(|(c, _)| *c == cap) {
         return Some((*why).to_string());
     }
-    call_paths.iter().all(|p| p.is_empty()).then(|| {
+    (!kept && call_paths.iter().all(|p| p.is_empty())).then(|| {
         "no call path was recorded for its checks, so capspy could not tell whether they only \
          chose a behaviour"
             .to_string()
@@ -174,7 +217,7 @@ mod tests {
                 "setattr_prepare+0x1dc",
             ],
         ] {
-            let b = behaviour_only(Capability::FSETID, &path(frames));
+            let b = behaviour_only(Capability::FSETID, false, &path(frames));
             assert!(b.is_some(), "{frames:?}");
             assert!(b.unwrap().effect.starts_with("without FSETID"));
         }
@@ -183,7 +226,7 @@ mod tests {
             "file_ns_capable+0x15",
             "pagemap_read+0x7b",
         ]);
-        assert!(behaviour_only(Capability::SYS_ADMIN, &pagemap).is_some());
+        assert!(behaviour_only(Capability::SYS_ADMIN, false, &pagemap).is_some());
     }
 
     #[test]
@@ -194,22 +237,22 @@ mod tests {
             "capable_wrt_inode_uidgid+0x39",
             "setattr_prepare+0x1a0",
         ]);
-        assert_eq!(behaviour_only(Capability::CHOWN, &chown), None);
+        assert_eq!(behaviour_only(Capability::CHOWN, false, &chown), None);
         // An FSETID check from a filesystem's own code: not known to be behaviour-only.
         let xfs = path(&[
             "security_capable+0x3b",
             "capable+0x2e",
             "xfs_setattr_nonsize+0x1",
         ]);
-        assert_eq!(behaviour_only(Capability::FSETID, &xfs), None);
-        assert_eq!(behaviour_only(Capability::FSETID, &[]), None);
+        assert_eq!(behaviour_only(Capability::FSETID, false, &xfs), None);
+        assert_eq!(behaviour_only(Capability::FSETID, false, &[]), None);
         // SYS_ADMIN elsewhere (proc_pid_stack fails the read when denied).
         let stack = path(&[
             "security_capable+0x3b",
             "file_ns_capable+0x15",
             "proc_pid_stack+0x2a",
         ]);
-        assert_eq!(behaviour_only(Capability::SYS_ADMIN, &stack), None);
+        assert_eq!(behaviour_only(Capability::SYS_ADMIN, false, &stack), None);
     }
 
     #[test]
@@ -233,14 +276,35 @@ mod tests {
     }
 
     #[test]
+    fn own_id_checks_are_optional_whatever_their_call_path() {
+        // ssh-agent's setgid(getgid()) and nginx's setgid(www-data): one call path.
+        let setgid = path(&[
+            "security_capable+0x3b",
+            "ns_capable_setid+0x2a",
+            "__sys_setgid+0x5e",
+        ]);
+        let own = behaviour_only(Capability::SETGID, true, &setgid).unwrap();
+        assert!(own.effect.starts_with("without SETGID"), "{}", own.effect);
+        assert!(own.callers.contains(&"__sys_setgid"));
+        assert!(behaviour_only(Capability::SETUID, true, &[]).is_some());
+        assert_eq!(behaviour_only(Capability::SETGID, false, &setgid), None);
+        // The kernel marks only SETUID and SETGID checks.
+        assert_eq!(behaviour_only(Capability::CHOWN, true, &setgid), None);
+    }
+
+    #[test]
     fn unproven_list_and_missing_call_paths() {
         let with = path(&["security_capable+0x3b", "inet_create+0x10b"]);
-        assert!(unproven(Capability::AUDIT_WRITE, &[&with]).is_some());
-        assert!(unproven(Capability::FSETID, &[&with]).is_some());
-        assert_eq!(unproven(Capability::NET_RAW, &[&with]), None);
-        assert_eq!(unproven(Capability::NET_RAW, &[&[], &with]), None);
-        let none = unproven(Capability::NET_RAW, &[&[]]).unwrap();
+        assert!(unproven(Capability::AUDIT_WRITE, &[&with], false).is_some());
+        assert!(unproven(Capability::FSETID, &[&with], false).is_some());
+        let chown = unproven(Capability::CHOWN, &[&with], false).unwrap();
+        assert!(chown.contains("only a run without it"), "{chown}");
+        assert_eq!(unproven(Capability::NET_RAW, &[&with], false), None);
+        assert_eq!(unproven(Capability::NET_RAW, &[&[], &with], false), None);
+        let none = unproven(Capability::NET_RAW, &[&[]], false).unwrap();
         assert!(none.contains("no call path"), "{none}");
+        // Kept with capset (chrony's NET_BIND_SERVICE): no call path, and a proven need.
+        assert_eq!(unproven(Capability::NET_BIND_SERVICE, &[], true), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::Array,
     programs::{BtfTracePoint, FExit, KProbe, RawTracePoint, TracePoint},
+    sys::BpfHelper,
 };
 use capspy_common::{
     ADVISORY_FUNCS_CAPACITY, AddrRange, CommPrefix, CredOffsets, ExeOffsets, KPROBE_ARGS_CAPACITY,
@@ -116,6 +117,9 @@ pub struct KernelInfo {
     /// copies the task's fields with `bpf_probe_read_kernel`, and the tracepoint methods walk the
     /// stack on every check (the syscall number needs a BTF task).
     pub task_btf_helper: bool,
+    /// Whether it also has `bpf_task_pt_regs` (Linux 5.15+): the program then reads the syscall
+    /// number (tracepoint call sites) and the ids `setuid`/`setgid` ask for.
+    pub task_pt_regs_helper: bool,
     /// Where `struct cred` keeps ids and capability sets, for the programs that see capabilities
     /// kept without a check (all 0 without BTF: they then record nothing).
     pub cred_offsets: CredOffsets,
@@ -167,6 +171,10 @@ impl KernelInfo {
                 let cred = CredOffsets {
                     uid: offset("cred", "uid"),
                     euid: offset("cred", "euid"),
+                    suid: offset("cred", "suid"),
+                    gid: offset("cred", "gid"),
+                    egid: offset("cred", "egid"),
+                    sgid: offset("cred", "sgid"),
                     cap_inheritable: offset("cred", "cap_inheritable"),
                     cap_permitted: offset("cred", "cap_permitted"),
                     cap_ambient: offset("cred", "cap_ambient"),
@@ -214,7 +222,8 @@ impl KernelInfo {
             userns_level_offset,
             task_real_cred_offset,
             task_comm_offset,
-            task_btf_helper: has_task_btf_helper(),
+            task_btf_helper: has_helper(BpfHelper::BPF_FUNC_get_current_task_btf, "5.11"),
+            task_pt_regs_helper: has_helper(BpfHelper::BPF_FUNC_task_pt_regs, "5.15"),
             cred_offsets,
             exe_offsets,
             advisory_funcs,
@@ -234,17 +243,14 @@ impl KernelInfo {
     }
 }
 
-/// Whether kprobe programs (and so fexit ones: they share the helper set) may call
-/// `bpf_get_current_task_btf`, probed as libbpf does by loading a program that calls it. If the
-/// probe itself cannot run, the helper is assumed, as on every kernel since 5.11.
-fn has_task_btf_helper() -> bool {
-    match aya::sys::is_helper_supported(
-        aya::programs::ProgramType::KProbe,
-        aya::sys::BpfHelper::BPF_FUNC_get_current_task_btf,
-    ) {
+/// Whether kprobe programs (and so fexit and tracepoint ones: they share these helpers) may call
+/// `helper`, probed as libbpf does by loading a program that calls it. If the probe itself cannot
+/// run, the helper is assumed, as on every kernel since `since`.
+fn has_helper(helper: BpfHelper, since: &str) -> bool {
+    match aya::sys::is_helper_supported(aya::programs::ProgramType::KProbe, helper) {
         Ok(supported) => supported,
         Err(e) => {
-            log::debug!("probing bpf_get_current_task_btf: {e}");
+            log::debug!("probing {helper:?} (Linux {since}+): {e}");
             true
         }
     }
@@ -362,8 +368,11 @@ pub fn attach_method(method: Method, kernel: &KernelInfo, sizes: MapSizes) -> Re
     };
     attached.map_err(|e| describe(&e))?;
     if !method.has_opts() {
-        mark_mixed_call_sites(&mut ebpf, kernel.task_btf_helper)
-            .map_err(|e| format!("configuring call sites: {e}"))?;
+        mark_mixed_call_sites(
+            &mut ebpf,
+            kernel.task_btf_helper && kernel.task_pt_regs_helper,
+        )
+        .map_err(|e| format!("configuring call sites: {e}"))?;
     }
     Ok(ebpf)
 }
@@ -410,6 +419,11 @@ fn load_object(
         )
         .override_global(globals::TASK_COMM_OFFSET, &kernel.task_comm_offset, true)
         .override_global(globals::TASK_BTF, &u8::from(kernel.task_btf_helper), true)
+        .override_global(
+            globals::TASK_PT_REGS,
+            &u8::from(kernel.task_pt_regs_helper),
+            true,
+        )
         .override_global(globals::CRED_OFFSETS, &kernel.cred_offsets, true)
         .override_global(globals::EXE_OFFSETS, &kernel.exe_offsets, true)
         .override_global(globals::ADVISORY_FUNCS, &ranges, true)
@@ -579,14 +593,15 @@ const MIXED_CALL_SITES: &[(Capability, &[u32])] = &[
     (Capability::SYS_PTRACE, &[0, 2, 17, 89, 257, 267]),
 ];
 
-/// Without `bpf_get_current_task_btf` the program cannot read the syscall number, and every check
-/// falls in each capability's last slot: those are then walked on every check.
-fn mark_mixed_call_sites(ebpf: &mut Ebpf, task_btf_helper: bool) -> Result<(), HookError> {
+/// Without `bpf_get_current_task_btf` and `bpf_task_pt_regs` the program cannot read the syscall
+/// number, and every check falls in each capability's last slot: those are then walked on every
+/// check.
+fn mark_mixed_call_sites(ebpf: &mut Ebpf, syscall_known: bool) -> Result<(), HookError> {
     let map = ebpf
         .map_mut(maps::CALL_SITE_CLASS)
         .ok_or(HookError::MissingMap(maps::CALL_SITE_CLASS))?;
     let mut classes: Array<_, u8> = Array::try_from(map)?;
-    if !task_btf_helper {
+    if !syscall_known {
         for cap in 0..64 {
             classes.set(cap * SYSCALL_SLOTS + SYSCALL_SLOTS - 1, SITE_ALWAYS_WALK, 0)?;
         }
