@@ -301,6 +301,29 @@ impl DockerRun {
         !removed && self.options.iter().any(|o| o.name == "name")
     }
 
+    /// The command as written, with `--rm` added after `run` when it would leave a named
+    /// container, so that it can run again; None when it says `--rm=false`.
+    pub fn rerunnable(&self) -> Option<Vec<OsString>> {
+        let kept = self.options.iter().any(|o| {
+            o.name == "rm"
+                && o.words
+                    .first()
+                    .is_some_and(|w| w.to_string_lossy().ends_with("=false"))
+        });
+        if kept {
+            return None;
+        }
+        let mut out = self.prefix.clone();
+        if self.leaves_a_named_container() {
+            out.push("--rm".into());
+        }
+        for opt in &self.options {
+            out.extend(opt.words.iter().cloned());
+        }
+        out.extend(self.image_and_command.iter().cloned());
+        Some(out)
+    }
+
     /// `docker` and its global options, for other docker commands (`docker rm`).
     pub fn client(&self) -> Vec<OsString> {
         self.prefix[..self.client_len].to_vec()
@@ -806,6 +829,43 @@ mod tests {
         assert!(!left(&["docker", "run", "--rm", "--name", "web", "img"]));
         assert!(!left(&["docker", "run", "img", "--name", "x"]));
         assert!(!left(&["docker", "run", "img"]));
+    }
+
+    #[test]
+    fn a_rerunnable_command_is_removed_after_it_ran() {
+        let again = |w: &[&str]| parse(w).unwrap().rerunnable().map(|v| words(&v));
+        assert_eq!(
+            again(&[
+                "docker",
+                "-H",
+                "unix:///x",
+                "run",
+                "--name",
+                "web",
+                "img",
+                "--rm"
+            ])
+            .unwrap(),
+            [
+                "docker",
+                "-H",
+                "unix:///x",
+                "run",
+                "--rm",
+                "--name",
+                "web",
+                "img",
+                "--rm"
+            ]
+        );
+        assert_eq!(
+            again(&["docker", "run", "--rm", "--name", "web", "img"]).unwrap(),
+            ["docker", "run", "--rm", "--name", "web", "img"]
+        );
+        assert_eq!(
+            again(&["docker", "run", "--name=web", "--rm=false", "img"]),
+            None
+        );
     }
 
     #[test]

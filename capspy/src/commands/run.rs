@@ -158,8 +158,26 @@ pub async fn run(args: RunArgs) -> Result<i32> {
             "docker could not start the container (see its error above)",
         ));
     }
-    let report = Report::new(subject, tracer.method.name(), profile, collector.losses());
+    let mut report = Report::new(subject, tracer.method.name(), profile, collector.losses());
+    if rerun.is_none() && args.container && !report.profile.unproven.is_empty() {
+        report.verify_command = verify_command(&args.command);
+    }
     finish(report, rerun, exit_code, &args).await
+}
+
+/// `capspy run --container --verify -- COMMAND` for a `docker run` command it can re-run.
+fn verify_command(command: &[std::ffi::OsString]) -> Option<String> {
+    let words = DockerRun::parse(command).ok()?.rerunnable()?;
+    let mut line: Vec<String> = ["capspy", "run", "--container", "--verify", "--"]
+        .map(String::from)
+        .to_vec();
+    line.extend(
+        words
+            .iter()
+            .map(|w| w.to_str().map(String::from))
+            .collect::<Option<Vec<_>>>()?,
+    );
+    Some(text::shell_line(&line))
 }
 
 /// The subject for the containers the command started, and their cgroup ids; None if it

@@ -201,6 +201,11 @@ pub struct Report {
     /// For a profile merged from several nodes: which, how many instances, what time span.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coverage: Option<Coverage>,
+    /// The command that re-runs the workload and keeps only what removal proves (`capspy run
+    /// --container --verify -- ...`), when capspy knows how to re-run it and something is
+    /// unproven; it runs as printed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_command: Option<String>,
     /// The service or container name the compose, Kubernetes and systemd outputs use; derived
     /// from the subject unless set (a compose service label, say).
     #[serde(skip)]
@@ -222,6 +227,7 @@ impl Report {
             verification: None,
             host: None,
             coverage: None,
+            verify_command: None,
             service_name: None,
         }
     }
@@ -234,6 +240,8 @@ impl Report {
             let p = &mut self.profile;
             p.required.clone_from(working);
             p.explanations.retain(|f| working.contains(&f.capability));
+            // Each capability left was removed once and proved needed.
+            p.unproven.clear();
             p.droppable = p
                 .granted
                 .as_ref()
@@ -328,6 +336,38 @@ mod tests {
         assert_eq!(
             r.render(Format::Docker),
             "--cap-drop ALL --cap-add CHOWN --cap-add NET_RAW\n"
+        );
+    }
+
+    /// The unproven section ends with the command that proves them, when capspy has one (the
+    /// command itself runs in tests/verify.rs), and in JSON too.
+    #[test]
+    fn unproven_capabilities_come_with_the_command_that_proves_them() {
+        let mut r = report(vec![row(
+            Capability::CHOWN,
+            Verdict::Granted,
+            AuditClass::Audited,
+            1,
+        )]);
+        let text = r.render(Format::Text);
+        assert!(text.contains("Unproven (required"), "{text}");
+        assert!(
+            text.contains("To prove them: capspy run --container --verify, or capspy profile"),
+            "{text}"
+        );
+        r.verify_command =
+            Some("capspy run --container --verify -- docker run --rm img".to_string());
+        let text = r.render(Format::Text);
+        assert!(
+            text.contains(
+                "\n  To prove them: capspy run --container --verify -- docker run --rm img\n"
+            ),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&r.render(Format::Json)).unwrap();
+        assert_eq!(
+            json["verify_command"],
+            "capspy run --container --verify -- docker run --rm img"
         );
     }
 

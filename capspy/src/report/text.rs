@@ -141,11 +141,20 @@ pub(super) fn behaviour_sections(out: &mut String, report: &Report) {
     }
     if !profile.unproven.is_empty() {
         out.push_str(
-            "Unproven (required, but programs often go on without them; `capspy verify \
-             --minimal -- <your docker run command>` removes each and re-runs):\n",
+            "Unproven (required, but programs often go on without them; re-running the \
+             workload without each tells):\n",
         );
         for u in &profile.unproven {
             let _ = writeln!(out, "  {:<18} {}", u.capability.to_string(), u.reason);
+        }
+        match &report.verify_command {
+            Some(line) => {
+                let _ = writeln!(out, "  To prove them: {line}");
+            }
+            None => out.push_str(
+                "  To prove them: capspy run --container --verify, or capspy profile with \
+                 --verify, followed by the docker run command that starts the workload\n",
+            ),
         }
     }
     for line in non_root_lines(report) {
