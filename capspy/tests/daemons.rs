@@ -28,6 +28,9 @@ struct Workload {
     deployed_with: &'static [&'static str],
     /// Capabilities whose checks only choose a behaviour: listed as optional, not required.
     optional: &'static [&'static str],
+    /// What the recorded profile (no --verify) lists as unproven, exactly: required, but from
+    /// checks whose failure programs may ignore.
+    unproven: &'static [&'static str],
 }
 
 impl Workload {
@@ -38,6 +41,7 @@ impl Workload {
             options: &[],
             deployed_with: &[],
             optional: &[],
+            unproven: &[],
         }
     }
 }
@@ -189,6 +193,68 @@ fn listed(report: &Value, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// What the report says made `cap` required, for a failure message.
+fn evidence(report: &Value, cap: &str) -> String {
+    report["explanations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["capability"] == cap)
+        .map_or_else(
+            || "none".to_string(),
+            |e| {
+                format!(
+                    "{} (processes {}, call path {})",
+                    e["reason"], e["evidence"]["processes"], e["evidence"]["call_path"]
+                )
+            },
+        )
+}
+
+/// Check rows whose audit class contradicts their own call path: a `*_noaudit` caller is an
+/// advisory check, `capable`/`ns_capable`/... an audited one.
+fn audit_contradictions(report: &Value) -> Vec<String> {
+    const AUDITED: &[&str] = &[
+        "capable",
+        "ns_capable",
+        "ns_capable_setid",
+        "capable_wrt_inode_uidgid",
+        "file_ns_capable",
+        "has_capability",
+        "has_ns_capability",
+    ];
+    let mut found = Vec::new();
+    for row in report["checks"].as_array().into_iter().flatten() {
+        if row.get("origin").is_some_and(|o| o != "check") {
+            continue;
+        }
+        let Some(caller) = row["call_path"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|f| f.split('+').next().unwrap_or(f))
+            .find(|f| *f != "security_capable" && *f != "cap_capable")
+        else {
+            continue;
+        };
+        let expected = if caller.ends_with("_noaudit") {
+            "advisory"
+        } else if AUDITED.contains(&caller) {
+            "audited"
+        } else {
+            continue;
+        };
+        if row["audit"] != expected {
+            found.push(format!(
+                "{} {} from {caller} is listed as {}, expected {expected}",
+                row["capability"], row["verdict"], row["audit"]
+            ));
+        }
+    }
+    found
+}
+
 /// `capspy run --container --format json` of the workload under Docker's defaults (with
 /// `--verify`: re-run until removal proved each capability): the report.
 fn traced(case: &mut Case, verify: bool) -> Value {
@@ -307,14 +373,21 @@ fn check(workload: Workload, verify: bool) {
     for (cap, run) in results {
         if run.passed && profile_run.passed {
             case.problem(&format!(
-                "expected to fail without {cap} (in `{printed}`{}), it passed",
+                "expected to fail without {cap} (in `{printed}`{}), it passed; capspy's \
+                 evidence: {}",
                 if verify {
                     " after --verify"
                 } else {
                     ", not listed as unproven"
-                }
+                },
+                evidence(&report, &cap)
             ));
         }
+    }
+
+    // 4b. Unproven are exactly the capabilities whose failure the workload may ignore.
+    if !verify {
+        expect_unproven(&mut case, unproven);
     }
 
     // 5. Checks that only choose a behaviour are optional, not required (a verified profile
@@ -332,15 +405,37 @@ fn check(workload: Workload, verify: bool) {
     case.assert_no_problems();
 }
 
+/// The report's unproven capabilities are the workload's, by name.
+fn expect_unproven(case: &mut Case, mut got: Vec<String>) {
+    let mut expected: Vec<String> = case
+        .workload
+        .unproven
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    expected.sort();
+    got.sort();
+    if got != expected {
+        case.problem(&format!(
+            "expected unproven {expected:?}, the report lists {got:?}"
+        ));
+    }
+}
+
 /// chronyd drops to _chrony keeping NET_BIND_SERVICE with libcap's cap_set_proc: no check.
 fn chrony() -> Workload {
-    Workload::script("chrony", include_str!("daemons/chrony.sh"))
+    Workload {
+        unproven: &["CHOWN"],
+        ..Workload::script("chrony", include_str!("daemons/chrony.sh"))
+    }
 }
 
 /// dnsmasq (DNS and DHCP) checks its own sets, then keeps NET_ADMIN and NET_RAW with capset.
 fn dnsmasq() -> Workload {
     Workload {
         deployed_with: &["NET_ADMIN"],
+        // Its pid file's fchown, whose failure it only warns about.
+        unproven: &["CHOWN"],
         ..Workload::script("dnsmasq", include_str!("daemons/dnsmasq.sh"))
     }
 }
@@ -348,25 +443,31 @@ fn dnsmasq() -> Workload {
 /// dbus-daemon changes to messagebus with libcap-ng's capng_change_id, keeping AUDIT_WRITE only
 /// when it has it.
 fn dbus() -> Workload {
-    Workload::script("dbus", include_str!("daemons/dbus.sh"))
+    Workload {
+        unproven: &["AUDIT_WRITE", "CHOWN"],
+        ..Workload::script("dbus", include_str!("daemons/dbus.sh"))
+    }
 }
 
-/// A non-root user executes iputils' ping, which has file capabilities (cap_net_raw=ep).
+/// A non-root user executes iputils' ping, which has file capabilities (cap_net_raw=ep), and
+/// drops them with `setuid(getuid())`: a SETUID check for its own user.
 fn ping() -> Workload {
     Workload {
         name: "ping",
         command: vec!["ping", "-c1", "-W2", "127.0.0.1"],
         options: &["--user", "tester"],
         deployed_with: &[],
-        optional: &[],
+        optional: &["SETUID"],
+        unproven: &[],
     }
 }
 
 /// openssh-client's postinst sets the set-group-ID bit of ssh-agent as root not in its group:
-/// an FSETID check whose denial only clears the bit.
+/// an FSETID check whose denial only clears the bit. ssh-agent, run set-group-ID, then calls
+/// `setgid(getgid())`: a SETGID check for its own real group, allowed without SETGID.
 fn ssh_agent() -> Workload {
     Workload {
-        optional: &["FSETID"],
+        optional: &["FSETID", "SETGID"],
         ..Workload::script("ssh-agent", include_str!("daemons/ssh-agent.sh"))
     }
 }
@@ -379,20 +480,43 @@ fn ps() -> Workload {
         options: &[],
         deployed_with: &[],
         optional: &[],
+        unproven: &[],
     }
 }
 
+/// sshd sends audit messages and goes on when the kernel refuses them.
 fn sshd() -> Workload {
-    Workload::script("ssh", include_str!("daemons/ssh.sh"))
+    Workload {
+        unproven: &["AUDIT_WRITE"],
+        ..Workload::script("ssh", include_str!("daemons/ssh.sh"))
+    }
 }
 
+/// nginx's chown of its temporary folders is needed, but looks like dnsmasq's ignored one.
 fn nginx() -> Workload {
-    Workload::script("nginx", include_str!("daemons/nginx.sh"))
+    Workload {
+        unproven: &["CHOWN"],
+        ..Workload::script("nginx", include_str!("daemons/nginx.sh"))
+    }
 }
 
-/// vsftpd's privileged helper keeps NET_BIND_SERVICE with capset.
+/// vsftpd's privileged helper keeps NET_BIND_SERVICE with capset; its PAM session sends audit
+/// messages.
 fn vsftpd() -> Workload {
-    Workload::script("vsftpd", include_str!("daemons/vsftpd.sh"))
+    Workload {
+        unproven: &["AUDIT_WRITE", "CHOWN"],
+        ..Workload::script("vsftpd", include_str!("daemons/vsftpd.sh"))
+    }
+}
+
+#[test]
+fn chrony_keeps_net_bind_service_with_capset() {
+    check(chrony(), false);
+}
+
+#[test]
+fn dnsmasq_keeps_net_admin_and_net_raw_with_capset() {
+    check(dnsmasq(), false);
 }
 
 #[test]
@@ -401,13 +525,46 @@ fn dbus_changes_user_with_libcap_ng() {
 }
 
 #[test]
+fn ping_as_non_root_needs_its_file_capability() {
+    check(ping(), false);
+}
+
+#[test]
+fn ssh_agent_postinst_fsetid_is_optional() {
+    check(ssh_agent(), false);
+}
+
+#[test]
 fn ps_needs_nothing() {
     check(ps(), false);
 }
 
 #[test]
+fn sshd_key_login() {
+    check(sshd(), false);
+}
+
+#[test]
 fn nginx_serves_a_page() {
     check(nginx(), false);
+}
+
+#[test]
+fn vsftpd_password_login() {
+    check(vsftpd(), false);
+}
+
+/// Every row's audit class agrees with its own call path. ps's SYS_ADMIN check is advisory, in a
+/// container whose runtime made audited SYS_ADMIN checks (`capable <- xattr_permission`) and
+/// advisory ones before it.
+#[test]
+fn audit_classes_agree_with_their_call_paths() {
+    let mut case = Case::new(ps());
+    let report = traced(&mut case, false);
+    for contradiction in audit_contradictions(&report) {
+        case.problem(&contradiction);
+    }
+    case.assert_no_problems();
 }
 
 /// With --verify, what capspy prints is minimal: chrony's capset need is found by bisection.
