@@ -6,23 +6,6 @@
 //!          const struct user_namespace *capable_ns, int cap, int ret)
 #![no_std]
 #![no_main]
-// The workspace's pedantic lints, less those that fight BPF code:
-#![allow(
-    clippy::inline_always,
-    reason = "BPF helpers are inlined on purpose: the verifier checks one flat program, and \
-              bpf-to-bpf calls cost stack the hot path cannot spare"
-)]
-#![allow(
-    clippy::needless_pass_by_value,
-    reason = "aya's program macros hand each program its context by value"
-)]
-#![allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_ptr_alignment,
-    clippy::borrow_as_ptr,
-    reason = "kernel values narrowed after range checks, reads through bpf_probe_read (no \
-              alignment needed), and helper arguments written the way aya's docs write them"
-)]
 // The BPF target has no `AtomicU64::fetch_add`; the intrinsic lowers to BPF's atomic add.
 #![feature(core_intrinsics)]
 #![allow(internal_features, reason = "atomic_xadd, as in main.rs")]

@@ -6,14 +6,14 @@
 //! daemon, and containers must not overlap with another test's in time.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
 mod common;
 
-use common::{Cleanup, docker, signal};
+use common::{Cleanup, Daemon, capspy_on as capspy, docker};
 
 const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
 const IMAGE: &str = "capspy-test/busybox:1";
@@ -26,50 +26,6 @@ fn ensure_image(dir: &Path) {
     );
 }
 
-struct Daemon {
-    child: Child,
-}
-
-impl Daemon {
-    fn start(store: &Path) -> Self {
-        let child = Command::new(CAPSPY)
-            .args(["record", "--interval", "200ms", "--store"])
-            .arg(store)
-            .spawn()
-            .unwrap();
-        // Recording has begun once the store holds a session; give the loader a moment.
-        std::thread::sleep(Duration::from_millis(1500));
-        Self { child }
-    }
-
-    /// SIGINT, and the daemon's exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        signal(&self.child, libc::SIGINT);
-        self.child.wait().unwrap()
-    }
-
-    fn kill(mut self) {
-        signal(&self.child, libc::SIGKILL);
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        signal(&self.child, libc::SIGKILL);
-        let _ = self.child.wait();
-    }
-}
-
-fn capspy(store: &Path, args: &[&str]) -> Output {
-    Command::new(CAPSPY)
-        .args(args)
-        .arg("--store")
-        .arg(store)
-        .output()
-        .unwrap()
-}
-
 fn profile(store: &Path, name: &str) -> Value {
     let out = capspy(store, &["profile", name, "--format", "json"]);
     assert!(
@@ -78,6 +34,25 @@ fn profile(store: &Path, name: &str) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The profile once `ready` holds, or after 30 s whatever it is (the caller's assertions then
+/// say what is missing): the daemon stores a container's checks within a sweep or two, later
+/// when the machine is loaded.
+fn profile_when(store: &Path, name: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let out = capspy(store, &["profile", name, "--format", "json"]);
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            if ready(&v) || start.elapsed() > Duration::from_secs(30) {
+                return v;
+            }
+        } else if start.elapsed() > Duration::from_secs(30) {
+            return profile(store, name);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn required(report: &Value) -> Vec<String> {
@@ -156,7 +131,7 @@ fn daemon_profiles_real_containers() {
         tag,
     };
 
-    let daemon = Daemon::start(&t.store);
+    let daemon = Daemon::record(&t.store);
     three_containers_three_profiles(&mut t);
     ls_shows_granted_against_used(&t);
     ls_keeps_used_apart_from_required(&mut t);
@@ -177,11 +152,10 @@ fn three_containers_three_profiles(t: &mut Ctx) {
     );
     run_container(&mut t.cleanup, &t.sleep, "sleep 2");
     wait_exited(&[&t.ping, &t.chown, &t.sleep]);
-    std::thread::sleep(Duration::from_millis(800));
 
-    let p = profile(&t.store, &t.ping);
+    let p = profile_when(&t.store, &t.ping, |v| !required(v).is_empty());
     assert_eq!(required(&p), ["NET_RAW"], "{p:#}");
-    let c = profile(&t.store, &t.chown);
+    let c = profile_when(&t.store, &t.chown, |v| !required(v).is_empty());
     assert_eq!(required(&c), ["CHOWN"], "{c:#}");
     let s = profile(&t.store, &t.sleep);
     assert!(required(&s).is_empty(), "{s:#}");
@@ -313,8 +287,10 @@ fn restarts_and_replicas_merge(t: &mut Ctx) {
     let replica = format!("{}-2", t.ping);
     run_container(&mut t.cleanup, &replica, "ping -c 1 127.0.0.1");
     wait_exited(&[&t.ping, &replica]);
-    std::thread::sleep(Duration::from_millis(800));
-    let merged = profile(&t.store, &t.ping);
+    let merged = profile_when(&t.store, &t.ping, |v| {
+        v["subject"]["containers"].as_array().map(Vec::len) == Some(3)
+            && count_of(v, "NET_RAW") >= 3
+    });
     assert_eq!(merged["subject"]["kind"], "workload", "{merged:#}");
     assert_eq!(
         merged["subject"]["containers"].as_array().unwrap().len(),
@@ -326,10 +302,13 @@ fn restarts_and_replicas_merge(t: &mut Ctx) {
 
 fn kill_and_restart_keeps_counts(t: &Ctx, daemon: Daemon) -> Daemon {
     // SIGKILL and restart: what was stored is neither lost nor counted twice.
-    let before = count_of(&profile(&t.store, &t.ping), "NET_RAW");
+    let before = count_of(
+        &profile_when(&t.store, &t.ping, |v| count_of(v, "NET_RAW") >= 3),
+        "NET_RAW",
+    );
     assert!(before >= 3, "{before}");
     daemon.kill();
-    let daemon = Daemon::start(&t.store);
+    let daemon = Daemon::record(&t.store);
     std::thread::sleep(Duration::from_millis(600));
     let after = count_of(&profile(&t.store, &t.ping), "NET_RAW");
     assert_eq!(before, after);

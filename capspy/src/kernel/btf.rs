@@ -7,6 +7,12 @@
 //! Only little-endian BTF is supported (x86-64, arm64, ...): the kernel emits
 //! BTF in its own byte order, and big-endian BTF is rejected with
 //! [`BtfError::BigEndian`] rather than misread.
+//!
+//! Why not a library: measured on this 6.18 kernel (5.5 MB of BTF), answering capspy's two
+//! questions (`cap_capable`'s prototype, `task_struct.mm`'s offset) took this reader 7.7 MB peak
+//! RSS and 9-29 ms; btf-rs 1.1.1, which parses every type up front, 53 MB and 650-830 ms (three
+//! runs each, one binary). aya-obj 0.3's `Btf` parses too, but keeps `type_by_id` private, so it
+//! cannot answer either question.
 
 use std::{
     fs, io,

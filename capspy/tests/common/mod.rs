@@ -322,11 +322,38 @@ impl Daemon {
         self.lines().iter().any(|l| l.contains(needle))
     }
 
+    /// `capspy record` into `store`, sweeping every 200 ms, once its program is attached.
+    pub fn record(store: &Path) -> Self {
+        Self::start(&[
+            "record",
+            "--interval",
+            "200ms",
+            "--store",
+            store.to_str().unwrap(),
+        ])
+    }
+
     /// SIGINT, and the daemon's exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         signal(&self.child, libc::SIGINT);
         self.child.wait().unwrap()
     }
+
+    /// SIGKILL: the daemon dies between two sweeps, as a crash would.
+    pub fn kill(mut self) {
+        signal(&self.child, libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// `capspy ARGS --store STORE`, its output collected.
+pub fn capspy_on(store: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_capspy"))
+        .args(args)
+        .arg("--store")
+        .arg(store)
+        .output()
+        .unwrap()
 }
 
 impl Drop for Daemon {
