@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::attribute::docker::{self, Docker};
-use crate::attribute::{CgroupIndex, Owner, Runtime};
+use crate::attribute::engines::{Engines, Identity};
+use crate::attribute::{CgroupIndex, Owner};
 use crate::model::text::short_id;
 use crate::model::time::{BootClock, now_ms, unix_ms};
 use crate::store::{CheckRecord, Store, Subject, SubjectKind, UNATTRIBUTED_PREFIX};
@@ -42,7 +42,7 @@ pub struct Recorder {
     session: i64,
     index: CgroupIndex,
     v2_root: PathBuf,
-    docker: Option<Docker>,
+    engines: Engines,
     clock: BootClock,
     kallsyms: Option<crate::kernel::kallsyms::Kallsyms>,
     cgroups: HashMap<u64, Attributed>,
@@ -53,22 +53,25 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub async fn new(
+    pub fn new(
         tracer: &mut Tracer,
         store: Store,
         v2_root: PathBuf,
         kallsyms: Option<crate::kernel::kallsyms::Kallsyms>,
+        engines: Engines,
     ) -> Result<Self> {
         let collector = Collector::new(tracer)?;
         let mut store = store;
         let session = store.begin_session(tracer.method.name(), now_ms())?;
+        // For `capspy ls` and the reports to say why containers have no names.
+        store.set_engines(engines.statuses())?;
         Ok(Self {
             collector,
             store,
             session,
             index: CgroupIndex::new(v2_root.clone()),
             v2_root,
-            docker: Docker::connect().await,
+            engines,
             clock: BootClock::now(),
             kallsyms,
             cgroups: HashMap::new(),
@@ -190,19 +193,35 @@ impl Recorder {
             }
             // Ask the engine until it answers; a container it does not know (or with no engine
             // to ask) will not be known any better next time.
-            if *runtime == Runtime::Docker
-                && !named
-                && let Some(docker) = &self.docker
-            {
-                match docker.inspect(id).await {
-                    Ok(Some(info)) => {
-                        subject.name = Some(info.name.clone());
-                        subject.image = Some(info.image.clone());
-                        subject.workload = Some(docker::workload_of(&info).key);
-                        subject.labels = info.labels.clone();
+            if !named {
+                match self.engines.identify(*runtime, id).await {
+                    Ok(Some(Identity::Named {
+                        name,
+                        image,
+                        labels,
+                        workload,
+                    })) => {
+                        subject.name = Some(name);
+                        subject.image = Some(image);
+                        subject.workload = Some(workload);
+                        subject.labels = labels;
+                    }
+                    Ok(Some(Identity::Infrastructure { unit })) => {
+                        // A pod's sandbox: its checks are the runtime's, as a monitor's are.
+                        subject = subject_of(&Owner::Service { unit }, now_ms());
+                        self.store_subject(cgroup_id, subject, Some(path.to_owned()), None);
+                        return;
                     }
                     Ok(None) => {}
-                    Err(_) => asked = false,
+                    Err(e) => {
+                        log::debug!("{e}");
+                        asked = false;
+                    }
+                }
+                if self.engines.take_change()
+                    && let Err(e) = self.store.set_engines(self.engines.statuses())
+                {
+                    log::warn!("storing the engines' state: {e}");
                 }
             }
             enriched = asked;
@@ -228,6 +247,24 @@ impl Recorder {
             }
             log::warn!("cgroup {cgroup_id} was removed before its path could be learnt");
         }
+        self.store_subject(cgroup_id, subject, path, Some((enriched, asked, known)));
+    }
+
+    /// Writes the subject row and remembers what became of the cgroup. `progress` is (enriched,
+    /// named, what an earlier look learnt) for containers still being asked about; None when
+    /// nothing more is to be learnt.
+    #[expect(
+        clippy::type_complexity,
+        reason = "private plumbing of attribute()'s state"
+    )]
+    fn store_subject(
+        &mut self,
+        cgroup_id: u64,
+        subject: Subject,
+        path: Option<String>,
+        progress: Option<(bool, bool, Option<(Option<String>, Option<String>)>)>,
+    ) {
+        let (enriched, named, known) = progress.unwrap_or((true, true, None));
         if let Err(e) = self.store.upsert_subject(cgroup_id, &subject) {
             log::warn!("storing subject {}: {e}", subject.key);
             return;
@@ -239,7 +276,7 @@ impl Recorder {
                 key: subject.key,
                 path,
                 enriched,
-                named: asked,
+                named,
                 workload: subject
                     .workload
                     .filter(|_| container)

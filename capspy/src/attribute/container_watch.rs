@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
-use crate::attribute::docker::Docker;
+use crate::attribute::engines::{Engines, Identity, Sockets};
 use crate::attribute::{CgroupIndex, Owner, owner_from_path};
 use crate::model::caps::CapSet;
 
@@ -31,7 +31,7 @@ pub struct ContainerWatch {
     root: PathBuf,
     index: CgroupIndex,
     before: HashSet<u64>,
-    docker: Option<Docker>,
+    engines: Engines,
     /// Where the client writes the id of the container it created, if it was asked to.
     cidfile: Option<PathBuf>,
     /// By cgroup id.
@@ -47,7 +47,7 @@ impl ContainerWatch {
             before: index.ids().collect(),
             index,
             root,
-            docker: Docker::connect().await,
+            engines: Engines::connect(&Sockets::default(), None).await,
             cidfile: None,
             started: BTreeMap::new(),
         })
@@ -96,26 +96,36 @@ impl ContainerWatch {
             let Some(path) = self.index.resolve(id) else {
                 continue;
             };
-            let Owner::Container { id: container, .. } = owner_from_path(&path) else {
+            let Owner::Container {
+                runtime,
+                id: container,
+                ..
+            } = owner_from_path(&path)
+            else {
                 continue;
             };
             if !self.may_be_ours(&container) {
                 continue;
             }
-            let info = match &self.docker {
-                Some(d) => d.inspect(&container).await.ok().flatten(),
-                None => None,
+            let (name, image, workload) = match self.engines.identify(runtime, &container).await {
+                Ok(Some(Identity::Named {
+                    name,
+                    image,
+                    workload,
+                    ..
+                })) => (Some(name), Some(image), Some(workload)),
+                // A pod's sandbox is the runtime's, not a container the command started.
+                Ok(Some(Identity::Infrastructure { .. })) => continue,
+                Ok(None) | Err(_) => (None, None, None),
             };
             self.started.insert(
                 id,
                 Started {
                     id: container,
                     path,
-                    name: info.as_ref().map(|i| i.name.clone()),
-                    workload: info
-                        .as_ref()
-                        .map(|i| crate::attribute::docker::workload_of(i).key),
-                    image: info.map(|i| i.image),
+                    name,
+                    workload,
+                    image,
                     granted: None,
                 },
             );

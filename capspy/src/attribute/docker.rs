@@ -108,7 +108,7 @@ async fn timed<T>(f: impl Future<Output = T>) -> Result<T, DockerError> {
         .map_err(|_| DockerError::Timeout(REQUEST_TIMEOUT))
 }
 
-fn socket_path(docker_host: Option<&str>) -> PathBuf {
+pub fn socket_path(docker_host: Option<&str>) -> PathBuf {
     docker_host
         .and_then(|h| h.strip_prefix("unix://"))
         .filter(|p| !p.is_empty())
@@ -167,14 +167,11 @@ pub struct Workload {
 
 const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 const COMPOSE_SERVICE: &str = "com.docker.compose.service";
-const K8S_NAMESPACE: &str = "io.kubernetes.pod.namespace";
-const K8S_POD: &str = "io.kubernetes.pod.name";
-const K8S_CONTAINER: &str = "io.kubernetes.container.name";
 
 /// The workload of a container, from its labels:
 /// - compose: `compose:<project>/<service>`;
-/// - Kubernetes (dockershim, cri-dockerd): `k8s:<namespace>/<owner>/<container>`, the owner
-///   being the pod name without the suffix its controller adds;
+/// - Kubernetes (dockershim, cri-dockerd): `k8s:<namespace>/<kind>/<owner>/<container>`, the
+///   owner read from the pod's name ([`crate::attribute::k8s::owner_from_name`]);
 /// - else `image:<image>/<name>`, the image with an implicit `:latest` and Docker Hub prefix
 ///   normalised, and the name without a trailing replica index (`web-2`, `app_1` → `web`,
 ///   `app`): replicas started by hand or by scripts under numbered names merge, and a container
@@ -189,10 +186,11 @@ pub fn workload_of(info: &ContainerInfo) -> Workload {
             kind: WorkloadKind::Compose,
         };
     }
-    let (ns, pod, container) = (label(K8S_NAMESPACE), label(K8S_POD), label(K8S_CONTAINER));
-    if !ns.is_empty() && !pod.is_empty() && !container.is_empty() {
+    if let Some(crate::attribute::k8s::Role::Container(c)) =
+        crate::attribute::k8s::role(&info.labels, None, None, None)
+    {
         return Workload {
-            key: format!("k8s:{ns}/{}/{container}", pod_owner(pod)),
+            key: c.key(),
             kind: WorkloadKind::Kubernetes,
         };
     }
@@ -203,38 +201,6 @@ pub fn workload_of(info: &ContainerInfo) -> Workload {
             strip_replica_index(&info.name)
         ),
         kind: WorkloadKind::Plain,
-    }
-}
-
-/// The characters Kubernetes uses for generated name suffixes (no vowels, no 0, 1, 3).
-fn is_generated(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b))
-}
-
-/// The controller's name from a pod's: StatefulSet `db-0` → `db`; DaemonSet or Job
-/// `agent-x2k4p` → `agent`; Deployment `web-7d9f8c6b5-x2k4p` → `web` (pod-template hash and
-/// random suffix); CronJob `backup-29012345-x2k4p` → `backup`. Other names stay whole.
-fn pod_owner(pod: &str) -> &str {
-    let Some((rest, last)) = pod.rsplit_once('-').filter(|(r, _)| !r.is_empty()) else {
-        return pod;
-    };
-    if last.bytes().all(|b| b.is_ascii_digit()) && !last.is_empty() {
-        return rest;
-    }
-    if last.len() != 5 || !is_generated(last) {
-        return pod;
-    }
-    match rest.rsplit_once('-') {
-        Some((owner, mid))
-            if !owner.is_empty()
-                && (((6..=10).contains(&mid.len()) && is_generated(mid))
-                    || (mid.len() >= 8 && mid.bytes().all(|b| b.is_ascii_digit()))) =>
-        {
-            owner
-        }
-        _ => rest,
     }
 }
 
@@ -303,57 +269,27 @@ mod tests {
     }
 
     #[test]
-    fn kubernetes_namespace_owner_and_container() {
+    fn kubernetes_labels_name_the_pod_owner() {
+        use crate::attribute::k8s::{CONTAINER_NAME, POD_NAME, POD_NAMESPACE, POD_UID};
+        // Docker has no pod labels to give: the owner is read from the pod's name (the rules
+        // are tested in k8s.rs).
         let k8s = |pod: &str| {
             workload_of(&info(
                 "k8s_nginx_x",
                 "nginx",
                 &[
-                    (K8S_NAMESPACE, "prod"),
-                    (K8S_POD, pod),
-                    (K8S_CONTAINER, "nginx"),
-                    (
-                        "io.kubernetes.pod.uid",
-                        "8b5f2c1e-3d4a-4f6b-9c7e-0a1b2c3d4e5f",
-                    ),
+                    (POD_NAMESPACE, "prod"),
+                    (POD_NAME, pod),
+                    (CONTAINER_NAME, "nginx"),
+                    (POD_UID, "8b5f2c1e-3d4a-4f6b-9c7e-0a1b2c3d4e5f"),
                 ],
             ))
         };
         let w = k8s("web-7d9f8c6b5-x2k4p");
-        assert_eq!(w.key, "k8s:prod/web/nginx");
+        assert_eq!(w.key, "k8s:prod/deployment/web/nginx");
         assert_eq!(w.kind, WorkloadKind::Kubernetes);
-        assert_eq!(k8s("web-6b474476c4-zq9vw").key, "k8s:prod/web/nginx");
-        assert_eq!(k8s("db-0").key, "k8s:prod/db/nginx");
-        assert_eq!(k8s("db-12").key, "k8s:prod/db/nginx");
-        assert_eq!(
-            k8s("node-exporter-x2k4p").key,
-            "k8s:prod/node-exporter/nginx"
-        );
-        assert_eq!(k8s("backup-29012345-8hx7v").key, "k8s:prod/backup/nginx");
-        assert_eq!(
-            k8s("my-api-gw-7d9f8c6b5-x2k4p").key,
-            "k8s:prod/my-api-gw/nginx"
-        );
-        // A DaemonSet whose name ends in a short consonant word keeps it.
-        assert_eq!(k8s("my-svc-x2k4p").key, "k8s:prod/my-svc/nginx");
-        // Hand-made pods keep their name.
-        assert_eq!(k8s("debug").key, "k8s:prod/debug/nginx");
-        assert_eq!(k8s("debug-shell").key, "k8s:prod/debug-shell/nginx");
-        assert_eq!(k8s("-0").key, "k8s:prod/-0/nginx");
-    }
-
-    #[test]
-    fn pod_owner_edge_cases() {
-        assert_eq!(pod_owner(""), "");
-        assert_eq!(pod_owner("web-"), "web-");
-        assert_eq!(pod_owner("web-x2k4p"), "web");
-        assert_eq!(pod_owner("-x2k4p"), "-x2k4p");
-        assert_eq!(pod_owner("web-X2K4P"), "web-X2K4P");
-        assert_eq!(
-            pod_owner("web-abcde"),
-            "web-abcde",
-            "vowels are never generated"
-        );
+        assert_eq!(k8s("db-0").key, "k8s:prod/statefulset/db/nginx");
+        assert_eq!(k8s("debug").key, "k8s:prod/pod/debug/nginx");
     }
 
     #[test]

@@ -158,7 +158,7 @@ fn is_lower_hex(s: &str) -> bool {
 }
 
 /// Container ids are 64 lowercase hex digits in every runtime here.
-fn is_id(s: &str) -> bool {
+pub fn is_id(s: &str) -> bool {
     s.len() == 64 && is_lower_hex(s)
 }
 

@@ -33,6 +33,9 @@ struct Line {
     /// "workload", "container", "service", "host" or "unattributed" (a cgroup, `cgroup:<id>`).
     kind: &'static str,
     name: String,
+    /// Kubernetes workloads: the namespace of their pods.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
     workload: String,
     image: String,
     /// Container instances merged in this line.
@@ -54,7 +57,9 @@ pub fn ls(args: &LsArgs) -> Result<i32> {
     let mut lines = Vec::new();
     for (key, containers) in &inventory.workloads {
         let target = Target::Workload { key, containers };
-        lines.push(line("workload", key, containers, &target, &store)?);
+        let mut l = line("workload", key, containers, &target, &store)?;
+        l.namespace = Inventory::namespace(key, containers);
+        lines.push(l);
         for c in containers.iter().filter(|c| c.running) {
             let name = c.name.clone().unwrap_or_else(|| short_id(&c.key).into());
             lines.push(line(
@@ -87,6 +92,9 @@ pub fn ls(args: &LsArgs) -> Result<i32> {
             "capspy: warning: {} checks did not fit the kernel map and are only counted, not attributed (map full)",
             lost.checks_overflow
         );
+    }
+    for note in inventory.missing_names(&store)? {
+        eprintln!("capspy: note: {note}");
     }
     if lost.sightings_lost > 0 {
         eprintln!(
@@ -125,6 +133,7 @@ fn line(
     Ok(Line {
         kind,
         name: name.to_string(),
+        namespace: None,
         workload: containers
             .first()
             .and_then(|c| c.workload.clone())
@@ -154,7 +163,15 @@ fn table(lines: &[Line]) -> String {
             v.join(",")
         }
     };
+    let mut namespace = None;
     for l in lines {
+        // Kubernetes workloads come sorted by key, so by namespace: one heading each.
+        if l.kind == "workload" && l.namespace != namespace {
+            if let Some(ns) = &l.namespace {
+                let _ = writeln!(out, "namespace {}", printable(ns));
+            }
+            namespace.clone_from(&l.namespace);
+        }
         // What was used, then what the profile asks for: they differ when DAC_READ_SEARCH
         // stands in for a DAC_OVERRIDE that only served reads.
         let indent = if l.kind == "container" { "  " } else { "" };
@@ -217,6 +234,7 @@ mod tests {
         let l = Line {
             kind: "workload",
             name: "compose:evil\nworkload fake".into(),
+            namespace: None,
             workload: String::new(),
             image: "img\u{1b}[2J".into(),
             instances: 1,

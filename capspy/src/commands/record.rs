@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
+use crate::attribute::engines::{Engines, Sockets};
 use crate::kernel::{cgroup, privilege};
 use crate::recorder::Recorder;
 use crate::store::{self, Store};
@@ -39,6 +40,15 @@ pub struct RecordArgs {
     /// store; default: the host name (in a pod, pass the node's name).
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
+    /// containerd's API socket (names, labels and pods of its containers).
+    #[arg(long, value_name = "PATH", default_value = crate::attribute::containerd::DEFAULT_SOCKET)]
+    pub containerd_socket: PathBuf,
+    /// CRI-O's socket.
+    #[arg(long, value_name = "PATH", default_value = crate::attribute::crio::DEFAULT_SOCKET)]
+    pub crio_socket: PathBuf,
+    /// podman's Docker-compatible API socket (`podman system service`).
+    #[arg(long, value_name = "PATH", default_value = crate::attribute::engines::PODMAN_SOCKET)]
+    pub podman_socket: PathBuf,
 }
 
 impl RecordArgs {
@@ -57,6 +67,17 @@ impl RecordArgs {
                 .map(|h| h.trim().to_string())
                 .unwrap_or_default()
         })
+    }
+
+    /// Asks every engine that answers on its socket (Docker's is `DOCKER_HOST`'s or the default).
+    pub async fn engines(&self) -> Engines {
+        let sockets = Sockets {
+            containerd: self.containerd_socket.clone(),
+            crio: self.crio_socket.clone(),
+            podman: self.podman_socket.clone(),
+            ..Sockets::default()
+        };
+        Engines::connect(&sockets, Some(self.node_name())).await
     }
 }
 
@@ -77,7 +98,13 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     let kernel = KernelInfo::probe();
     let sizes = args.map_sizes();
     let mut tracer = Tracer::attach_sized(args.hook, &kernel, sizes)?;
-    let mut recorder = Recorder::new(&mut tracer, store, root, kernel.symbols()).await?;
+    let mut recorder = Recorder::new(
+        &mut tracer,
+        store,
+        root,
+        kernel.symbols(),
+        args.engines().await,
+    )?;
     // Attached, maps and store open: nothing left needs a capability.
     privilege::drop_all()?;
     eprintln!(

@@ -59,7 +59,13 @@ pub async fn watch(args: WatchArgs) -> Result<i32> {
     let root = cgroup::v2_root()?;
     let kernel = KernelInfo::probe();
     let mut tracer = Tracer::attach_sized(rec.hook, &kernel, rec.map_sizes())?;
-    let mut recorder = Recorder::new(&mut tracer, store, root, kernel.symbols()).await?;
+    let mut recorder = Recorder::new(
+        &mut tracer,
+        store,
+        root,
+        kernel.symbols(),
+        rec.engines().await,
+    )?;
     // Attached, maps, store, alerts file and socket open: nothing left needs a capability.
     privilege::drop_all()?;
 

@@ -150,8 +150,11 @@ impl Bucket {
 
 /// Container runtimes' setup processes, by comm: `runc` joins the container's cgroup, then its
 /// init stages rename themselves `runc:[0:PARENT]`, `runc:[1:CHILD]`, `runc:[2:INIT]` until the
-/// entrypoint's exec; crun keeps its own name. A trailing NUL means an exact name.
-pub const RUNTIME_COMMS: &[&[u8]] = &[b"runc:[", b"runc\0", b"crun\0"];
+/// entrypoint's exec; crun keeps its own name. A trailing NUL means an exact name. `exe` is
+/// `runc init` before it renames itself: runc starts it as `/proc/self/exe init`, and its
+/// cloned-binary setup bind-mounts (SYS_ADMIN) under that name, in the container's cgroup when
+/// runc moved it there first (seen with podman's runc).
+pub const RUNTIME_COMMS: &[&[u8]] = &[b"runc:[", b"runc\0", b"crun\0", b"exe\0"];
 
 /// Whether a process name (as `/proc/PID/status` shows it) is a runtime setup process.
 pub fn is_runtime_comm(name: &str) -> bool {

@@ -4,6 +4,7 @@
 //! rows from what the kernel recorded; [`explain`] words the reasons.
 
 pub mod explain;
+pub mod pss;
 pub mod row;
 pub mod rules;
 

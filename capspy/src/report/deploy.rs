@@ -146,6 +146,7 @@ pub(super) fn k8s(report: &Report) -> String {
     };
     let mut out =
         String::from("# capspy: least privilege observed; merge into the pod spec's containers\n");
+    out.push_str(&comment_lines(&crate::profile::pss::lines(&report.profile)));
     out.push_str(&comment_lines(&non_root_lines(report)));
     out.push_str(&yaml(&[container]));
     out

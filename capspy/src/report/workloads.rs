@@ -93,6 +93,9 @@ impl Inventory {
         if let Some(group) = self.others.iter().find(|s| s.key == name) {
             return Ok(Target::HostGroup(group));
         }
+        if let Some(found) = self.kubernetes(name) {
+            return found;
+        }
         let by_tail: Vec<&String> = self
             .workloads
             .keys()
@@ -122,6 +125,90 @@ impl Inventory {
                     .chain(unit.map(|u| u.key.clone())),
             )),
         }
+    }
+
+    /// A Kubernetes workload by `NAMESPACE/OWNER[/CONTAINER]`, `NAMESPACE/KIND/OWNER[/CONTAINER]`
+    /// or a pod's name (its containers' `io.kubernetes.pod.name` label). None when NAME is none
+    /// of these.
+    fn kubernetes(&self, name: &str) -> Option<Result<Target<'_>, LookupError>> {
+        let asked: Vec<&str> = name.split('/').collect();
+        let matches: Vec<&String> = if (2..=4).contains(&asked.len()) {
+            self.workloads
+                .keys()
+                .filter(|key| {
+                    let Some(parts) = key.strip_prefix("k8s:") else {
+                        return false;
+                    };
+                    let parts: Vec<&str> = parts.split('/').collect();
+                    let [ns, kind, owner, container] = parts[..] else {
+                        return false;
+                    };
+                    match asked[..] {
+                        [n, o] => n == ns && o == owner,
+                        [n, o, c] => {
+                            n == ns && ((o == owner && c == container) || (o == kind && c == owner))
+                        }
+                        [n, k, o, c] => n == ns && k == kind && o == owner && c == container,
+                        _ => false,
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let matches = if matches.is_empty() {
+            let mut by_pod: Vec<&String> = self
+                .workloads
+                .iter()
+                .filter(|(_, cs)| {
+                    cs.iter().any(|c| {
+                        c.labels
+                            .get(crate::attribute::k8s::POD_NAME)
+                            .map(String::as_str)
+                            == Some(name)
+                    })
+                })
+                .map(|(k, _)| k)
+                .collect();
+            by_pod.dedup();
+            by_pod
+        } else {
+            matches
+        };
+        match matches.as_slice() {
+            [] => None,
+            [one] => self.workload(one).map(Ok),
+            many => Some(Err(ambiguous(name, many.iter().map(|k| (*k).clone())))),
+        }
+    }
+
+    /// The namespace of a Kubernetes workload: its containers' label, else the key's.
+    pub fn namespace(key: &str, containers: &[Subject]) -> Option<String> {
+        let rest = key.strip_prefix("k8s:")?;
+        containers
+            .iter()
+            .find_map(|c| c.labels.get(crate::attribute::k8s::POD_NAMESPACE).cloned())
+            .or_else(|| rest.split('/').next().map(str::to_owned))
+    }
+
+    /// Notes on containers recorded without names, per engine, with the reason the store kept.
+    pub fn missing_names(&self, store: &Store) -> Result<Vec<String>, StoreError> {
+        let mut unnamed: BTreeMap<String, usize> = BTreeMap::new();
+        for c in self.workloads.values().flatten() {
+            if c.name.is_none() {
+                *unnamed
+                    .entry(c.runtime.clone().unwrap_or_else(|| "unknown".into()))
+                    .or_default() += 1;
+            }
+        }
+        if unnamed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let statuses = store.engines()?;
+        Ok(crate::attribute::engines::missing_names_notes(
+            &unnamed,
+            statuses.as_deref(),
+        ))
     }
 
     /// Every workload of a compose project, by the project label of its containers (a
@@ -171,7 +258,7 @@ pub enum Target<'a> {
 impl Target<'_> {
     /// Its report from the store, with the node the store was recorded on.
     pub fn report(&self, store: &Store) -> Result<Report, StoreError> {
-        Ok(Report::new(
+        let mut report = Report::new(
             self.report_subject(),
             "store",
             self.profile(store)?,
@@ -179,7 +266,18 @@ impl Target<'_> {
             store.losses()?,
         )
         .with_service_name(self.service_name())
-        .with_host(store.host()?))
+        .with_host(store.host()?);
+        let containers: &[Subject] = match self {
+            Target::Workload { containers, .. } => containers,
+            Target::Container(c) => std::slice::from_ref(*c),
+            Target::HostGroup(_) => &[],
+        };
+        let unnamed = Inventory {
+            workloads: BTreeMap::from([(String::new(), containers.to_vec())]),
+            others: Vec::new(),
+        };
+        report.notes.extend(unnamed.missing_names(store)?);
+        Ok(report)
     }
 
     pub fn profile(&self, store: &Store) -> Result<Profile, StoreError> {

@@ -6,6 +6,7 @@ use std::collections::btree_map::Entry;
 use rusqlite::OptionalExtension as _;
 
 use super::{CheckRecord, Session, Store, StoreError, Subject, SubjectKind};
+use crate::attribute::engines::EngineStatus;
 
 impl Store {
     /// The node this store was recorded on; None for stores written before it was kept.
@@ -26,6 +27,22 @@ impl Store {
             total.add(&session.losses);
         }
         Ok(total)
+    }
+
+    /// What [`Store::set_engines`] kept; None for stores written before it was kept.
+    pub fn engines(&self) -> Result<Option<Vec<EngineStatus>>, StoreError> {
+        let Some(json) = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'engines'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| StoreError::BadRow(format!("engines: {e}")))
     }
 
     pub fn sessions(&self) -> Result<Vec<Session>, StoreError> {

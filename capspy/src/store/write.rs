@@ -3,6 +3,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::{CheckRecord, Store, StoreError, Subject};
+use crate::attribute::engines::EngineStatus;
 use crate::model::time::now_ms;
 
 impl Store {
@@ -12,6 +13,19 @@ impl Store {
             "INSERT INTO meta (key, value) VALUES ('host', ?1) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             [host],
+        )?;
+        Ok(())
+    }
+
+    /// Which container engines answered (`meta` key `engines`), so readers can say why
+    /// containers have no names.
+    pub fn set_engines(&mut self, statuses: &[EngineStatus]) -> Result<(), StoreError> {
+        let json = serde_json::to_string(statuses)
+            .map_err(|e| StoreError::BadRow(format!("engines: {e}")))?;
+        self.writer()?.execute(
+            "INSERT INTO meta (key, value) VALUES ('engines', ?1) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [json],
         )?;
         Ok(())
     }

@@ -5,6 +5,8 @@
 // Each test crate uses its own part of this module.
 #![allow(dead_code, reason = "each test binary uses only some of the helpers")]
 
+pub mod engines;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
