@@ -155,7 +155,7 @@ fn podman_containers_are_named_like_dockers() {
         "{text}"
     );
     assert!(
-        !String::from_utf8_lossy(&ls.stderr).contains("known by id only"),
+        !String::from_utf8_lossy(&ls.stderr).contains("podman container"),
         "{ls:?}"
     );
 }

@@ -144,19 +144,20 @@ impl Engines {
         let problem = match socket_problem(&socket) {
             Some(p) => Some(p),
             None => match runtime {
-                Runtime::Docker | Runtime::Podman => {
-                    match Docker::connect_to(socket.clone()).await {
-                        Some(client) if runtime == Runtime::Docker => {
-                            self.docker = Some(client);
-                            None
-                        }
-                        Some(client) => {
-                            self.podman = Some(client);
-                            None
-                        }
-                        None => Some("did not answer within a second".to_owned()),
+                Runtime::Docker => match Docker::connect_to(socket.clone()).await {
+                    Some(client) => {
+                        self.docker = Some(client);
+                        None
                     }
-                }
+                    None => Some("did not answer within a second".to_owned()),
+                },
+                Runtime::Podman => match Docker::connect_podman(socket.clone()).await {
+                    Some(client) => {
+                        self.podman = Some(client);
+                        None
+                    }
+                    None => Some("did not answer within a second".to_owned()),
+                },
                 Runtime::Containerd => match Containerd::connect(&socket).await {
                     Ok(client) => {
                         self.containerd = Some(client);
