@@ -13,7 +13,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{Cleanup, Daemon, capspy_on as capspy, docker};
+use common::{Cleanup, Daemon, capspy_on as capspy, docker, required};
 
 const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
 const IMAGE: &str = "capspy-test/busybox:1";
@@ -53,15 +53,6 @@ fn profile_when(store: &Path, name: &str, ready: impl Fn(&Value) -> bool) -> Val
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn required(report: &Value) -> Vec<String> {
-    report["required"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect()
 }
 
 fn count_of(report: &Value, cap: &str) -> u64 {

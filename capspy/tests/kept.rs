@@ -11,7 +11,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{Cleanup, busybox_rootfs, import_rootfs};
+use common::{Cleanup, busybox_rootfs, import_rootfs, required};
 
 const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
 
@@ -40,15 +40,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn required(report: &Value) -> Vec<String> {
-    report["required"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect()
 }
 
 /// The workload's own rows of `cap` with this origin.

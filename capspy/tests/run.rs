@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::required;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -49,15 +51,6 @@ fn capspy_run(scratch: &Scratch, extra: &[&str], cmd: &[&str]) -> (Output, Value
         )
     });
     (out, serde_json::from_str(&text).expect("report is JSON"))
-}
-
-fn required(report: &Value) -> Vec<String> {
-    report["required"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect()
 }
 
 fn checks_of<'a>(report: &'a Value, cap: &str) -> Vec<&'a Value> {

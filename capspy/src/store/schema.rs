@@ -90,6 +90,8 @@ CREATE TABLE checks (
 
 /// Version 1 to 2: `origin` joins the key of `checks`. SQLite cannot change a primary key in
 /// place, so the table is copied; every version 1 row counted `cap_capable` checks (origin 0).
+/// The table's DDL is repeated on purpose: a migration is frozen at the version it makes, while
+/// [`SCHEMA`] moves on (later versions add columns through their own steps).
 pub(super) const MIGRATE_1_TO_2: &str = "
 ALTER TABLE checks RENAME TO checks_v1;
 CREATE TABLE checks (

@@ -208,6 +208,11 @@ pub fn strings(v: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// A report's `required` capabilities, by name.
+pub fn required(report: &serde_json::Value) -> Vec<String> {
+    strings(&report["required"])
+}
+
 /// The image of real Debian daemons (`tests/daemons/build-rootfs.sh`), tagged with a hash of
 /// that script. Imported from the rootfs tarball cached in `/var/cache/capspy-test/`, which is
 /// built first when missing (a few minutes; needs debootstrap and the Debian archive). Tests and
