@@ -517,4 +517,63 @@ mod tests {
         let other = inventory.find("image:busybox/other").unwrap();
         assert_eq!(other.service_name(), None);
     }
+
+    #[test]
+    fn kubernetes_workloads_by_namespace_owner_container_and_pod() {
+        use crate::attribute::k8s::POD_NAME;
+        let pod = |key: &str, workload: &str, pod: &str| {
+            (
+                workload.to_string(),
+                vec![container(key, workload, &[(POD_NAME, pod)])],
+            )
+        };
+        let inventory = Inventory {
+            workloads: BTreeMap::from([
+                pod("c1", "k8s:shop/deployment/web/web", "web-7d9f8c6b5-x2k4p"),
+                pod(
+                    "c2",
+                    "k8s:shop/deployment/web/sidecar",
+                    "web-7d9f8c6b5-x2k4p",
+                ),
+                pod("c3", "k8s:shop/statefulset/db/db", "db-0"),
+                pod("c4", "k8s:shop/pod/db-1/db", "db-1"),
+                pod("c5", "k8s:other/deployment/web/web", "web-6b474476c4-zq9vw"),
+            ]),
+            others: Vec::new(),
+        };
+        let key = |name: &str| match inventory.find(name) {
+            Ok(Target::Workload { key, .. }) => key.to_string(),
+            Ok(_) => panic!("{name}: not a workload"),
+            Err(e) => panic!("{name}: {e}"),
+        };
+        assert_eq!(key("shop/web/sidecar"), "k8s:shop/deployment/web/sidecar");
+        assert_eq!(
+            key("shop/deployment/web/web"),
+            "k8s:shop/deployment/web/web"
+        );
+        assert_eq!(key("shop/statefulset/db"), "k8s:shop/statefulset/db/db");
+        assert_eq!(key("shop/db"), "k8s:shop/statefulset/db/db");
+        assert_eq!(key("shop/db-1"), "k8s:shop/pod/db-1/db");
+        assert_eq!(key("db-0"), "k8s:shop/statefulset/db/db");
+        assert_eq!(key("sidecar"), "k8s:shop/deployment/web/sidecar");
+        // Two containers in the pod, two namespaces, two owners: say which.
+        for name in [
+            "shop/web",
+            "shop/deployment/web",
+            "web-7d9f8c6b5-x2k4p",
+            "web",
+            "db",
+        ] {
+            assert!(
+                matches!(inventory.find(name), Err(LookupError::Ambiguous { .. })),
+                "{name}"
+            );
+        }
+        for name in ["shop/nothing", "nowhere/web", "a/b/c/d/e", "/"] {
+            assert!(
+                matches!(inventory.find(name), Err(LookupError::NotFound { .. })),
+                "{name}"
+            );
+        }
+    }
 }
