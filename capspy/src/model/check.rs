@@ -365,6 +365,17 @@ mod tests {
                 true,
                 false,
             ),
+            // Denied inside another user namespace: a refusal there, shown as a need (the
+            // workload asked), never a host cap_add; every consumer reads it so.
+            (
+                CheckClass {
+                    verdict: Verdict::Denied,
+                    user_namespace: UserNs::Other,
+                    ..base
+                },
+                true,
+                false,
+            ),
             (
                 CheckClass {
                     audit: AuditClass::Advisory,
