@@ -61,8 +61,10 @@ impl FakeContainer {
         }
     }
 
-    /// Forks a child into this cgroup that makes `count` CAP_SETUID checks (`setuid(0)` as root
-    /// makes exactly one each) and then `forever` more SETGID checks until killed.
+    /// Forks a child into this cgroup that makes `count` CAP_SETUID checks and then `forever`
+    /// more SETGID checks until killed: `setfsuid(1)` as root makes exactly one (1 is none of
+    /// its ids; `setuid(0)` would be a check for its own id, optional since capspy reads those),
+    /// and `setfsuid(0)` back makes none.
     fn spawn(&mut self, count: u64, forever: bool) -> i32 {
         self.spawn_gated(count, forever, None)
     }
@@ -73,7 +75,7 @@ impl FakeContainer {
         let procs =
             std::ffi::CString::new(self.path.join("cgroup.procs").to_str().unwrap().as_bytes())
                 .unwrap();
-        // SAFETY: the child only makes raw syscalls (open, write, setuid, setgid, _exit) on
+        // SAFETY: the child only makes raw syscalls (open, write, setfsuid, setfsgid, _exit) on
         // memory prepared before the fork.
         unsafe {
             let pid = libc::fork();
@@ -91,11 +93,13 @@ impl FakeContainer {
                     libc::read(gate.read, (&raw mut byte).cast(), 1);
                 }
                 for _ in 0..count {
-                    libc::setuid(0);
+                    libc::setfsuid(1);
+                    libc::setfsuid(0);
                 }
                 if forever {
                     loop {
-                        libc::setgid(0);
+                        libc::setfsgid(1);
+                        libc::setfsgid(0);
                     }
                 }
                 libc::_exit(0);

@@ -98,15 +98,11 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     let kernel = KernelInfo::probe();
     let sizes = args.map_sizes();
     let mut tracer = Tracer::attach_sized(args.hook, &kernel, sizes)?;
-    let mut recorder = Recorder::new(
-        &mut tracer,
-        store,
-        root,
-        kernel.symbols(),
-        args.engines().await,
-    )?;
-    // Attached, maps and store open: nothing left needs a capability.
+    let symbols = kernel.symbols();
+    // Attached, store open, symbols read: nothing left needs a capability. Engines are reached
+    // without one, at start as on every retry.
     privilege::drop_all()?;
+    let mut recorder = Recorder::new(&mut tracer, store, root, symbols, args.engines().await)?;
     eprintln!(
         "capspy: recording with hook {} into {}; stop with Ctrl-C",
         tracer.method,

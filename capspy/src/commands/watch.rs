@@ -59,15 +59,11 @@ pub async fn watch(args: WatchArgs) -> Result<i32> {
     let root = cgroup::v2_root()?;
     let kernel = KernelInfo::probe();
     let mut tracer = Tracer::attach_sized(rec.hook, &kernel, rec.map_sizes())?;
-    let mut recorder = Recorder::new(
-        &mut tracer,
-        store,
-        root,
-        kernel.symbols(),
-        rec.engines().await,
-    )?;
-    // Attached, maps, store, alerts file and socket open: nothing left needs a capability.
+    let symbols = kernel.symbols();
+    // Attached, store, alerts file and socket open, symbols read: nothing left needs a
+    // capability. Engines are reached without one, at start as on every retry.
     privilege::drop_all()?;
+    let mut recorder = Recorder::new(&mut tracer, store, root, symbols, rec.engines().await)?;
 
     let count = baselines.len();
     let metrics = listener.as_ref().map(|_| {
