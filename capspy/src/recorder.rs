@@ -370,6 +370,18 @@ impl Recorder {
                 watch.on_check(who(a), &key, &stats, &self.clock, Source::RingBuffer);
             }
         }
+        self.keep_alerted();
+    }
+
+    /// Stores what was just alerted, so that a restarted daemon does not alert again.
+    fn keep_alerted(&mut self) {
+        let Some(watch) = &mut self.watch else {
+            return;
+        };
+        let alerted = watch.detector_mut().take_alerted();
+        if let Err(e) = self.store.note_alerted(&alerted) {
+            log::warn!("storing {} alert(s): {e}", alerted.len());
+        }
     }
 
     fn judge_sweep(&mut self, observations: &[Observation]) {
@@ -382,6 +394,7 @@ impl Recorder {
             }
         }
         watch.after_sweep(self.collector.losses(), observations.len());
+        self.keep_alerted();
     }
 }
 

@@ -15,6 +15,8 @@ use serde_json::Value;
 
 mod common;
 
+use common::alerts;
+
 use common::{Cleanup, Daemon, docker};
 
 const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
@@ -55,14 +57,6 @@ fn remove_container(id: &str) {
 
 fn capspy(args: &[&str]) -> Output {
     Command::new(CAPSPY).args(args).output().unwrap()
-}
-
-fn alerts(file: &Path) -> Vec<Value> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("alert line {l:?}: {e}")))
-        .collect()
 }
 
 fn alerts_of(file: &Path, workload: &str, kind: &str) -> Vec<Value> {

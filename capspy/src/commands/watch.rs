@@ -56,6 +56,7 @@ pub async fn watch(args: WatchArgs) -> Result<i32> {
     let mut store = Store::open_writer(&rec.store)
         .with_context(|| format!("opening the store {}", rec.store.display()))?;
     store.set_host(&rec.node_name())?;
+    let alerted = store.alerted()?;
     let root = cgroup::v2_root()?;
     let kernel = KernelInfo::probe();
     let mut tracer = Tracer::attach_sized(rec.hook, &kernel, rec.map_sizes())?;
@@ -89,7 +90,9 @@ pub async fn watch(args: WatchArgs) -> Result<i32> {
         }
         _ => String::new(),
     };
-    let watch = Watch::new(baselines, sink, metrics);
+    let mut watch = Watch::new(baselines, sink, metrics);
+    // Alerted by an earlier run on this store: not again.
+    watch.detector_mut().remember(&alerted);
     let target = watch.sink_target().to_string();
     recorder.watch(watch);
     eprintln!(

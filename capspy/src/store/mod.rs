@@ -204,6 +204,16 @@ pub struct CheckRecord {
     pub exe: Option<String>,
 }
 
+/// A finding `capspy watch` alerted on, kept so that a restarted daemon does not alert again:
+/// the workload, the kind (`drift`, `attempted`, `new_workload`) and the capability's name
+/// (None for a new workload).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Alerted {
+    pub workload: String,
+    pub kind: String,
+    pub capability: Option<String>,
+}
+
 /// One daemon run.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Session {
@@ -358,7 +368,7 @@ mod tests {
                  UPDATE meta SET value = '1' WHERE key = 'version';
                  PRAGMA user_version = 1;
                  COMMIT;",
-                SCHEMA[SCHEMA.find("CREATE TABLE checks").unwrap()..]
+                SCHEMA[SCHEMA.find("CREATE TABLE checks").unwrap()..SCHEMA.find("-- Version 5").unwrap()]
                     .replace("    origin INTEGER NOT NULL DEFAULT 0,\n", "")
                     .replace(
                         "    -- Version 3: the first process's executable, NULL when unknown.\n    exe TEXT,\n",
@@ -560,6 +570,7 @@ mod tests {
              ALTER TABLE subjects_v3 RENAME TO subjects;
              CREATE INDEX subjects_workload ON subjects (workload);
              ALTER TABLE sessions DROP COLUMN cgroups_lost;
+             DROP TABLE alerted;
              UPDATE meta SET value = '3' WHERE key = 'version';
              PRAGMA user_version = 3;
              COMMIT;",
@@ -669,6 +680,44 @@ mod tests {
         assert_eq!(version, SCHEMA_VERSION);
         let reader = Store::open_reader(&path).unwrap();
         assert_eq!(kinds(&reader).len(), 3);
+    }
+
+    #[test]
+    fn what_was_alerted_is_kept_once_and_a_version_4_store_gains_the_table() {
+        let dir = TempDir::new();
+        let path = dir.db();
+        drop(small_store(&path));
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "DROP TABLE alerted;
+                 UPDATE meta SET value = '4' WHERE key = 'version';
+                 PRAGMA user_version = 4;",
+            )
+            .unwrap();
+        assert!(
+            Store::open_reader(&path)
+                .unwrap()
+                .alerted()
+                .unwrap()
+                .is_empty()
+        );
+        let mut writer = Store::open_writer(&path).unwrap();
+        let drift = Alerted {
+            workload: "image:busybox/web".into(),
+            kind: "drift".into(),
+            capability: Some("CHOWN".into()),
+        };
+        let new = Alerted {
+            workload: "image:busybox/web".into(),
+            kind: "new_workload".into(),
+            capability: None,
+        };
+        writer.note_alerted(&[drift.clone(), new.clone()]).unwrap();
+        writer.note_alerted(std::slice::from_ref(&drift)).unwrap();
+        drop(writer);
+        let reader = Store::open_reader(&path).unwrap();
+        assert_eq!(reader.alerted().unwrap(), [drift, new]);
     }
 
     #[test]

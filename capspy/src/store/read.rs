@@ -5,7 +5,7 @@ use std::collections::btree_map::Entry;
 
 use rusqlite::OptionalExtension as _;
 
-use super::{CheckRecord, Session, Store, StoreError, Subject, SubjectKind};
+use super::{Alerted, CheckRecord, Session, Store, StoreError, Subject, SubjectKind};
 use crate::attribute::engines::EngineStatus;
 
 impl Store {
@@ -18,6 +18,25 @@ impl Store {
             })
             .optional()?
             .filter(|h| !h.is_empty()))
+    }
+
+    /// What `capspy watch` alerted on, sorted; none in a store older than version 5.
+    pub fn alerted(&self) -> Result<Vec<Alerted>, StoreError> {
+        if self.version < 5 {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT workload, kind, capability FROM alerted ORDER BY workload, kind, capability",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let capability: String = r.get(2)?;
+            Ok(Alerted {
+                workload: r.get(0)?,
+                kind: r.get(1)?,
+                capability: (!capability.is_empty()).then_some(capability),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// What the kernel program could not keep, over every session.

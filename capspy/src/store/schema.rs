@@ -17,7 +17,9 @@ use crate::model::time::now_ms;
 /// 4 added subject kind `unattributed` (before, such cgroups were host subjects `cgroup:<id>`)
 /// and `sessions.cgroups_lost`; a writer migrates them, a reader reads them as unattributed and
 /// no cgroup records lost.
-pub const SCHEMA_VERSION: i32 = 4;
+/// 5 added `alerted`, what `capspy watch` has alerted on (a restart does not alert again); a
+/// writer adds the table, a reader does not read it.
+pub const SCHEMA_VERSION: i32 = 5;
 pub(super) const SCHEMA_NAME: &str = "capspy";
 
 pub(super) const SCHEMA: &str = "
@@ -85,6 +87,14 @@ CREATE TABLE checks (
     -- Version 3: the first process's executable, NULL when unknown.
     exe TEXT,
     PRIMARY KEY (session, cgroup_id, cap, verdict, audit, userns, bucket, origin)
+) WITHOUT ROWID;
+-- Version 5: what `capspy watch` alerted on; capability '' for a new workload.
+CREATE TABLE alerted (
+    workload TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    capability TEXT NOT NULL,
+    first_ms INTEGER NOT NULL,
+    PRIMARY KEY (workload, kind, capability)
 ) WITHOUT ROWID;
 ";
 
@@ -154,6 +164,16 @@ DROP TABLE subjects;
 ALTER TABLE subjects_v4 RENAME TO subjects;
 CREATE INDEX subjects_workload ON subjects (workload);
 ALTER TABLE sessions ADD COLUMN cgroups_lost INTEGER NOT NULL DEFAULT 0;
+";
+/// Version 4 to 5: what `capspy watch` alerted on (a frozen copy of the DDL above).
+pub(super) const MIGRATE_4_TO_5: &str = "
+CREATE TABLE alerted (
+    workload TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    capability TEXT NOT NULL,
+    first_ms INTEGER NOT NULL,
+    PRIMARY KEY (workload, kind, capability)
+) WITHOUT ROWID;
 ";
 pub(super) const TABLES: [&str; 5] = ["meta", "sessions", "subjects", "cgroups", "checks"];
 
@@ -268,6 +288,9 @@ pub(super) fn migrate(conn: &mut Connection, from: i32) -> Result<(), StoreError
     }
     if from < 4 {
         tx.execute_batch(MIGRATE_3_TO_4)?;
+    }
+    if from < 5 {
+        tx.execute_batch(MIGRATE_4_TO_5)?;
     }
     let broken: i64 = tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
         r.get(0)

@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::{CheckRecord, Store, StoreError, Subject};
+use super::{Alerted, CheckRecord, Store, StoreError, Subject};
 use crate::attribute::engines::EngineStatus;
 use crate::model::time::now_ms;
 
@@ -185,6 +185,33 @@ impl Store {
             (session, ended_ms),
         )?;
         Ok(n)
+    }
+
+    /// Keeps what was alerted (once each; the first time is kept).
+    pub fn note_alerted(&mut self, alerted: &[Alerted]) -> Result<(), StoreError> {
+        if alerted.is_empty() {
+            return Ok(());
+        }
+        let tx = self
+            .writer()?
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO alerted (workload, kind, capability, first_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT DO NOTHING",
+            )?;
+            let now = now_ms();
+            for a in alerted {
+                insert.execute((
+                    &a.workload,
+                    &a.kind,
+                    a.capability.as_deref().unwrap_or(""),
+                    now,
+                ))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// The kernel program's loss counters for this session (cumulative, so idempotent).

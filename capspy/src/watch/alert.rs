@@ -20,4 +20,11 @@ impl AlertKind {
             Self::NewWorkload => "new_workload",
         }
     }
+
+    /// The kind [`Self::as_str`] names.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Drift, Self::Attempted, Self::NewWorkload]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
 }

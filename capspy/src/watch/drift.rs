@@ -29,6 +29,7 @@ use crate::model::loss::LossCounters;
 use crate::model::text::short_id;
 use crate::model::time::BootClock;
 use crate::model::time::rfc3339;
+use crate::store::Alerted;
 use crate::watch::alert::AlertKind;
 use crate::watch::baseline::Baselines;
 use crate::watch::metrics::Metrics;
@@ -149,6 +150,10 @@ pub struct Detector {
     alerted: HashSet<(String, AlertKind, Option<Capability>)>,
     /// Checks outside the baseline per (workload, kind, capability), the alerted one included.
     counts: HashMap<(String, AlertKind, Capability), u64>,
+    /// Alerted since the last [`Detector::take_alerted`], for the store.
+    fresh: Vec<(String, AlertKind, Option<Capability>)>,
+    /// Alerts sent by this daemon.
+    sent: usize,
 }
 
 impl Detector {
@@ -161,6 +166,45 @@ impl Detector {
 
     pub fn baselines(&self) -> &Baselines {
         &self.baselines
+    }
+
+    /// What an earlier daemon alerted on (from the store): not alerted again, unless the
+    /// baseline has allowed it since (a capability added and removed again is new drift).
+    pub fn remember(&mut self, alerted: &[Alerted]) {
+        for a in alerted {
+            let Some(kind) = AlertKind::parse(&a.kind) else {
+                continue;
+            };
+            let cap = match a.capability.as_deref().map(str::parse::<Capability>) {
+                None => None,
+                Some(Ok(cap)) => Some(cap),
+                Some(Err(_)) => continue,
+            };
+            let baseline = self.baselines.get(&a.workload);
+            let allowed = match (kind, cap) {
+                (AlertKind::NewWorkload, _) => baseline.is_some(),
+                (AlertKind::Drift, Some(c)) => baseline.is_some_and(|b| b.required.contains(&c)),
+                (AlertKind::Attempted, Some(c)) => {
+                    baseline.is_some_and(|b| b.required.contains(&c) || b.attempted.contains(&c))
+                }
+                (_, None) => true,
+            };
+            if !allowed {
+                self.alerted.insert((a.workload.clone(), kind, cap));
+            }
+        }
+    }
+
+    /// What was alerted since the last call, in the store's terms.
+    pub fn take_alerted(&mut self) -> Vec<Alerted> {
+        self.fresh
+            .drain(..)
+            .map(|(workload, kind, cap)| Alerted {
+                workload,
+                kind: kind.as_str().to_string(),
+                capability: cap.map(|c| c.to_string()),
+            })
+            .collect()
     }
 
     /// How a check of this class lies outside the workload's baseline, if it does: a check
@@ -196,6 +240,9 @@ impl Detector {
                 .insert((o.workload.to_string(), AlertKind::NewWorkload, None))
         {
             out.alerts.push(self.alert(AlertKind::NewWorkload, o, now));
+            self.sent += 1;
+            self.fresh
+                .push((o.workload.to_string(), AlertKind::NewWorkload, None));
         }
         out.outside = self.classify(o.workload, o.capability, o.class);
         if let Some(kind) = out.outside {
@@ -208,6 +255,9 @@ impl Detector {
                 .insert((o.workload.to_string(), kind, Some(o.capability)))
             {
                 out.alerts.push(self.alert(kind, o, now));
+                self.sent += 1;
+                self.fresh
+                    .push((o.workload.to_string(), kind, Some(o.capability)));
             }
         }
         out
@@ -222,7 +272,7 @@ impl Detector {
     }
 
     pub fn alerts_sent(&self) -> usize {
-        self.alerted.len()
+        self.sent
     }
 
     fn alert(&self, kind: AlertKind, o: &Observed, now: SystemTime) -> Alert {
@@ -338,6 +388,10 @@ impl Watch {
 
     pub fn detector(&self) -> &Detector {
         &self.detector
+    }
+
+    pub fn detector_mut(&mut self) -> &mut Detector {
+        &mut self.detector
     }
 
     /// One look at a kernel key (a first sighting or a sweep entry).
@@ -499,6 +553,33 @@ mod tests {
         assert!(d.observe(&other, 2, now()).alerts.is_empty());
         assert_eq!(d.count(PINGER, AlertKind::Drift, Capability::CHOWN), 7);
         assert_eq!(d.alerts_sent(), 1);
+    }
+
+    #[test]
+    fn what_an_earlier_daemon_alerted_is_not_alerted_again_unless_allowed_since() {
+        let earlier = |kind: &str, cap: Option<&str>| Alerted {
+            workload: PINGER.into(),
+            kind: kind.into(),
+            capability: cap.map(str::to_string),
+        };
+        let mut d = detector();
+        d.remember(&[
+            earlier("drift", Some("CHOWN")),
+            // Allowed by the baseline since (NET_RAW is required now): forgotten.
+            earlier("drift", Some("NET_RAW")),
+            earlier("drift", Some("NOT_A_CAP")),
+        ]);
+        let chown = check(PINGER, Capability::CHOWN, Verdict::Granted);
+        assert!(d.observe(&chown, 1, now()).alerts.is_empty());
+        assert!(d.take_alerted().is_empty());
+        // A capability the earlier daemon did not alert on.
+        let kill = check(PINGER, Capability(5), Verdict::Granted);
+        assert_eq!(d.observe(&kill, 1, now()).alerts.len(), 1);
+        assert_eq!(d.take_alerted(), [earlier("drift", Some("KILL"))]);
+        assert_eq!(d.alerts_sent(), 1);
+        // Forgotten, NET_RAW would alert again were it dropped from the baseline; allowed, silent.
+        let ping = check(PINGER, Capability::NET_RAW, Verdict::Granted);
+        assert!(d.observe(&ping, 1, now()).alerts.is_empty());
     }
 
     #[test]

@@ -369,3 +369,12 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// The alerts `capspy watch --alerts FILE` wrote so far, one JSON object per line.
+pub fn alerts(file: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("alert line {l:?}: {e}")))
+        .collect()
+}
