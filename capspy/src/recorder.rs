@@ -183,14 +183,17 @@ impl Recorder {
         let mut enriched = !matches!(owner, Owner::Container { .. });
         let mut asked = true;
         if let (Owner::Container { runtime, id, .. }, Some(path)) = (&owner, path.as_deref()) {
+            // What its processes hold: the fallback where the engine's record says nothing.
             let (eff, bnd) = crate::kernel::cgroup::granted_caps(&self.v2_root, path);
             subject.cap_eff = eff;
             subject.cap_bnd = bnd;
             subject.running = true;
             if named && eff.is_none() {
-                // Nothing new to write: its processes are still not seen (or gone).
+                // Nothing new to write: its processes are still not seen (or gone), and the
+                // engine had no granted set to give.
                 return;
             }
+            let mut engine_granted = None;
             // Ask the engine until it answers; a container it does not know (or with no engine
             // to ask) will not be known any better next time.
             if !named {
@@ -200,7 +203,9 @@ impl Recorder {
                         image,
                         labels,
                         workload,
+                        granted,
                     })) => {
+                        engine_granted = granted;
                         subject.name = Some(name);
                         subject.image = Some(image);
                         subject.workload = Some(workload);
@@ -229,7 +234,16 @@ impl Recorder {
                 // Without the engine, the container is its own workload.
                 subject.workload = Some(format!("container:{}", short_id(id)));
             }
-            enriched &= eff.is_some();
+            if let Some(g) = engine_granted {
+                // The engine's record outlives the processes, and a `docker exec --privileged`
+                // process holds more than the container was granted.
+                if (bnd.unwrap_or(0) | eff.unwrap_or(0)) & !g.0 != 0 {
+                    log::debug!("container {id}: processes hold more than its engine granted");
+                }
+                subject.cap_bnd = Some(g.0);
+                subject.cap_eff = eff.map(|e| e & g.0);
+            }
+            enriched &= eff.is_some() || engine_granted.is_some();
             self.running.insert(subject.key.clone());
         }
         if let (Owner::Service { .. }, Some(path)) = (&owner, path.as_deref()) {

@@ -124,6 +124,7 @@ fn daemon_profiles_real_containers() {
 
     let daemon = Daemon::record(&t.store);
     three_containers_three_profiles(&mut t);
+    a_container_gone_before_the_daemon_looks_keeps_its_granted_set(&mut t, &daemon);
     ls_shows_granted_against_used(&t);
     ls_keeps_used_apart_from_required(&mut t);
     profile_verify_reruns_the_workload(&t);
@@ -164,6 +165,40 @@ fn three_containers_three_profiles(t: &mut Ctx) {
             .all(|c| c["example"]["comm"].as_str().unwrap().starts_with("runc")),
         "{s:#}"
     );
+}
+
+/// A container whose processes exited before the daemon first looked at its cgroup (the daemon
+/// is held with SIGSTOP meanwhile, so this is the race a loaded host loses, made certain): what
+/// it was granted comes from the engine's record, so the profile still says what can be dropped.
+fn a_container_gone_before_the_daemon_looks_keeps_its_granted_set(t: &mut Ctx, daemon: &Daemon) {
+    let name = format!("capspy-t-brief-{}", t.tag);
+    t.cleanup.containers.push(name.clone());
+    daemon.signal(libc::SIGSTOP);
+    let out = Command::new("docker")
+        .args(["run", "--network", "none", "--name", &name])
+        .args([
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            "NET_RAW",
+            "--cap-add",
+            "CHOWN",
+        ])
+        .args([IMAGE, "ping", "-c", "1", "127.0.0.1"])
+        .output()
+        .unwrap();
+    daemon.signal(libc::SIGCONT);
+    assert!(out.status.success(), "{out:?}");
+    let p = profile_when(&t.store, &name, |v| {
+        !required(v).is_empty() && !v["granted"].is_null()
+    });
+    assert_eq!(required(&p), ["NET_RAW"], "{p:#}");
+    assert_eq!(
+        p["granted"],
+        serde_json::json!(["CHOWN", "NET_RAW"]),
+        "{p:#}"
+    );
+    assert_eq!(p["droppable"], serde_json::json!(["CHOWN"]), "{p:#}");
 }
 
 fn ls_shows_granted_against_used(t: &Ctx) {

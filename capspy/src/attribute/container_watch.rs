@@ -23,8 +23,11 @@ pub struct Started {
     pub name: Option<String>,
     pub image: Option<String>,
     pub workload: Option<String>,
-    /// The union of what its processes held (bounding | effective), once one was read.
+    /// What its engine's record says it was granted (bounding | effective); else the union of
+    /// what its processes held, once one was read.
     pub granted: Option<CapSet>,
+    /// Whether `granted` is the engine's: then its processes are not read.
+    granted_by_engine: bool,
 }
 
 pub struct ContainerWatch {
@@ -107,17 +110,19 @@ impl ContainerWatch {
             if !self.may_be_ours(&container) {
                 continue;
             }
-            let (name, image, workload) = match self.engines.identify(runtime, &container).await {
-                Ok(Some(Identity::Named {
-                    name,
-                    image,
-                    workload,
-                    ..
-                })) => (Some(name), Some(image), Some(workload)),
-                // A pod's sandbox is the runtime's, not a container the command started.
-                Ok(Some(Identity::Infrastructure { .. })) => continue,
-                Ok(None) | Err(_) => (None, None, None),
-            };
+            let (name, image, workload, granted) =
+                match self.engines.identify(runtime, &container).await {
+                    Ok(Some(Identity::Named {
+                        name,
+                        image,
+                        workload,
+                        granted,
+                        ..
+                    })) => (Some(name), Some(image), Some(workload), granted),
+                    // A pod's sandbox is the runtime's, not a container the command started.
+                    Ok(Some(Identity::Infrastructure { .. })) => continue,
+                    Ok(None) | Err(_) => (None, None, None, None),
+                };
             self.started.insert(
                 id,
                 Started {
@@ -126,17 +131,18 @@ impl ContainerWatch {
                     name,
                     workload,
                     image,
-                    granted: None,
+                    granted_by_engine: granted.is_some(),
+                    granted,
                 },
             );
         }
         self.read_granted();
     }
 
-    /// Reads what the started containers' processes hold, while they run: the entrypoint's
-    /// sets only exist between its exec and its exit.
+    /// Reads what the started containers' processes hold, while they run, for those whose
+    /// engine did not say: the entrypoint's sets only exist between its exec and its exit.
     pub fn read_granted(&mut self) {
-        for s in self.started.values_mut() {
+        for s in self.started.values_mut().filter(|s| !s.granted_by_engine) {
             let (eff, bnd) = crate::kernel::cgroup::granted_caps(&self.root, &s.path);
             if eff.is_some() || bnd.is_some() {
                 let now = eff.unwrap_or(0) | bnd.unwrap_or(0);

@@ -14,6 +14,8 @@ use std::time::Duration;
 use http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::model::caps::CapSet;
+
 pub const DEFAULT_SOCKET: &str = "/run/containerd/containerd.sock";
 /// The namespace of containers the kubelet creates through containerd's CRI plugin.
 pub const K8S_NAMESPACE: &str = "k8s.io";
@@ -37,6 +39,18 @@ struct Container {
     labels: std::collections::HashMap<String, String>,
     #[prost(string, tag = "3")]
     image: String,
+    /// The OCI runtime spec the container was created with, as JSON.
+    #[prost(message, optional, tag = "5")]
+    spec: Option<Any>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Any {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -103,6 +117,8 @@ pub struct ContainerdInfo {
     pub namespace: String,
     pub image: String,
     pub labels: BTreeMap<String, String>,
+    /// Bounding | effective from its OCI spec: what it was granted, known after it exited.
+    pub granted: Option<CapSet>,
 }
 
 impl From<(Container, &str)> for ContainerdInfo {
@@ -112,8 +128,39 @@ impl From<(Container, &str)> for ContainerdInfo {
             namespace: namespace.to_owned(),
             image: c.image,
             labels: c.labels.into_iter().collect(),
+            granted: c.spec.and_then(|s| oci_granted(&s.value)),
         }
     }
+}
+
+/// The union of `process.capabilities.bounding` and `.effective` in an OCI runtime spec
+/// (<https://github.com/opencontainers/runtime-spec/blob/v1.2.0/config.md#process>); None when
+/// the spec has no capabilities or names one this build does not know.
+pub fn oci_granted(spec_json: &[u8]) -> Option<CapSet> {
+    #[derive(serde::Deserialize)]
+    struct Spec {
+        process: Option<Process>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Process {
+        capabilities: Option<Caps>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Caps {
+        #[serde(default)]
+        bounding: Vec<String>,
+        #[serde(default)]
+        effective: Vec<String>,
+    }
+    let spec: Spec = serde_json::from_slice(spec_json).ok()?;
+    let caps = spec.process?.capabilities?;
+    CapSet::from_names(
+        caps.bounding
+            .iter()
+            .chain(&caps.effective)
+            .map(String::as_str),
+    )
+    .ok()
 }
 
 /// A client of a local containerd.
@@ -288,6 +335,33 @@ mod tests {
         assert_eq!(info.image, "docker.io/library/nginx:1.27");
         assert_eq!(info.namespace, "k8s.io");
         assert_eq!(info.labels["io.kubernetes.pod.name"], "web-0");
+    }
+
+    /// A spec as containerd's CRI plugin stores it (type `types.containerd.io/opencontainers/
+    /// runtime-spec/1/Spec`), trimmed to the fields read.
+    #[test]
+    fn granted_set_from_the_stored_oci_spec() {
+        let spec = br#"{"ociVersion":"1.1.0","process":{"user":{"uid":0,"gid":0},
+            "capabilities":{"bounding":["CAP_CHOWN","CAP_NET_RAW"],
+            "effective":["CAP_CHOWN","CAP_NET_RAW"],"permitted":["CAP_CHOWN","CAP_NET_RAW"]}}}"#;
+        let full = Container {
+            id: "c73e".into(),
+            spec: Some(Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".into(),
+                value: spec.to_vec(),
+            }),
+            ..Container::default()
+        };
+        let c = Container::decode(full.encode_to_vec().as_slice()).unwrap();
+        let info = ContainerdInfo::from((c, "k8s.io"));
+        assert_eq!(info.granted, Some(CapSet(1 | 1 << 13)));
+        // No capabilities object: nothing granted is known (not "none granted").
+        assert_eq!(oci_granted(br#"{"process":{"args":["sh"]}}"#), None);
+        assert_eq!(
+            oci_granted(br#"{"process":{"capabilities":{}}}"#),
+            Some(CapSet(0))
+        );
+        assert_eq!(oci_granted(b"not json"), None);
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::time::Duration;
 use bollard::errors::Error as ApiError;
 use bollard::models::ContainerInspectResponse;
 
+use crate::model::caps::CapSet;
+
 const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 /// An engine that does not answer this fast is treated as absent: the daemon must not wait.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -33,6 +35,9 @@ pub struct ContainerInfo {
     /// The main process, while running.
     pub pid: Option<u32>,
     pub running: bool,
+    /// What the engine's record of the container says it was granted (bounding and, for root,
+    /// effective): known after its processes are gone, unlike what `/proc` shows.
+    pub granted: Option<CapSet>,
 }
 
 /// A client of the local Docker engine.
@@ -168,7 +173,44 @@ fn info_from_inspect(resp: ContainerInspectResponse) -> ContainerInfo {
             .and_then(|p| u32::try_from(p).ok())
             .filter(|p| *p != 0 && running),
         running,
+        granted: resp.host_config.and_then(|h| {
+            docker_granted(
+                h.privileged.unwrap_or(false),
+                &h.cap_add.unwrap_or_default(),
+                &h.cap_drop.unwrap_or_default(),
+            )
+        }),
     }
+}
+
+/// What Docker grants a container created with these options, computed as moby's
+/// `oci/caps.TweakCapabilities` does (Docker's inspect shows only the options): privileged is
+/// every capability; `ALL` added is every one but those dropped; `ALL` dropped is the added
+/// ones alone; else the default set, minus the dropped, plus the added. None for a name this
+/// build does not know (the caller falls back to what the processes hold).
+/// <https://github.com/moby/moby/blob/v27.5.1/oci/caps/utils.go>
+pub fn docker_granted(privileged: bool, add: &[String], drop: &[String]) -> Option<CapSet> {
+    let is_all = |names: &[String]| names.iter().any(|n| n.eq_ignore_ascii_case("ALL"));
+    let named = |names: &[String]| {
+        CapSet::from_names(
+            names
+                .iter()
+                .map(String::as_str)
+                .filter(|n| !n.eq_ignore_ascii_case("ALL")),
+        )
+        .ok()
+    };
+    if privileged {
+        return Some(CapSet::all());
+    }
+    let (added, dropped) = (named(add)?, named(drop)?);
+    Some(if is_all(add) {
+        CapSet::all().without(dropped)
+    } else if is_all(drop) {
+        added
+    } else {
+        CapSet(CapSet::DOCKER_DEFAULT.without(dropped).0 | added.0)
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -266,6 +308,7 @@ mod tests {
                 .collect(),
             pid: Some(4242),
             running: true,
+            granted: None,
         }
     }
 
@@ -402,6 +445,61 @@ mod tests {
     }
 
     #[test]
+    fn granted_set_from_the_create_options() {
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let granted = |p, add: &[&str], drop: &[&str]| {
+            docker_granted(p, &names(add), &names(drop)).map(|s| {
+                s.iter()
+                    .map(crate::model::caps::Capability::name)
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(
+            docker_granted(false, &[], &[]),
+            Some(CapSet::DOCKER_DEFAULT)
+        );
+        assert_eq!(granted(false, &["NET_RAW"], &["ALL"]).unwrap(), ["NET_RAW"]);
+        // Docker accepts CAP_ prefixes and any case.
+        assert_eq!(
+            granted(false, &["cap_net_admin", "CAP_SYS_TIME"], &["all"]).unwrap(),
+            ["NET_ADMIN", "SYS_TIME"]
+        );
+        let tweaked = granted(false, &["NET_ADMIN"], &["NET_RAW", "MKNOD"]).unwrap();
+        assert_eq!(tweaked.len(), 13, "{tweaked:?}");
+        assert!(
+            tweaked.contains(&"NET_ADMIN".to_owned()) && !tweaked.contains(&"NET_RAW".to_owned())
+        );
+        let all_but = granted(false, &["ALL"], &["SYS_ADMIN"]).unwrap();
+        assert_eq!(all_but.len(), 40);
+        assert!(!all_but.contains(&"SYS_ADMIN".to_owned()));
+        assert_eq!(
+            docker_granted(true, &[], &names(&["ALL"])),
+            Some(CapSet::all())
+        );
+        assert_eq!(granted(false, &["NOT_A_CAP"], &[]), None);
+    }
+
+    #[test]
+    fn inspect_carries_the_granted_set() {
+        let resp: ContainerInspectResponse = serde_json::from_str(
+            r#"{"Id":"abc","HostConfig":{"CapAdd":["NET_RAW"],"CapDrop":["ALL"],
+                "Privileged":false}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            info_from_inspect(resp).granted,
+            Some(CapSet(1 << 13)),
+            "NET_RAW alone"
+        );
+        let resp: ContainerInspectResponse =
+            serde_json::from_str(r#"{"HostConfig":{"CapAdd":null,"CapDrop":null}}"#).unwrap();
+        assert_eq!(
+            info_from_inspect(resp).granted,
+            Some(CapSet::DOCKER_DEFAULT)
+        );
+    }
+
+    #[test]
     fn socket_from_docker_host() {
         assert_eq!(socket_path(None), PathBuf::from(DEFAULT_SOCKET));
         assert_eq!(
@@ -535,6 +633,7 @@ mod tests {
         assert_eq!(by_id.image, tag);
         assert!(by_id.running);
         assert_eq!(by_id.labels.get("team").map(String::as_str), Some("net"));
+        assert_eq!(by_id.granted, Some(CapSet::DOCKER_DEFAULT));
         let by_name = docker
             .inspect(&name)
             .await

@@ -15,6 +15,7 @@ use crate::attribute::containerd::Containerd;
 use crate::attribute::crio::Crio;
 use crate::attribute::docker::{ContainerInfo, Docker};
 use crate::attribute::k8s::{self, Labels, Role};
+use crate::model::caps::CapSet;
 
 /// Where each engine listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +60,9 @@ pub enum Identity {
         image: String,
         labels: Labels,
         workload: String,
+        /// What the engine's record says the container was granted (bounding | effective);
+        /// None where the engine does not say (podman's compatible API, CRI-O).
+        granted: Option<CapSet>,
     },
     /// A pod's sandbox (pause) container: the runtime's infrastructure, whose checks go with
     /// the runtime's service.
@@ -231,7 +235,14 @@ impl Engines {
                     .inspect(id)
                     .await
                     .map_err(|e| failed(runtime)(e.to_string()))?;
-                Ok(info.map(|i| self.docker_identity(runtime, i)))
+                Ok(info.map(|mut i| {
+                    if runtime == Runtime::Podman {
+                        // podman's CapAdd/CapDrop are against its containers.conf defaults,
+                        // not Docker's: the processes tell instead.
+                        i.granted = None;
+                    }
+                    self.docker_identity(runtime, i)
+                }))
             }
             Runtime::Containerd => self.containerd(id).await,
             Runtime::CriO => self.crio(id).await,
@@ -246,6 +257,7 @@ impl Engines {
         }
         Identity::Named {
             workload: crate::attribute::docker::workload_of(&info).key,
+            granted: info.granted,
             name: info.name,
             image: info.image,
             labels: info.labels,
@@ -281,6 +293,7 @@ impl Engines {
             labels: c.labels,
             pid: None,
             running: true,
+            granted: c.granted,
         };
         Ok(Some(self.pod_identity(
             Runtime::Containerd,
@@ -311,6 +324,8 @@ impl Engines {
             labels: all,
             pid: None,
             running: true,
+            // CRI-O's inspect answer carries no OCI spec.
+            granted: None,
         };
         Ok(Some(self.pod_identity(
             Runtime::CriO,
@@ -339,6 +354,7 @@ impl Engines {
                 unit: service_of(runtime).to_owned(),
             },
             Some(Role::Container(pc)) => Identity::Named {
+                granted: info.granted,
                 name: format!("{}/{}", pc.pod, pc.container),
                 workload: pc.key(),
                 image: info.image,

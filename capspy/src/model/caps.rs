@@ -181,6 +181,30 @@ impl CapSet {
             .map_err(|_| CapError::InvalidMask(s.to_string()))
     }
 
+    /// The set of `names` as engines and systemd write them (`NET_RAW`, `CAP_NET_RAW`,
+    /// `cap_net_raw`); the first unknown name is the error.
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, CapError> {
+        names.into_iter().try_fold(Self(0), |set, name| {
+            let cap: Capability = name.parse()?;
+            Ok(set.with(cap))
+        })
+    }
+
+    #[must_use]
+    pub fn with(self, cap: Capability) -> Self {
+        Self(self.0 | 1u64.checked_shl(u32::from(cap.0)).unwrap_or(0))
+    }
+
+    #[must_use]
+    pub fn without(self, other: Self) -> Self {
+        Self(self.0 & !other.0)
+    }
+
+    /// Every capability this build knows.
+    pub fn all() -> Self {
+        Capability::all().fold(Self(0), Self::with)
+    }
+
     pub fn contains(self, cap: Capability) -> bool {
         cap.0 < 64 && self.0 & (1 << cap.0) != 0
     }
