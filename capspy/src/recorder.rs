@@ -246,10 +246,15 @@ impl Recorder {
             enriched &= eff.is_some() || engine_granted.is_some();
             self.running.insert(subject.key.clone());
         }
-        if let (Owner::Service { .. }, Some(path)) = (&owner, path.as_deref()) {
-            // What the unit's processes hold, for `capspy ls` to say what could be dropped.
+        if let (Owner::Service { unit }, Some(path)) = (&owner, path.as_deref()) {
+            // What the unit grants, for `capspy ls` to say what could be dropped: from its
+            // settings, which do not depend on a process being alive when first seen; else
+            // (no systemd managing this host) what its processes hold.
             (subject.cap_eff, subject.cap_bnd) =
-                crate::kernel::cgroup::granted_caps(&self.v2_root, path);
+                match crate::attribute::systemd::unit_caps(unit).await {
+                    Some(caps) => (Some(caps.effective.0), Some(caps.bounding.0)),
+                    None => crate::kernel::cgroup::granted_caps(&self.v2_root, path),
+                };
         }
         if path.is_none() {
             // Removed before its path could be learnt (its mkdir record lost, or made before the
