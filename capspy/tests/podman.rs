@@ -97,7 +97,10 @@ fn podman_containers_are_named_like_dockers() {
         "--podman-socket",
         service.socket.to_str().unwrap(),
     ]);
-    // Replicas by hand: a numbered second one merges with the first.
+    // Replicas by hand: a numbered second one merges with the first. The daemon is held
+    // meanwhile, so both have exited before it first looks: what they were granted must come
+    // from podman's record, not from their processes.
+    daemon.signal(libc::SIGSTOP);
     for replica in [name.clone(), format!("{name}-2")] {
         cleanup.names.push(replica.clone());
         podman(&[
@@ -121,6 +124,7 @@ fn podman_containers_are_named_like_dockers() {
             "ping -c 1 127.0.0.1 >/dev/null",
         ]);
     }
+    daemon.signal(libc::SIGCONT);
     std::thread::sleep(Duration::from_millis(800));
     assert!(daemon.stop().success());
 
@@ -141,6 +145,24 @@ fn podman_containers_are_named_like_dockers() {
     assert_eq!(one["subject"]["image"], IMAGE);
     assert_eq!(one["subject"]["workload"], key.as_str());
     assert_eq!(strings(&one["required"]), ["NET_RAW"], "{one:#}");
+    // What podman itself says it granted (its defaults from containers.conf, plus NET_RAW).
+    let inspect: serde_json::Value =
+        serde_json::from_slice(&podman(&["inspect", &name]).stdout).unwrap();
+    let mut granted: Vec<String> = ["BoundingCaps", "EffectiveCaps"]
+        .iter()
+        .flat_map(|k| strings(&inspect[0][*k]))
+        .map(|c| c.trim_start_matches("CAP_").to_owned())
+        .collect();
+    granted.sort();
+    granted.dedup();
+    assert!(granted.contains(&"NET_RAW".to_owned()), "{inspect:#}");
+    let mut stored = strings(&one["granted"]);
+    stored.sort();
+    assert_eq!(stored, granted, "{one:#}");
+    assert!(
+        !strings(&one["droppable"]).contains(&"NET_RAW".to_owned()),
+        "{one:#}"
+    );
     let both = profile(&key);
     assert_eq!(strings(&both["subject"]["containers"]).len(), 2, "{both:#}");
     assert_eq!(strings(&both["required"]), ["NET_RAW"], "{both:#}");

@@ -9,27 +9,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 pub const DEFAULT_SOCKET: &str = "/var/run/crio/crio.sock";
-const TIMEOUT: Duration = Duration::from_secs(5);
-/// An inspect answer is a few KiB; more is not CRI-O.
-const MAX_RESPONSE: u64 = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CrioError {
-    #[error("CRI-O socket {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("CRI-O did not answer within {0:?}")]
-    Timeout(Duration),
-    #[error("CRI-O answered {0}")]
-    Http(String),
+    #[error("CRI-O {0}")]
+    Http(#[from] crate::attribute::unix_http::HttpError),
     #[error("CRI-O's answer is not its container JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -80,7 +68,7 @@ impl Crio {
         let crio = Self {
             socket: socket.to_path_buf(),
         };
-        crio.get("/info").await?;
+        crate::attribute::unix_http::get(&crio.socket, "/info").await?;
         Ok(crio)
     }
 
@@ -91,60 +79,11 @@ impl Crio {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(None);
         }
-        match self.get(&format!("/containers/{id}")).await? {
+        match crate::attribute::unix_http::get(&self.socket, &format!("/containers/{id}")).await? {
             (404, _) => Ok(None),
             (_, body) => CrioInfo::parse(&body).map(Some),
         }
     }
-
-    /// One HTTP/1.0 request (the answer ends when CRI-O closes: no chunked encoding).
-    async fn get(&self, path: &str) -> Result<(u16, Vec<u8>), CrioError> {
-        let io = |source| CrioError::Io {
-            path: self.socket.clone(),
-            source,
-        };
-        let exchange = async {
-            let mut stream = tokio::net::UnixStream::connect(&self.socket)
-                .await
-                .map_err(io)?;
-            stream
-                .write_all(format!("GET {path} HTTP/1.0\r\nHost: crio\r\n\r\n").as_bytes())
-                .await
-                .map_err(io)?;
-            let mut response = Vec::new();
-            stream
-                .take(MAX_RESPONSE)
-                .read_to_end(&mut response)
-                .await
-                .map_err(io)?;
-            Ok::<_, CrioError>(response)
-        };
-        let response = tokio::time::timeout(TIMEOUT, exchange)
-            .await
-            .map_err(|_| CrioError::Timeout(TIMEOUT))??;
-        split_response(&response)
-    }
-}
-
-/// Status code and body of an HTTP/1.x response.
-fn split_response(response: &[u8]) -> Result<(u16, Vec<u8>), CrioError> {
-    let end = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| CrioError::Http("no HTTP header".into()))?;
-    let head = String::from_utf8_lossy(&response[..end]);
-    let status_line = head.lines().next().unwrap_or_default();
-    let code = status_line
-        .strip_prefix("HTTP/1.")
-        .and_then(|s| s.get(2..5))
-        .and_then(|c| c.parse::<u16>().ok())
-        .ok_or_else(|| CrioError::Http(crate::model::text::printable(status_line).into_owned()))?;
-    if code != 200 && code != 404 {
-        return Err(CrioError::Http(
-            crate::model::text::printable(status_line).into_owned(),
-        ));
-    }
-    Ok((code, response[end + 4..].to_vec()))
 }
 
 #[cfg(test)]
@@ -223,17 +162,6 @@ pub(crate) mod tests {
         assert_eq!(c, CrioInfo::default());
         assert!(CrioInfo::parse(b"not json").is_err());
         assert!(CrioInfo::parse(br#"{"labels":{"a":1}}"#).is_err());
-    }
-
-    #[test]
-    fn http_responses() {
-        let ok = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{}";
-        assert_eq!(split_response(ok).unwrap(), (200, b"{}".to_vec()));
-        let missing = b"HTTP/1.1 404 Not Found\r\n\r\ncontainer not found";
-        assert_eq!(split_response(missing).unwrap().0, 404);
-        assert!(split_response(b"HTTP/1.1 500 Internal\r\n\r\n").is_err());
-        assert!(split_response(b"garbage").is_err());
-        assert!(split_response(b"HTTP/1.1 2\r\n\r\n").is_err());
     }
 
     /// Serves each request's answer from `answers` (by path) on a socket, as CRI-O would.

@@ -2,7 +2,7 @@
 //! workload a container belongs to. Optional: everything works by container id without it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::errors::Error as ApiError;
@@ -211,6 +211,41 @@ pub fn docker_granted(privileged: bool, add: &[String], drop: &[String]) -> Opti
     } else {
         CapSet(CapSet::DOCKER_DEFAULT.without(dropped).0 | added.0)
     })
+}
+
+/// What podman's own API says a container was granted: `BoundingCaps` | `EffectiveCaps` of
+/// `GET /v4.0.0/libpod/containers/<id>/json`, taken from its spec, so known after it exited.
+/// None if podman does not answer or does not say (podman 3 refuses the 4.0 API: its
+/// containers' processes tell instead). The libpod API answers only under a versioned path.
+pub async fn podman_granted(socket: &Path, id: &str) -> Option<CapSet> {
+    if !is_reference(id) {
+        return None;
+    }
+    let path = format!("/v4.0.0/libpod/containers/{id}/json");
+    match crate::attribute::unix_http::get(socket, &path).await {
+        Ok((200, body)) => libpod_granted(&body),
+        Ok(_) => None,
+        Err(e) => {
+            log::debug!("podman {path}: {e}");
+            None
+        }
+    }
+}
+
+fn libpod_granted(body: &[u8]) -> Option<CapSet> {
+    #[derive(serde::Deserialize)]
+    struct Inspect {
+        #[serde(rename = "BoundingCaps")]
+        bounding: Option<Vec<String>>,
+        #[serde(rename = "EffectiveCaps")]
+        effective: Option<Vec<String>>,
+    }
+    let i: Inspect = serde_json::from_slice(body).ok()?;
+    if i.bounding.is_none() && i.effective.is_none() {
+        return None;
+    }
+    let names = i.bounding.iter().chain(&i.effective).flatten();
+    CapSet::from_names(names.map(String::as_str)).ok()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -497,6 +532,18 @@ mod tests {
             info_from_inspect(resp).granted,
             Some(CapSet::DOCKER_DEFAULT)
         );
+    }
+
+    #[test]
+    fn podman_says_what_it_granted() {
+        // `podman inspect`'s libpod JSON (podman 4.3), trimmed.
+        let body = br#"{"Id":"abc","EffectiveCaps":["CAP_CHOWN","CAP_NET_RAW"],
+            "BoundingCaps":["CAP_CHOWN","CAP_NET_RAW"],"HostConfig":{"CapAdd":["CAP_NET_RAW"]}}"#;
+        assert_eq!(libpod_granted(body), Some(CapSet(1 | 1 << 13)));
+        // Run as another user: nothing effective, the bounding set still granted.
+        let body = br#"{"EffectiveCaps":null,"BoundingCaps":["CAP_KILL"]}"#;
+        assert_eq!(libpod_granted(body), Some(CapSet(1 << 5)));
+        assert_eq!(libpod_granted(br#"{"Id":"abc"}"#), None, "an older podman");
     }
 
     #[test]

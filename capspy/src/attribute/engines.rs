@@ -61,7 +61,7 @@ pub enum Identity {
         labels: Labels,
         workload: String,
         /// What the engine's record says the container was granted (bounding | effective);
-        /// None where the engine does not say (podman's compatible API, CRI-O).
+        /// None where the engine does not say (CRI-O).
         granted: Option<CapSet>,
     },
     /// A pod's sandbox (pause) container: the runtime's infrastructure, whose checks go with
@@ -235,14 +235,16 @@ impl Engines {
                     .inspect(id)
                     .await
                     .map_err(|e| failed(runtime)(e.to_string()))?;
-                Ok(info.map(|mut i| {
-                    if runtime == Runtime::Podman {
-                        // podman's CapAdd/CapDrop are against its containers.conf defaults,
-                        // not Docker's: the processes tell instead.
-                        i.granted = None;
-                    }
-                    self.docker_identity(runtime, i)
-                }))
+                let Some(mut info) = info else {
+                    return Ok(None);
+                };
+                if runtime == Runtime::Podman {
+                    // podman's CapAdd/CapDrop are against its containers.conf defaults, not
+                    // Docker's: its own API says what the container was granted.
+                    info.granted =
+                        crate::attribute::docker::podman_granted(&self.sockets.podman, id).await;
+                }
+                Ok(Some(self.docker_identity(runtime, info)))
             }
             Runtime::Containerd => self.containerd(id).await,
             Runtime::CriO => self.crio(id).await,

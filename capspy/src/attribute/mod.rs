@@ -11,5 +11,6 @@ pub mod engines;
 pub mod k8s;
 pub mod owner;
 pub mod systemd;
+pub mod unix_http;
 
 pub use owner::{CgroupIndex, Owner, Runtime, owner_from_path};
