@@ -8,21 +8,12 @@ mod common;
 use std::io::Write as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
-
-fn v2_root() -> PathBuf {
-    let unified = Path::new("/sys/fs/cgroup/unified");
-    if unified.join("cgroup.procs").exists() {
-        unified.to_path_buf()
-    } else {
-        PathBuf::from("/sys/fs/cgroup")
-    }
-}
+use common::{Daemon, alerts, capspy_on as capspy, v2_root};
 
 /// A fake container cgroup (or a service's), removed (after killing what is left in it) on drop.
 struct FakeContainer {
@@ -34,8 +25,16 @@ struct FakeContainer {
 }
 
 impl FakeContainer {
+    /// Container `n` of this process. Its short id (the daemon's workload, `container:` and 12
+    /// hex digits) is `n`'s thousand and the pid, so that tests numbering their containers in
+    /// other thousands never share a workload (nor with another test process).
     fn new(n: u32) -> Self {
-        let id = format!("{:0>56}{n:08x}", format!("{:x}", std::process::id()));
+        let id = format!(
+            "{:04x}{:08x}{:0>44}{n:08x}",
+            n / 1000,
+            std::process::id(),
+            ""
+        );
         Self::at(v2_root().join("docker").join(&id), &id, None)
     }
 
@@ -165,85 +164,6 @@ impl Gate {
     }
 }
 
-struct Daemon(Child);
-
-impl Daemon {
-    fn start(store: &Path) -> Self {
-        Self::start_with(store, &[])
-    }
-
-    fn start_with(store: &Path, extra: &[&str]) -> Self {
-        let child = Command::new(CAPSPY)
-            .args(["record", "--interval", "200ms", "--store"])
-            .arg(store)
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let d = Self(child);
-        d.wait_attached();
-        d
-    }
-
-    /// Waits for the line the daemon prints once its program is attached.
-    fn wait_attached(&self) {
-        let start = Instant::now();
-        let status = format!("/proc/{}/status", self.0.id());
-        // Attached means it has dropped its capabilities (it does so right after attaching).
-        while std::fs::read_to_string(&status)
-            .map_or(true, |s| !s.contains("CapEff:\t0000000000000000"))
-        {
-            // Loading the program takes seconds when the machine is loaded (`cargo xtask stress`).
-            assert!(
-                start.elapsed() < Duration::from_mins(1),
-                "daemon never attached"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill(mut self) {
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(i32::try_from(self.0.id()).unwrap(), libc::SIGKILL) };
-        let _ = self.0.wait();
-    }
-
-    /// SIGINT; the daemon's last words on stderr.
-    fn stop_output(mut self) -> (std::process::ExitStatus, String) {
-        // SAFETY: as above.
-        unsafe { libc::kill(i32::try_from(self.0.id()).unwrap(), libc::SIGINT) };
-        let status = self.0.wait().unwrap();
-        let mut err = String::new();
-        if let Some(mut e) = self.0.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut err);
-        }
-        (status, err)
-    }
-
-    fn stop(mut self) -> std::process::ExitStatus {
-        // SAFETY: as above.
-        unsafe { libc::kill(i32::try_from(self.0.id()).unwrap(), libc::SIGINT) };
-        self.0.wait().unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: as above; harmless if it already exited.
-        unsafe { libc::kill(i32::try_from(self.0.id()).unwrap(), libc::SIGKILL) };
-        let _ = self.0.wait();
-    }
-}
-
-fn capspy(store: &Path, args: &[&str]) -> Output {
-    Command::new(CAPSPY)
-        .args(args)
-        .arg("--store")
-        .arg(store)
-        .output()
-        .unwrap()
-}
-
 /// The stored CAP_SETUID count of a container, or None if the store does not know it yet.
 fn setuid_count(store: &Path, id: &str) -> Option<u64> {
     let out = capspy(store, &["profile", id, "--format", "json"]);
@@ -309,6 +229,15 @@ fn seed() -> u32 {
     folded.wrapping_mul(2_654_435_761).max(1)
 }
 
+/// Every daemon counts the checks of every cgroup on the host, so a test of the kernel map's
+/// capacity runs alone: the other tests' cgroups would take entries of its small map.
+static HOST: RwLock<()> = RwLock::new(());
+
+/// Held by a test that makes cgroups.
+fn sharing_the_host() -> RwLockReadGuard<'static, ()> {
+    HOST.read().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("capspy-rel-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -318,9 +247,10 @@ fn scratch(name: &str) -> PathBuf {
 
 #[test]
 fn the_daemon_runs_without_any_capability() {
+    let _host = sharing_the_host();
     let dir = scratch("caps");
-    let daemon = Daemon::start(&dir.join("s.db"));
-    let pid = daemon.0.id();
+    let daemon = Daemon::record(&dir.join("s.db"));
+    let pid = daemon.pid();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
         for set in ["CapEff", "CapPrm", "CapBnd", "CapAmb", "CapInh"] {
@@ -341,14 +271,11 @@ fn the_daemon_runs_without_any_capability() {
 
 #[test]
 fn a_second_daemon_on_the_same_store_is_refused() {
+    let _host = sharing_the_host();
     let dir = scratch("lock");
     let store = dir.join("s.db");
-    let first = Daemon::start(&store);
-    let second = Command::new(CAPSPY)
-        .args(["record", "--store"])
-        .arg(&store)
-        .output()
-        .unwrap();
+    let first = Daemon::record(&store);
+    let second = capspy(&store, &["record"]);
     assert_eq!(second.status.code(), Some(2), "{second:?}");
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(err.contains("lock") || err.contains("in use"), "{err}");
@@ -367,6 +294,7 @@ fn a_second_daemon_on_the_same_store_is_refused() {
 /// Afterwards the store must hold exactly the sum: nothing lost, nothing counted twice.
 #[test]
 fn sigkill_at_random_moments_loses_and_doubles_nothing() {
+    let _host = sharing_the_host();
     let dir = scratch("kill");
     let store = dir.join("s.db");
     let mut noise: Vec<FakeContainer> = (100..106).map(FakeContainer::new).collect();
@@ -377,7 +305,7 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     let per_round = 1000;
     let mut rng = seed();
     for round in 1..=20u64 {
-        let daemon = Daemon::start(&store);
+        let daemon = Daemon::record(&store);
         counted.spawn(per_round, false);
         counted.wait_all();
         wait_for_count(&store, &counted.id, per_round * round);
@@ -394,7 +322,7 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
         );
         let _ = std::io::stderr().write_all(format!("round {round} ok\n").as_bytes());
     }
-    let daemon = Daemon::start(&store);
+    let daemon = Daemon::record(&store);
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(setuid_count(&store, &counted.id), Some(per_round * 20));
     assert!(daemon.stop().success());
@@ -407,9 +335,10 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() {
 /// (the map sweep recovers them), and the loss is counted and reported.
 #[test]
 fn a_flood_loses_ring_buffer_records_but_no_checks() {
+    let _host = sharing_the_host();
     let dir = scratch("flood");
     let store = dir.join("s.db");
-    let daemon = Daemon::start_with(&store, &["--ring-buffer-bytes", "4096"]);
+    let daemon = Daemon::record_with(&store, &["--ring-buffer-bytes", "4096"]);
     let gate = Gate::new();
     let mut containers: Vec<FakeContainer> = (1000..1200).map(FakeContainer::new).collect();
     for (i, c) in (0u64..).zip(&mut containers) {
@@ -435,20 +364,22 @@ fn a_flood_loses_ring_buffer_records_but_no_checks() {
 /// again and are attributed exactly.
 #[test]
 fn a_full_map_is_reported_and_freed_when_cgroups_go() {
+    let _alone = HOST.write().unwrap_or_else(PoisonError::into_inner);
     let dir = scratch("full");
     let store = dir.join("s.db");
-    let daemon = Daemon::start_with(&store, &["--map-entries", "512"]);
+    let daemon = Daemon::record_with(&store, &["--map-entries", "512"]);
     let mut first: Vec<FakeContainer> = (2000..2700).map(FakeContainer::new).collect();
     for c in &mut first {
         c.spawn(3, false);
         c.wait_all();
     }
     std::thread::sleep(Duration::from_millis(600));
+    let workload = format!("container:{}", &first[0].id[..12]);
     drop(first);
     // A flush notices the cgroups are gone, frees their entries and marks them ended: the second
     // batch fits only after that (a fixed wait was too short under load).
     let start = Instant::now();
-    while !workload_ended(&store, "container:000000000000") {
+    while !workload_ended(&store, &workload) {
         assert!(
             start.elapsed() < Duration::from_mins(1),
             "the first cgroups were never retired"
@@ -475,9 +406,10 @@ fn a_full_map_is_reported_and_freed_when_cgroups_go() {
 /// exactly, and the daemon's memory returns to about where it started.
 #[test]
 fn churn_of_a_thousand_cgroups_is_recorded_and_leaves_no_growth() {
+    let _host = sharing_the_host();
     let dir = scratch("churn");
     let store = dir.join("s.db");
-    let daemon = Daemon::start(&store);
+    let daemon = Daemon::record(&store);
     let rss = |pid: u32| -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         status
@@ -486,7 +418,7 @@ fn churn_of_a_thousand_cgroups_is_recorded_and_leaves_no_growth() {
             .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
             .unwrap()
     };
-    let pid = daemon.0.id();
+    let pid = daemon.pid();
     let mut ids = Vec::new();
     for batch in 0..10u32 {
         let mut batch_containers: Vec<FakeContainer> = (0..100)
@@ -522,8 +454,9 @@ fn churn_of_a_thousand_cgroups_is_recorded_and_leaves_no_growth() {
         "daemon RSS grew from {after_churn} kB to {later} kB over 500 more cgroups"
     );
     // The kernel map holds only what still exists (the host's own keys), not 1,500 cgroups'.
-    let (status, err) = daemon.stop_output();
+    let (status, lines) = daemon.stop_with_lines();
     assert!(status.success());
+    let err = lines.join("\n");
     let entries: usize = err
         .split(" kernel map entries")
         .next()
@@ -543,9 +476,10 @@ fn churn_of_a_thousand_cgroups_is_recorded_and_leaves_no_growth() {
 /// and its checks were stored under no container.)
 #[test]
 fn cgroups_removed_at_once_are_attributed() {
+    let _host = sharing_the_host();
     let dir = scratch("brief");
     let store = dir.join("s.db");
-    let daemon = Daemon::start(&store);
+    let daemon = Daemon::record(&store);
     let mut idle: Vec<FakeContainer> = (5000..5100).map(FakeContainer::new).collect();
     for c in &mut idle {
         c.spawn(1, false);
@@ -572,9 +506,10 @@ fn cgroups_removed_at_once_are_attributed() {
 /// them after the containers, never merged into a container workload.
 #[test]
 fn services_and_the_host_are_profiled_by_name() {
+    let _host = sharing_the_host();
     let dir = scratch("services");
     let store = dir.join("s.db");
-    let daemon = Daemon::start(&store);
+    let daemon = Daemon::record(&store);
     let name = format!("capspy-t-svc-{}", std::process::id());
     let mut service = FakeContainer::service(&name);
     // Still running (SETGID checks until killed) when capspy reads what it holds.
@@ -647,25 +582,17 @@ fn services_and_the_host_are_profiled_by_name() {
 /// the lost records and the unattributed cgroups are counted in `/metrics`, `ls` and the report.
 #[test]
 fn cgroups_whose_mkdir_record_was_lost_are_stored_as_unattributed() {
+    let _host = sharing_the_host();
     let dir = scratch("unattributed");
     let store = dir.join("s.db");
     let baselines = dir.join("baselines");
     std::fs::create_dir_all(&baselines).unwrap();
-    let watch = common::Daemon::start(&[
-        "watch",
-        "--interval",
-        "200ms",
-        "--cgroups-ring-bytes",
-        "4096",
-        "--metrics",
-        "127.0.0.1:0",
-        "--baseline",
-        baselines.to_str().unwrap(),
-        "--alerts",
-        dir.join("alerts.jsonl").to_str().unwrap(),
-        "--store",
-        store.to_str().unwrap(),
-    ]);
+    let watch = Daemon::watch(
+        &store,
+        &baselines,
+        &dir.join("alerts.jsonl"),
+        &["--cgroups-ring-bytes", "4096", "--metrics", "127.0.0.1:0"],
+    );
     watch.signal(libc::SIGSTOP);
     // (container id, key if unattributed); a one-page ring holds about 15 records.
     let made: Vec<(String, String)> = (7000..7040)
@@ -698,18 +625,7 @@ fn cgroups_whose_mkdir_record_was_lost_are_stored_as_unattributed() {
     }
     assert!(!unattributed.is_empty(), "no record was lost");
 
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .proxy(None)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let body = agent
-        .get(watch.metrics_url())
-        .call()
-        .expect("GET /metrics")
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let body = common::get_metrics(&watch.metrics_url());
     let sample = |name: &str| -> f64 {
         body.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
@@ -757,26 +673,16 @@ fn cgroups_whose_mkdir_record_was_lost_are_stored_as_unattributed() {
 /// the same workload, kind and capability, and still alerts on a capability it has not seen.
 #[test]
 fn a_restarted_watch_does_not_alert_again() {
+    let _host = sharing_the_host();
     let dir = scratch("dedupe");
     let store = dir.join("s.db");
     let baselines = dir.join("baselines");
     std::fs::create_dir_all(&baselines).unwrap();
     let file = dir.join("alerts.jsonl");
-    let args = [
-        "watch",
-        "--interval",
-        "200ms",
-        "--baseline",
-        baselines.to_str().unwrap(),
-        "--alerts",
-        file.to_str().unwrap(),
-        "--store",
-        store.to_str().unwrap(),
-    ];
     let mut c = FakeContainer::new(8000);
     let workload = format!("container:{}", &c.id[..12]);
     let of = |kind: &str, cap: Option<&str>| -> usize {
-        common::alerts(&file)
+        alerts(&file)
             .iter()
             .filter(|a| a["workload"] == workload.as_str() && a["kind"] == kind)
             .filter(|a| cap.is_none_or(|cap| a["capability"] == cap))
@@ -788,21 +694,21 @@ fn a_restarted_watch_does_not_alert_again() {
             assert!(
                 start.elapsed() < Duration::from_mins(1),
                 "no {kind} alert for {cap}: {:#?}",
-                common::alerts(&file)
+                alerts(&file)
             );
             std::thread::sleep(Duration::from_millis(100));
         }
     };
 
     // No baseline: a new workload, and SETUID is drift.
-    let watch = common::Daemon::start(&args);
+    let watch = Daemon::watch(&store, &baselines, &file, &[]);
     c.spawn(3, false);
     c.wait_all();
     wait_for_alert("drift", "SETUID");
     assert!(watch.stop().success());
     assert_eq!(of("new_workload", None), 1);
 
-    let watch = common::Daemon::start(&args);
+    let watch = Daemon::watch(&store, &baselines, &file, &[]);
     c.spawn(3, false);
     c.wait_all();
     // Stored means judged: the sweep judges a key before it writes it.
@@ -811,13 +717,8 @@ fn a_restarted_watch_does_not_alert_again() {
     c.spawn(0, true);
     wait_for_alert("drift", "SETGID");
     assert!(watch.stop().success());
-    assert_eq!(
-        of("drift", Some("SETUID")),
-        1,
-        "{:#?}",
-        common::alerts(&file)
-    );
-    assert_eq!(of("new_workload", None), 1, "{:#?}", common::alerts(&file));
+    assert_eq!(of("drift", Some("SETUID")), 1, "{:#?}", alerts(&file));
+    assert_eq!(of("new_workload", None), 1, "{:#?}", alerts(&file));
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::signal;
+use super::{signal, v2_root};
 
 /// A containerd with its own root, state and socket; stopped (after its containers) on drop.
 pub struct Containerd {
@@ -154,15 +154,6 @@ impl Drop for Containerd {
             remove_empty_parents(cgroup);
         }
         let _ = std::fs::remove_dir_all(&self.state);
-    }
-}
-
-fn v2_root() -> PathBuf {
-    let unified = Path::new("/sys/fs/cgroup/unified");
-    if unified.join("cgroup.procs").exists() {
-        unified.to_path_buf()
-    } else {
-        PathBuf::from("/sys/fs/cgroup")
     }
 }
 

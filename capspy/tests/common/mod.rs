@@ -272,10 +272,14 @@ pub fn ensure_image(dir: &Path, image: &str, applets: &[&str]) {
 pub struct Daemon {
     child: Child,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Collects `stderr` until the daemon closes it.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
-    /// Starts it and waits for its "recording/watching with hook" line.
+    /// Starts it and waits (up to a minute: loading the program takes seconds on a loaded
+    /// machine) for its "recording/watching with hook" line, which it prints once its program is
+    /// attached and its capabilities are dropped.
     pub fn start(args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_capspy"))
             .args(args)
@@ -286,23 +290,34 @@ impl Daemon {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
                 sink.lock().unwrap().push(line);
             }
         });
-        let daemon = Self { child, stderr };
+        let mut daemon = Self {
+            child,
+            stderr,
+            reader: Some(reader),
+        };
         let start = Instant::now();
         while !daemon.said(" with hook ") {
+            if let Some(status) = daemon.child.try_wait().unwrap() {
+                panic!("capspy {args:?} exited ({status}): {:?}", daemon.lines());
+            }
             assert!(
-                start.elapsed() < Duration::from_secs(30),
+                start.elapsed() < Duration::from_mins(1),
                 "capspy {args:?} did not start: {:?}",
                 daemon.lines()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
         daemon
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn lines(&self) -> Vec<String> {
@@ -331,24 +346,58 @@ impl Daemon {
 
     /// `capspy record` into `store`, sweeping every 200 ms, once its program is attached.
     pub fn record(store: &Path) -> Self {
-        Self::start(&[
+        Self::record_with(store, &[])
+    }
+
+    /// `capspy record` as `record`, with `extra` options.
+    pub fn record_with(store: &Path, extra: &[&str]) -> Self {
+        let mut args = vec![
             "record",
             "--interval",
             "200ms",
             "--store",
             store.to_str().unwrap(),
-        ])
+        ];
+        args.extend_from_slice(extra);
+        Self::start(&args)
+    }
+
+    /// `capspy watch` into `store`, sweeping every 200 ms, with the baselines in `baselines` and
+    /// its alerts to `alerts`, and `extra` options (`--metrics 127.0.0.1:0`, say).
+    pub fn watch(store: &Path, baselines: &Path, alerts: &Path, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "watch",
+            "--interval",
+            "200ms",
+            "--baseline",
+            baselines.to_str().unwrap(),
+            "--alerts",
+            alerts.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        Self::start(&args)
     }
 
     /// SIGINT, and the daemon's exit status.
-    pub fn stop(mut self) -> std::process::ExitStatus {
+    pub fn stop(self) -> std::process::ExitStatus {
+        self.stop_with_lines().0
+    }
+
+    /// SIGINT; the daemon's exit status and all it wrote to stderr, its last words included.
+    pub fn stop_with_lines(mut self) -> (std::process::ExitStatus, Vec<String>) {
         signal(&self.child, libc::SIGINT);
-        self.child.wait().unwrap()
+        let status = self.child.wait().unwrap();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        (status, self.lines())
     }
 
     /// SIGKILL: the daemon dies between two sweeps, as a crash would.
     pub fn kill(mut self) {
-        signal(&self.child, libc::SIGKILL);
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
@@ -365,7 +414,8 @@ pub fn capspy_on(store: &Path, args: &[&str]) -> Output {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        signal(&self.child, libc::SIGKILL);
+        // `Child::kill` sends nothing to a child already waited for, whose pid may be reused.
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
@@ -377,4 +427,44 @@ pub fn alerts(file: &Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("alert line {l:?}: {e}")))
         .collect()
+}
+
+/// The cgroup v2 root (`/sys/fs/cgroup/unified` on a hybrid host).
+pub fn v2_root() -> PathBuf {
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    if unified.join("cgroup.procs").exists() {
+        unified.to_path_buf()
+    } else {
+        PathBuf::from("/sys/fs/cgroup")
+    }
+}
+
+/// A real HTTP client for loopback only (no proxy from the environment), 5 s a request at most,
+/// that returns a response whatever its status.
+fn loopback_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .proxy(None)
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into()
+}
+
+/// `GET /metrics` at `url` (see `Daemon::metrics_url`) over loopback: the body, once the status
+/// is 200 and the content type OpenMetrics 1.0.
+pub fn get_metrics(url: &str) -> String {
+    let mut response = loopback_agent()
+        .get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert_eq!(response.status(), 200, "GET {url}");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.starts_with("application/openmetrics-text; version=1.0.0"),
+        "{content_type}"
+    );
+    response.body_mut().read_to_string().unwrap()
 }
