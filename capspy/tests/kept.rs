@@ -11,29 +11,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{Cleanup, busybox_rootfs, import_rootfs, required};
-
-const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
-
-/// `capspy run --format json --output FILE EXTRA -- CMD`: its output and the report.
-fn capspy_run(dir: &Path, name: &str, extra: &[&str], cmd: &[&str]) -> (Output, Value) {
-    let report = dir.join(format!("{name}.json"));
-    let out = Command::new(CAPSPY)
-        .args(["run", "--format", "json", "--output"])
-        .arg(&report)
-        .args(extra)
-        .arg("--")
-        .args(cmd)
-        .output()
-        .expect("capspy runs");
-    let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
-        panic!(
-            "no report ({e}); stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out, serde_json::from_str(&text).expect("report is JSON"))
-}
+use common::{Cleanup, busybox_rootfs, capspy_run, import_rootfs, required};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("capspy-kept-{name}-{}", std::process::id()));
@@ -68,8 +46,7 @@ fn setpriv_raising_an_ambient_capability_needs_it() {
     // As root: switch to nobody keeping NET_RAW in the inheritable and ambient sets, so the
     // shell it starts holds NET_RAW as uid 65534.
     let (out, report) = capspy_run(
-        &dir,
-        "setpriv",
+        &dir.join("setpriv.json"),
         &[],
         &[
             "setpriv",
@@ -111,8 +88,7 @@ fn setpriv_raising_an_ambient_capability_needs_it() {
 fn capsh_keeping_a_capability_across_setuid_needs_it() {
     let dir = scratch("capsh");
     let (out, report) = capspy_run(
-        &dir,
-        "capsh",
+        &dir.join("capsh.json"),
         &[],
         &[
             "capsh",
@@ -224,37 +200,159 @@ fn flags_with_and_without(report: &Value, cap: &str) -> (Vec<String>, Vec<String
     (flags, without)
 }
 
-/// Records `docker run ARGS IMAGE CMD` under Docker's defaults, then checks the workload runs
-/// under the printed flags and fails without `cap`. Returns the report.
-fn record_and_apply(dir: &Path, image: &Image, args: &[&str], cmd: &[&str], cap: &str) -> Value {
+/// A container that needs a capability without making a check for it, recorded with
+/// `capspy run --container -- docker run --rm --network none ARGS IMAGE CMD`.
+struct Case {
+    /// Names the case in failures, and its report file.
+    name: &'static str,
+    docker_args: &'static [&'static str],
+    cmd: &'static [&'static str],
+    cap: &'static str,
+    /// The workload's one row of `cap` with this origin, which shows the need: its verdict, and
+    /// more of its fields as (JSON pointer, value).
+    origin: &'static str,
+    verdict: &'static str,
+    row: Vec<(&'static str, Value)>,
+    /// The report's `required` when the container runs; then it also runs under the printed
+    /// flags and fails without `cap`. None: the container is refused `cap` (it fails, and the
+    /// report lists `cap` as refused).
+    required: Option<&'static [&'static str]>,
+    /// The explanation of `cap`, word for word.
+    reason: Option<&'static str>,
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        // iputils' ping as uid 1000: Docker lets unprivileged users open ICMP datagram sockets,
+        // so ping makes no NET_RAW check; but its file capabilities make the exec itself fail
+        // without NET_RAW in the bounding set.
+        Case {
+            name: "ping with file capabilities",
+            docker_args: &["--user", "1000"],
+            cmd: &["ping", "-c", "1", "-W", "2", "127.0.0.1"],
+            cap: "NET_RAW",
+            origin: "file_caps",
+            verdict: "granted",
+            row: vec![
+                ("/call_path/0", "/usr/bin/ping".into()),
+                ("/example/uid", 1000.into()),
+            ],
+            required: Some(&["NET_RAW"]),
+            reason: Some(
+                "needed by the file capabilities of /usr/bin/ping executed as uid 1000; without \
+                 it in the bounding set the exec fails with EPERM",
+            ),
+        },
+        // capsh starting as root, switching to nobody and keeping NET_BIND_SERVICE with capset:
+        // runc's own capset (as uid 0 or 1000, with the whole default set) stays the runtime's.
+        Case {
+            name: "capsh keeping NET_BIND_SERVICE",
+            docker_args: &[],
+            cmd: &[
+                "capsh",
+                "--keep=1",
+                "--user=nobody",
+                "--caps=cap_net_bind_service+ep",
+                "--has-p=cap_net_bind_service",
+            ],
+            cap: "NET_BIND_SERVICE",
+            origin: "capset",
+            verdict: "granted",
+            row: Vec::new(),
+            required: Some(&["SETGID", "SETUID", "NET_BIND_SERVICE"]),
+            reason: None,
+        },
+        // Under --cap-drop ALL the same capset is refused: capspy says so.
+        Case {
+            name: "capsh refused NET_BIND_SERVICE",
+            docker_args: &[
+                "--cap-drop",
+                "ALL",
+                "--cap-add",
+                "SETUID",
+                "--cap-add",
+                "SETGID",
+            ],
+            cmd: &[
+                "capsh",
+                "--keep=1",
+                "--user=nobody",
+                "--caps=cap_net_bind_service+ep",
+            ],
+            cap: "NET_BIND_SERVICE",
+            origin: "capset",
+            verdict: "denied",
+            row: Vec::new(),
+            required: None,
+            reason: None,
+        },
+    ]
+}
+
+/// Records the case and checks what its report says.
+fn record(dir: &Path, image: &Image, case: &Case) {
+    let name = case.name;
     let mut docker = vec!["docker", "run", "--rm", "--network", "none"];
-    docker.extend_from_slice(args);
+    docker.extend_from_slice(case.docker_args);
     docker.push(&image.name);
-    docker.extend_from_slice(cmd);
-    let (out, report) = capspy_run(dir, cap, &["--container"], &docker);
-    assert!(out.status.success(), "{out:?}\n{report:#}");
-    let (flags, without) = flags_with_and_without(&report, cap);
+    docker.extend_from_slice(case.cmd);
+    let report_file = dir.join(format!("{}.json", name.replace(' ', "-")));
+    let (out, report) = capspy_run(&report_file, &["--container"], &docker);
+    if let Some(want) = case.required {
+        assert!(out.status.success(), "{name}: {out:?}\n{report:#}");
+        assert_eq!(required(&report), want, "{name}: {report:#}");
+        applies(image, case, &report);
+    } else {
+        assert!(!out.status.success(), "{name}: {out:?}");
+        assert!(
+            report["refused"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["capability"] == case.cap),
+            "{name}: {report:#}"
+        );
+    }
+    let found = rows(&report, case.cap, case.origin);
+    assert_eq!(found.len(), 1, "{name}: {report:#}");
+    assert_eq!(found[0]["verdict"], case.verdict, "{name}: {report:#}");
+    for (pointer, want) in &case.row {
+        assert_eq!(
+            found[0].pointer(pointer),
+            Some(want),
+            "{name}: {pointer} in {report:#}"
+        );
+    }
+    if let Some(want) = case.reason {
+        assert_eq!(reason(&report, case.cap), want, "{name}: {report:#}");
+    }
+}
+
+/// The container runs under the report's docker flags and fails without `--cap-add CAP`.
+fn applies(image: &Image, case: &Case, report: &Value) {
+    let name = case.name;
+    let (flags, without) = flags_with_and_without(report, case.cap);
     let with_args = |flags: &[String]| -> Vec<String> {
         flags
             .iter()
             .cloned()
-            .chain(args.iter().map(|a| (*a).to_string()))
+            .chain(case.docker_args.iter().map(|a| (*a).to_string()))
             .collect()
     };
     let strs = |v: &[String]| v.iter().map(String::as_str).collect::<Vec<_>>().join(" ");
-    let works = docker_run(image, &strs_vec(&with_args(&flags)), cmd);
+    let works = docker_run(image, &strs_vec(&with_args(&flags)), case.cmd);
     assert!(
         works.status.success(),
-        "under {}: {works:?}\n{report:#}",
+        "{name}: under {}: {works:?}\n{report:#}",
         strs(&flags)
     );
-    let fails = docker_run(image, &strs_vec(&with_args(&without)), cmd);
+    let fails = docker_run(image, &strs_vec(&with_args(&without)), case.cmd);
     assert!(
         !fails.status.success(),
-        "still works without {cap} ({}): {fails:?}",
+        "{name}: still works without {} ({}): {fails:?}",
+        case.cap,
         strs(&without)
     );
-    report
 }
 
 fn strs_vec(v: &[String]) -> Vec<&str> {
@@ -266,92 +364,10 @@ fn containers_get_the_capabilities_they_keep_without_a_check() {
     let dir = scratch("containers");
     let cleanup = Cleanup::new(dir.clone());
     let image = Image::build(&cleanup.dir);
-
-    // iputils' ping as uid 1000: Docker lets unprivileged users open ICMP datagram sockets, so
-    // ping makes no NET_RAW check; but its file capabilities make the exec itself fail without
-    // NET_RAW in the bounding set.
-    let ping = record_and_apply(
-        &dir,
-        &image,
-        &["--user", "1000"],
-        &["ping", "-c", "1", "-W", "2", "127.0.0.1"],
-        "NET_RAW",
-    );
-    let file_caps = rows(&ping, "NET_RAW", "file_caps");
-    assert_eq!(file_caps.len(), 1, "{ping:#}");
-    assert_eq!(file_caps[0]["call_path"][0], "/usr/bin/ping", "{ping:#}");
-    assert_eq!(file_caps[0]["example"]["uid"], 1000, "{ping:#}");
-    assert_eq!(
-        reason(&ping, "NET_RAW"),
-        "needed by the file capabilities of /usr/bin/ping executed as uid 1000; without it in \
-         the bounding set the exec fails with EPERM",
-        "{ping:#}"
-    );
-    assert_eq!(required(&ping), ["NET_RAW"], "{ping:#}");
-
-    // capsh starting as root, switching to nobody and keeping NET_BIND_SERVICE with capset:
-    // runc's own capset (as uid 0 or 1000, with the whole default set) stays the runtime's.
-    let capsh = record_and_apply(
-        &dir,
-        &image,
-        &[],
-        &[
-            "capsh",
-            "--keep=1",
-            "--user=nobody",
-            "--caps=cap_net_bind_service+ep",
-            "--has-p=cap_net_bind_service",
-        ],
-        "NET_BIND_SERVICE",
-    );
-    assert_eq!(
-        required(&capsh),
-        ["SETGID", "SETUID", "NET_BIND_SERVICE"],
-        "{capsh:#}"
-    );
-    assert_eq!(
-        rows(&capsh, "NET_BIND_SERVICE", "capset").len(),
-        1,
-        "{capsh:#}"
-    );
-
-    // Under --cap-drop ALL the same capset is refused: capspy says so.
-    let (out, refused) = capspy_run(
-        &dir,
-        "refused",
-        &["--container"],
-        &[
-            "docker",
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--cap-drop",
-            "ALL",
-            "--cap-add",
-            "SETUID",
-            "--cap-add",
-            "SETGID",
-            &image.name,
-            "capsh",
-            "--keep=1",
-            "--user=nobody",
-            "--caps=cap_net_bind_service+ep",
-        ],
-    );
-    assert!(!out.status.success(), "{out:?}");
-    let denied: Vec<&Value> = rows(&refused, "NET_BIND_SERVICE", "capset")
-        .into_iter()
-        .filter(|r| r["verdict"] == "denied")
-        .collect();
-    assert_eq!(denied.len(), 1, "{refused:#}");
-    assert!(
-        refused["refused"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f["capability"] == "NET_BIND_SERVICE"),
-        "{refused:#}"
-    );
+    for case in &cases() {
+        // Shown with a failure, whatever helper it comes from.
+        eprintln!("case: {}", case.name);
+        record(&dir, &image, case);
+    }
     drop(image);
 }

@@ -32,25 +32,9 @@ impl Drop for Scratch {
     }
 }
 
-/// Runs `capspy run --format json --output FILE -- cmd...`, returns its output and the report.
-fn capspy_run(scratch: &Scratch, extra: &[&str], cmd: &[&str]) -> (Output, Value) {
-    let report = scratch.path("report.json");
-    let out = Command::new(CAPSPY)
-        .arg("run")
-        .args(["--format", "json", "--output"])
-        .arg(&report)
-        .args(extra)
-        .arg("--")
-        .args(cmd)
-        .output()
-        .expect("capspy runs");
-    let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
-        panic!(
-            "no report ({e}); stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out, serde_json::from_str(&text).expect("report is JSON"))
+/// `capspy run --format json --output REPORT -- CMD`, the report in the scratch folder.
+fn capspy_run(scratch: &Scratch, cmd: &[&str]) -> (Output, Value) {
+    common::capspy_run(&scratch.path("report.json"), &[], cmd)
 }
 
 fn checks_of<'a>(report: &'a Value, cap: &str) -> Vec<&'a Value> {
@@ -69,7 +53,7 @@ fn sh(script: &str) -> Vec<&str> {
 #[test]
 fn ping_needs_net_raw() {
     let s = Scratch::new("ping");
-    let (out, report) = capspy_run(&s, &[], &["ping", "-c1", "-W1", "127.0.0.1"]);
+    let (out, report) = capspy_run(&s, &["ping", "-c1", "-W1", "127.0.0.1"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(required(&report), ["NET_RAW"], "{report:#}");
     assert_eq!(report["docker_flags"], "--cap-drop ALL --cap-add NET_RAW");
@@ -84,7 +68,7 @@ fn chown_to_another_user_needs_chown() {
     let s = Scratch::new("chown");
     let file = s.path("owned");
     std::fs::write(&file, "x").unwrap();
-    let (out, report) = capspy_run(&s, &[], &["chown", "4242", file.to_str().unwrap()]);
+    let (out, report) = capspy_run(&s, &["chown", "4242", file.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(required(&report), ["CHOWN"], "{report:#}");
 }
@@ -92,7 +76,7 @@ fn chown_to_another_user_needs_chown() {
 #[test]
 fn true_needs_nothing_and_overcommit_checks_are_advisory() {
     let s = Scratch::new("true");
-    let (out, report) = capspy_run(&s, &[], &["true"]);
+    let (out, report) = capspy_run(&s, &["true"]);
     assert!(out.status.success(), "{out:?}");
     assert!(required(&report).is_empty(), "{report:#}");
     // Every exec/mmap makes the overcommit heuristic's SYS_ADMIN check: seen, advisory, and
@@ -109,7 +93,7 @@ fn true_needs_nothing_and_overcommit_checks_are_advisory() {
 #[test]
 fn advisory_call_path_is_the_overcommit_heuristic() {
     let s = Scratch::new("callpath");
-    let (_, report) = capspy_run(&s, &[], &["true"]);
+    let (_, report) = capspy_run(&s, &["true"]);
     if report["hook"] == "fexit" || report["hook"] == "kprobe" {
         return; // classified from opts: no call path needed
     }
@@ -136,7 +120,7 @@ fn children_and_grandchildren_are_included_even_after_the_parent_exits() {
         "ping -c1 -W1 127.0.0.1 >/dev/null; (sleep 0.3; chown 4243 {}) & exit 0",
         file.display()
     );
-    let (out, report) = capspy_run(&s, &[], &sh(&script));
+    let (out, report) = capspy_run(&s, &sh(&script));
     assert!(out.status.success(), "{out:?}");
     assert_eq!(required(&report), ["CHOWN", "NET_RAW"], "{report:#}");
 }
@@ -155,7 +139,7 @@ fn checks_outside_the_command_are_not_included() {
         ))
         .spawn()
         .unwrap();
-    let (out, report) = capspy_run(&s, &[], &["sh", "-c", "sleep 0.5; ping -c1 -W1 127.0.0.1"]);
+    let (out, report) = capspy_run(&s, &["sh", "-c", "sleep 0.5; ping -c1 -W1 127.0.0.1"]);
     outsider.kill().unwrap();
     outsider.wait().unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -166,11 +150,11 @@ fn checks_outside_the_command_are_not_included() {
 #[test]
 fn exit_status_is_propagated() {
     let s = Scratch::new("exit");
-    let (out, report) = capspy_run(&s, &[], &sh("exit 7"));
+    let (out, report) = capspy_run(&s, &sh("exit 7"));
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(report["subject"]["exit_code"], 7);
 
-    let (out, report) = capspy_run(&s, &[], &sh("kill -TERM $$"));
+    let (out, report) = capspy_run(&s, &sh("kill -TERM $$"));
     assert_eq!(out.status.code(), Some(128 + 15));
     assert_eq!(report["subject"]["exit_code"], 128 + 15);
 }
@@ -346,7 +330,7 @@ fn assert_classes_agree_with_evidence(report: &Value) {
 #[test]
 fn an_advisory_check_after_an_audited_one_in_the_same_syscall_stays_advisory() {
     let s = Scratch::new("audited-first");
-    let (out, report) = capspy_run(&s, &[], &sh(&format!("{STACK_AS_ROOT}; {PS_AS_USER}")));
+    let (out, report) = capspy_run(&s, &sh(&format!("{STACK_AS_ROOT}; {PS_AS_USER}")));
     assert!(out.status.success(), "{out:?}");
     assert_classes_agree_with_evidence(&report);
     let sys_admin = checks_of(&report, "SYS_ADMIN");
@@ -378,7 +362,7 @@ fn an_advisory_check_after_an_audited_one_in_the_same_syscall_stays_advisory() {
 #[test]
 fn an_audited_check_after_an_advisory_one_in_the_same_syscall_stays_audited() {
     let s = Scratch::new("advisory-first");
-    let (out, report) = capspy_run(&s, &[], &sh(&format!("{PS_AS_USER}; {STACK_AS_ROOT}")));
+    let (out, report) = capspy_run(&s, &sh(&format!("{PS_AS_USER}; {STACK_AS_ROOT}")));
     assert!(out.status.success(), "{out:?}");
     assert_classes_agree_with_evidence(&report);
     // The read of /proc/self/stack is audited and makes SYS_ADMIN required, although the

@@ -429,6 +429,25 @@ pub fn alerts(file: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `capspy run --format json --output REPORT EXTRA -- CMD`: its output and the report.
+pub fn capspy_run(report: &Path, extra: &[&str], cmd: &[&str]) -> (Output, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_capspy"))
+        .args(["run", "--format", "json", "--output"])
+        .arg(report)
+        .args(extra)
+        .arg("--")
+        .args(cmd)
+        .output()
+        .expect("capspy runs");
+    let text = std::fs::read_to_string(report).unwrap_or_else(|e| {
+        panic!(
+            "no report from {cmd:?} ({e}); stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out, serde_json::from_str(&text).expect("report is JSON"))
+}
+
 /// The cgroup v2 root (`/sys/fs/cgroup/unified` on a hybrid host).
 pub fn v2_root() -> PathBuf {
     let unified = Path::new("/sys/fs/cgroup/unified");
