@@ -18,7 +18,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{Cleanup, Daemon, docker, signal};
+use common::{Cleanup, Daemon, docker, http_get, signal};
 
 const IMAGE: &str = "capspy-test/busybox-drift:1";
 /// From the container's chown to the webhook: one scrape, one evaluation, group_wait, under load.
@@ -92,18 +92,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn http_get(url: &str) -> Option<(u16, String)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .proxy(None)
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let mut response = agent.get(url).call().ok()?;
-    let code = response.status().as_u16();
-    Some((code, response.body_mut().read_to_string().ok()?))
 }
 
 /// The webhook receiver: every POSTed body, as Alertmanager sent it.
@@ -254,12 +242,7 @@ fn a_drift_alert_reaches_alertmanager_through_prometheus() {
         IMAGE,
         &["sh", "ping", "chown", "touch", "sleep", "true"],
     );
-    // Letters only: a trailing -N is read as a replica index.
-    let tag: String = std::process::id()
-        .to_string()
-        .bytes()
-        .map(|d| char::from(b'a' + (d - b'0')))
-        .collect();
+    let tag = common::letters_tag();
     let name = format!("capspy-alert-{tag}");
     let workload = format!("image:{IMAGE}/{name}");
 
@@ -267,19 +250,12 @@ fn a_drift_alert_reaches_alertmanager_through_prometheus() {
     let (hook_port, received) = webhook_receiver();
     let (alertmanager, am_port) = start_alertmanager(&dir, hook_port);
 
-    let watch = Daemon::start(&[
-        "watch",
-        "--baseline",
-        baselines.to_str().unwrap(),
-        "--store",
-        dir.join("watch.db").to_str().unwrap(),
-        "--interval",
-        "200ms",
-        "--alerts",
-        dir.join("alerts.jsonl").to_str().unwrap(),
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    let watch = Daemon::watch(
+        &dir.join("watch.db"),
+        &baselines,
+        &dir.join("alerts.jsonl"),
+        &["--metrics", "127.0.0.1:0"],
+    );
     let url = watch.metrics_url();
     let target = url
         .trim_start_matches("http://")

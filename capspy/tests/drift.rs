@@ -15,9 +15,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::alerts;
-
-use common::{Cleanup, Daemon, docker};
+use common::{Cleanup, Daemon, alerts, docker};
 
 const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
 const IMAGE: &str = "capspy-test/busybox-drift:1";
@@ -81,24 +79,9 @@ fn wait_for(file: &Path, limit: Duration, want: impl Fn(&[Value]) -> bool) -> Op
 /// One sample of the exposition: metric name and labels.
 type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
 
-/// GET /metrics with a real HTTP client, over loopback only (no proxy from the environment).
+/// GET /metrics, its samples.
 fn scrape(url: &str) -> Samples {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .proxy(None)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let mut response = agent.get(url).call().expect("GET /metrics");
-    assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        content_type.starts_with("application/openmetrics-text; version=1.0.0"),
-        "{content_type}"
-    );
-    let body = response.body_mut().read_to_string().unwrap();
+    let body = common::get_metrics(url);
     parse_openmetrics(&body).unwrap_or_else(|e| panic!("{e}\n{body}"))
 }
 
@@ -287,12 +270,7 @@ fn watch_alerts_on_drift_and_new_workloads() {
     std::fs::create_dir_all(&dir).unwrap();
     let cleanup = Cleanup::new(dir.clone());
     ensure_image(&dir);
-    // Letters only: a trailing -N is read as a replica index.
-    let tag: String = std::process::id()
-        .to_string()
-        .bytes()
-        .map(|d| char::from(b'a' + (d - b'0')))
-        .collect();
+    let tag = common::letters_tag();
     let pinger = format!("capspy-d-pinger-{tag}");
     let mut t = Ctx {
         cleanup,
@@ -304,19 +282,12 @@ fn watch_alerts_on_drift_and_new_workloads() {
     };
 
     baseline_a_pinger(&mut t);
-    let watch = Daemon::start(&[
-        "watch",
-        "--baseline",
-        t.baselines.to_str().unwrap(),
-        "--store",
-        t.dir.join("watch.db").to_str().unwrap(),
-        "--interval",
-        "200ms",
-        "--alerts",
-        t.alerts.to_str().unwrap(),
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    let watch = Daemon::watch(
+        &t.dir.join("watch.db"),
+        &t.baselines,
+        &t.alerts,
+        &["--metrics", "127.0.0.1:0"],
+    );
     let url = watch.metrics_url();
     let before = scrape(&url);
     assert!((sample(&before, "capspy_map_capacity", &[]) - 32_768.0).abs() < 0.5);
@@ -341,13 +312,7 @@ fn watch_alerts_on_drift_and_new_workloads() {
 
 fn baseline_a_pinger(t: &mut Ctx) {
     let store = t.dir.join("base.db");
-    let record = Daemon::start(&[
-        "record",
-        "--store",
-        store.to_str().unwrap(),
-        "--interval",
-        "200ms",
-    ]);
+    let record = Daemon::record(&store);
     let id = run_container(&mut t.cleanup, &t.pinger, "ping -c 2 127.0.0.1");
     docker(&["wait", &id]);
     std::thread::sleep(Duration::from_millis(600));

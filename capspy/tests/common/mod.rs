@@ -458,6 +458,16 @@ pub fn v2_root() -> PathBuf {
     }
 }
 
+/// This test process's pid in letters, to name containers uniquely: a trailing `-N` would be
+/// read as a replica index.
+pub fn letters_tag() -> String {
+    std::process::id()
+        .to_string()
+        .bytes()
+        .map(|d| char::from(b'a' + (d - b'0')))
+        .collect()
+}
+
 /// A real HTTP client for loopback only (no proxy from the environment), 5 s a request at most,
 /// that returns a response whatever its status.
 fn loopback_agent() -> ureq::Agent {
@@ -467,6 +477,13 @@ fn loopback_agent() -> ureq::Agent {
         .timeout_global(Some(Duration::from_secs(5)))
         .build()
         .into()
+}
+
+/// `GET url` over loopback: the status and body, or None if no answer came.
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    let mut response = loopback_agent().get(url).call().ok()?;
+    let code = response.status().as_u16();
+    Some((code, response.body_mut().read_to_string().ok()?))
 }
 
 /// `GET /metrics` at `url` (see `Daemon::metrics_url`) over loopback: the body, once the status
