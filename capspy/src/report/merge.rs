@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use crate::model::caps::{CapSet, Capability};
-use crate::model::check::{AuditClass, Bucket, CheckRow, UserNs, Verdict};
+use crate::model::check::{AuditClass, Bucket, CheckRow, Origin, UserNs, Verdict};
 use crate::model::loss::LossCounters;
 use crate::profile::Profile;
 use crate::report::read::{DocSubject, ProfileDoc};
@@ -29,8 +29,19 @@ pub enum MergeError {
     Empty,
 }
 
-/// One aggregation key of a node.
-type RowKey = (String, Bucket, Capability, Verdict, AuditClass, UserNs);
+/// One aggregation key of a node: what tells a node's rows apart, so that a capability kept with
+/// `capset` or a check for ids the caller holds (optional) never folds into a check of the same
+/// capability, verdict and class.
+type RowKey = (
+    String,
+    Bucket,
+    Capability,
+    Origin,
+    Verdict,
+    AuditClass,
+    UserNs,
+    bool,
+);
 
 /// One workload's profiles (of one image set, unless images are merged).
 #[derive(Default)]
@@ -135,9 +146,11 @@ impl Group {
                 row_host,
                 row.bucket,
                 row.capability,
+                row.origin,
                 row.verdict,
                 row.audit,
                 row.user_namespace,
+                row.optional.is_some(),
             );
             match self.rows.entry(key) {
                 Entry::Vacant(e) => {
@@ -385,6 +398,64 @@ mod tests {
         assert_eq!(rows(&twice), rows(&once));
         assert_eq!(twice.coverage, once.coverage);
         // That a baseline folder loads it is tests/merge.rs's (`baseline check` on the output).
+    }
+
+    #[test]
+    fn kept_and_optional_rows_stay_apart_from_checks() {
+        // One node: setgid(getgid()), an own-id check of SETGID (optional), a needed
+        // setgid(www-data) with the same verdict and class, and NET_BIND_SERVICE kept with
+        // capset next to a check of it. In either order of rows, and exported twice.
+        let mut own = row(
+            Capability::SETGID,
+            Verdict::Granted,
+            5,
+            &["__sys_setgid"],
+            2,
+        );
+        own.optional = Some("own id".into());
+        let needed = row(
+            Capability::SETGID,
+            Verdict::Granted,
+            1,
+            &["__sys_setgid"],
+            1,
+        );
+        let mut kept = row(Capability::NET_BIND_SERVICE, Verdict::Granted, 1, &[], 3);
+        kept.origin = Origin::Capset;
+        let bind = row(
+            Capability::NET_BIND_SERVICE,
+            Verdict::Granted,
+            2,
+            &["inet_bind"],
+            4,
+        );
+        for rows in [
+            vec![own.clone(), needed.clone(), kept.clone(), bind.clone()],
+            vec![bind.clone(), kept.clone(), needed.clone(), own.clone()],
+        ] {
+            let a = node("node-a", "k8s:shop/web/app", "web:1", &["c1"], rows);
+            let m = merge(vec![a.clone(), a], false).unwrap().remove(0);
+            let mut rows: Vec<_> = m
+                .profile
+                .checks
+                .iter()
+                .map(|r| (r.capability, r.origin, r.optional.is_some(), r.count))
+                .collect();
+            rows.sort();
+            assert_eq!(
+                rows,
+                [
+                    (Capability::SETGID, Origin::Check, false, 1),
+                    (Capability::SETGID, Origin::Check, true, 5),
+                    (Capability::NET_BIND_SERVICE, Origin::Check, false, 2),
+                    (Capability::NET_BIND_SERVICE, Origin::Capset, false, 1),
+                ]
+            );
+            assert_eq!(
+                m.profile.required,
+                BTreeSet::from([Capability::NET_BIND_SERVICE, Capability::SETGID])
+            );
+        }
     }
 
     #[test]
