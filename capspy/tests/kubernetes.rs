@@ -158,9 +158,13 @@ fn pods_on_containerd_are_named_and_merged() {
     a.start_sandbox(&mut ctrd, &id(1));
     b.start_sandbox(&mut ctrd, &id(2));
     let ping = "ping -c 1 127.0.0.1 >/dev/null";
+    // Held meanwhile, the daemon first looks once the replicas have exited: what they were
+    // granted must come from containerd's record of them, not from their processes.
+    daemon.signal(libc::SIGSTOP);
     a.run(&mut ctrd, &id(3), "web", ping);
     a.run(&mut ctrd, &id(4), "web", ping);
     b.run(&mut ctrd, &id(5), "web", ping);
+    daemon.signal(libc::SIGCONT);
     // A StatefulSet's pod and a bare pod whose name looks like one of its replicas.
     let db = Pod {
         name: "db-0".into(),
@@ -183,8 +187,29 @@ fn pods_on_containerd_are_named_and_merged() {
     bare.run(&mut ctrd, &id(9), "db", "sleep 0.2");
     std::thread::sleep(Duration::from_secs(1));
     assert!(daemon.stop().success());
+    granted_from_the_spec(&store, &ctrd);
     names_and_merges(&store, &dir, &a.name);
     without_the_engine(&dir, &mut ctrd);
+}
+
+/// The replicas' granted set is what containerd stored in their OCI spec (`ctr`'s defaults).
+fn granted_from_the_spec(store: &Path, ctrd: &Containerd) {
+    let out = ctrd.ctr(&["-n", "k8s.io", "containers", "info", &id(3)]);
+    assert!(out.status.success(), "{out:?}");
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let caps = &info["Spec"]["process"]["capabilities"];
+    let mut want: Vec<String> = ["bounding", "effective"]
+        .iter()
+        .flat_map(|k| strings(&caps[*k]))
+        .map(|c| c.trim_start_matches("CAP_").to_owned())
+        .collect();
+    want.sort();
+    want.dedup();
+    assert!(want.contains(&"NET_RAW".to_owned()), "{info:#}");
+    let web = profile(store, "shop/deployment/web/web");
+    let mut got = strings(&web["granted"]);
+    got.sort();
+    assert_eq!(got, want, "{web:#}");
 }
 
 /// What the store says of those pods, by each name people use.
