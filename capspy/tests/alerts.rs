@@ -18,9 +18,9 @@ use serde_json::Value;
 
 mod common;
 
-use common::{Cleanup, Daemon, docker, http_get, signal};
+use common::{Cleanup, Daemon, http_get, signal};
 
-const IMAGE: &str = "capspy-test/busybox-drift:1";
+const IMAGE: &str = common::BUSYBOX;
 /// From the container's chown to the webhook: one scrape, one evaluation, group_wait, under load.
 const DELIVERED_WITHIN: Duration = Duration::from_secs(40);
 
@@ -237,11 +237,7 @@ fn a_drift_alert_reaches_alertmanager_through_prometheus() {
     let dir = std::env::temp_dir().join(format!("capspy-alerts-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut cleanup = Cleanup::new(dir.clone());
-    common::ensure_image(
-        &dir,
-        IMAGE,
-        &["sh", "ping", "chown", "touch", "sleep", "true"],
-    );
+    common::ensure_busybox(&dir);
     let tag = common::letters_tag();
     let name = format!("capspy-alert-{tag}");
     let workload = format!("image:{IMAGE}/{name}");
@@ -264,20 +260,11 @@ fn a_drift_alert_reaches_alertmanager_through_prometheus() {
     let (prometheus, prom_port) = start_prometheus(&dir, target, am_port);
 
     // The workload pings (its baseline) and then chowns a file: drift.
-    let out = docker(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        &name,
+    cleanup.run_detached(
         IMAGE,
-        "sh",
-        "-c",
+        &name,
         "ping -c 1 127.0.0.1; touch /tmp/f; chown 1000 /tmp/f; sleep 60",
-    ]);
-    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    cleanup.containers.push(id);
+    );
 
     let chowned = Instant::now();
     let ours = |a: &Value| a["labels"]["workload"] == workload.as_str();

@@ -13,28 +13,10 @@ use serde_json::Value;
 
 mod common;
 
-use common::{Cleanup, Daemon, capspy_on as capspy, docker, required};
+use common::{Cleanup, Daemon, capspy_on as capspy, docker, profile, required};
 
 const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
-const IMAGE: &str = "capspy-test/busybox:1";
-
-fn ensure_image(dir: &Path) {
-    common::ensure_image(
-        dir,
-        IMAGE,
-        &["sh", "ping", "chown", "touch", "sleep", "true", "cat", "id"],
-    );
-}
-
-fn profile(store: &Path, name: &str) -> Value {
-    let out = capspy(store, &["profile", name, "--format", "json"]);
-    assert!(
-        out.status.success(),
-        "profile {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+const IMAGE: &str = common::BUSYBOX;
 
 /// The profile once `ready` holds, or after 30 s whatever it is (the caller's assertions then
 /// say what is missing): the daemon stores a container's checks within a sweep or two, later
@@ -66,19 +48,7 @@ fn count_of(report: &Value, cap: &str) -> u64 {
 }
 
 fn run_container(cleanup: &mut Cleanup, name: &str, script: &str) {
-    docker(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        name,
-        IMAGE,
-        "sh",
-        "-c",
-        script,
-    ]);
-    cleanup.containers.push(name.to_string());
+    cleanup.run_detached(IMAGE, name, script);
 }
 
 fn wait_exited(names: &[&str]) {
@@ -104,7 +74,7 @@ fn daemon_profiles_real_containers() {
     let dir = std::env::temp_dir().join(format!("capspy-containers-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cleanup = Cleanup::new(dir.clone());
-    ensure_image(&dir);
+    common::ensure_busybox(&dir);
     // Letters only: a trailing -N is read as a replica index.
     let tag: String = std::process::id()
         .to_string()

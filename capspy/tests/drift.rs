@@ -18,35 +18,13 @@ mod common;
 use common::{Cleanup, Daemon, alerts, docker};
 
 const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
-const IMAGE: &str = "capspy-test/busybox-drift:1";
+const IMAGE: &str = common::BUSYBOX;
 /// The promise: an alert within 2 seconds of the check.
 const ALERT_WITHIN: Duration = Duration::from_secs(2);
 
-fn ensure_image(dir: &Path) {
-    common::ensure_image(
-        dir,
-        IMAGE,
-        &["sh", "ping", "chown", "touch", "sleep", "true"],
-    );
-}
-
 /// `docker run -d` a container on loopback only; its id goes to the cleanup list.
 fn run_container(cleanup: &mut Cleanup, name: &str, script: &str) -> String {
-    let out = docker(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        name,
-        IMAGE,
-        "sh",
-        "-c",
-        script,
-    ]);
-    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    cleanup.containers.push(id.clone());
-    id
+    cleanup.run_detached(IMAGE, name, script)
 }
 
 fn remove_container(id: &str) {
@@ -269,7 +247,7 @@ fn watch_alerts_on_drift_and_new_workloads() {
     let dir = std::env::temp_dir().join(format!("capspy-drift-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cleanup = Cleanup::new(dir.clone());
-    ensure_image(&dir);
+    common::ensure_busybox(&dir);
     let tag = common::letters_tag();
     let pinger = format!("capspy-d-pinger-{tag}");
     let mut t = Ctx {

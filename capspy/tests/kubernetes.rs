@@ -5,7 +5,6 @@
 //! Debian's containerd package.
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -13,31 +12,11 @@ use serde_json::Value;
 mod common;
 
 use common::engines::Containerd;
-use common::{Cleanup, Daemon, strings};
+use common::{Cleanup, Daemon, capspy_on as capspy, profile, strings};
 
-const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
-const IMAGE: &str = "capspy-test/busybox:1";
+const IMAGE: &str = common::BUSYBOX;
 /// As ctr names the image it imported from `docker save`.
-const CTR_IMAGE: &str = "docker.io/capspy-test/busybox:1";
-
-fn capspy(store: &Path, args: &[&str]) -> Output {
-    Command::new(CAPSPY)
-        .args(args)
-        .arg("--store")
-        .arg(store)
-        .output()
-        .unwrap()
-}
-
-fn profile(store: &Path, name: &str) -> Value {
-    let out = capspy(store, &["profile", name, "--format", "json"]);
-    assert!(
-        out.status.success(),
-        "profile {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+const CTR_IMAGE: &str = "docker.io/capspy-test/busybox:2";
 
 /// A 64-hex container id, unique to this test process.
 fn id(n: u8) -> String {
@@ -130,21 +109,14 @@ fn pods_on_containerd_are_named_and_merged() {
     let dir = std::env::temp_dir().join(format!("capspy-k8s-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let _cleanup = Cleanup::new(dir.clone());
-    common::ensure_image(&dir, IMAGE, &["sh", "ping", "chown", "touch", "sleep"]);
+    common::ensure_busybox(&dir);
     let mut ctrd = Containerd::start(&dir, &format!("capspy-k8s-{}", std::process::id()), IMAGE);
     let store = dir.join("capspy.db");
     let socket = ctrd.socket.to_str().unwrap().to_owned();
-    let daemon = Daemon::start(&[
-        "record",
-        "--interval",
-        "200ms",
-        "--store",
-        store.to_str().unwrap(),
-        "--containerd-socket",
-        &socket,
-        "--node",
-        "node-1",
-    ]);
+    let daemon = Daemon::record_with(
+        &store,
+        &["--containerd-socket", &socket, "--node", "node-1"],
+    );
 
     // A Deployment's two replicas (one per cgroup driver), one of them restarted.
     let hash = "7d9f8c6b5";
@@ -316,15 +288,7 @@ fn names_and_merges(store: &Path, dir: &Path, pod_a: &str) {
 fn without_the_engine(dir: &Path, ctrd: &mut Containerd) {
     let store: &Path = &dir.join("absent.db");
     let absent = dir.join("absent.sock");
-    let daemon = Daemon::start(&[
-        "record",
-        "--interval",
-        "200ms",
-        "--store",
-        store.to_str().unwrap(),
-        "--containerd-socket",
-        absent.to_str().unwrap(),
-    ]);
+    let daemon = Daemon::record_with(store, &["--containerd-socket", absent.to_str().unwrap()]);
     let pod = Pod {
         name: "solo".into(),
         uid: uid(5),

@@ -74,12 +74,7 @@ impl Drop for Cleanup {
 fn podman_containers_are_named_like_dockers() {
     let dir = std::env::temp_dir().join(format!("capspy-podman-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    // Letters only: a trailing -N is read as a replica index.
-    let tag: String = std::process::id()
-        .to_string()
-        .bytes()
-        .map(|d| char::from(b'a' + (d - b'0')))
-        .collect();
+    let tag = common::letters_tag();
     let name = format!("capspy-pm-{tag}");
     let mut cleanup = Cleanup {
         names: Vec::new(),
@@ -88,15 +83,10 @@ fn podman_containers_are_named_like_dockers() {
     ensure_image(&dir);
     let service = PodmanService::start(&dir);
     let store = dir.join("capspy.db");
-    let daemon = Daemon::start(&[
-        "record",
-        "--interval",
-        "200ms",
-        "--store",
-        store.to_str().unwrap(),
-        "--podman-socket",
-        service.socket.to_str().unwrap(),
-    ]);
+    let daemon = Daemon::record_with(
+        &store,
+        &["--podman-socket", service.socket.to_str().unwrap()],
+    );
     // Replicas by hand: a numbered second one merges with the first. The daemon is held
     // meanwhile, so both have exited before it first looks: what they were granted must come
     // from podman's record, not from their processes.

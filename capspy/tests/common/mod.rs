@@ -80,6 +80,27 @@ impl Cleanup {
     }
 }
 
+impl Cleanup {
+    /// `docker run -d --network none --name NAME IMAGE sh -c SCRIPT`, removed on drop: its id.
+    pub fn run_detached(&mut self, image: &str, name: &str, script: &str) -> String {
+        let out = docker(&[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            name,
+            image,
+            "sh",
+            "-c",
+            script,
+        ]);
+        let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        self.containers.push(id.clone());
+        id
+    }
+}
+
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for id in &self.containers {
@@ -268,6 +289,18 @@ pub fn ensure_image(dir: &Path, image: &str, applets: &[&str]) {
     }
 }
 
+/// The busybox image of the container tests. One list of applets for all: an image of this name
+/// made with fewer would fail the tests that call more.
+pub const BUSYBOX: &str = "capspy-test/busybox:2";
+
+pub fn ensure_busybox(dir: &Path) {
+    ensure_image(
+        dir,
+        BUSYBOX,
+        &["sh", "ping", "chown", "touch", "sleep", "true", "cat", "id"],
+    );
+}
+
 /// A capspy daemon (record or watch) whose stderr lines are collected as they come.
 pub struct Daemon {
     child: Child,
@@ -410,6 +443,17 @@ pub fn capspy_on(store: &Path, args: &[&str]) -> Output {
         .arg(store)
         .output()
         .unwrap()
+}
+
+/// `capspy profile NAME --format json --store STORE`; fails the test if it fails.
+pub fn profile(store: &Path, name: &str) -> serde_json::Value {
+    let out = capspy_on(store, &["profile", name, "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "profile {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 impl Drop for Daemon {
