@@ -10,7 +10,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{Cleanup, busybox_rootfs, docker, import_rootfs};
+use common::{Cleanup, busybox_rootfs, import_rootfs};
 
 const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
 const PLAIN: &str = "capspy-test/nonroot-plain:1";
@@ -62,23 +62,7 @@ fn make_images(dir: &Path) {
         .status()
         .expect("setcap (libcap2-bin) installed");
     assert!(setcap.success());
-    let tarball = dir.join("setcap.tar");
-    let tar = Command::new("tar")
-        .args(["--xattrs", "--xattrs-include=security.capability", "-C"])
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tarball)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(tar.success());
-    docker(&[
-        "import",
-        "--change",
-        "ENV PATH=/bin",
-        tarball.to_str().unwrap(),
-        WITH_FILE_CAPS,
-    ]);
+    import_rootfs(&root, dir, WITH_FILE_CAPS);
 }
 
 #[test]

@@ -36,16 +36,7 @@ fn ensure_image(dir: &Path) {
         return;
     }
     let root = common::busybox_rootfs(dir, &["sh", "ping", "sleep"]);
-    let tarball = dir.join("rootfs.tar");
-    let tar = Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tarball)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(tar.success());
+    let tarball = common::rootfs_tarball(&root, dir);
     podman(&[
         "import",
         "--change",

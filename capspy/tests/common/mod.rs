@@ -196,9 +196,8 @@ pub fn busybox_rootfs(dir: &Path, applets: &[&str]) -> PathBuf {
     root
 }
 
-/// Imports `root` as `image` (with `PATH=/bin:/usr/bin:/usr/sbin`), through a tarball in `dir`; returns its id.
-/// File capabilities (`security.capability`) are kept.
-pub fn import_rootfs(root: &Path, dir: &Path, image: &str) -> String {
+/// `dir/rootfs.tar` of `root`, file capabilities (`security.capability`) kept.
+pub fn rootfs_tarball(root: &Path, dir: &Path) -> PathBuf {
     let tarball = dir.join("rootfs.tar");
     let tar = Command::new("tar")
         .args(["--xattrs", "--xattrs-include=security.capability"])
@@ -210,6 +209,13 @@ pub fn import_rootfs(root: &Path, dir: &Path, image: &str) -> String {
         .status()
         .unwrap();
     assert!(tar.success());
+    tarball
+}
+
+/// Imports `root` as `image` (with `PATH=/bin:/usr/bin:/usr/sbin`), through a tarball in `dir`; returns its id.
+/// File capabilities (`security.capability`) are kept.
+pub fn import_rootfs(root: &Path, dir: &Path, image: &str) -> String {
+    let tarball = rootfs_tarball(root, dir);
     let out = docker(&[
         "import",
         "--change",
