@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
-use capspy::store::{CheckRecord, Store, Subject, SubjectKind};
+use capspy::store::{CheckRecord, StoreWriter, Subject, SubjectKind};
 
 /// Docker's default capability set.
 const DOCKER_DEFAULT_CAPS: u64 = 0xa804_25fb;
@@ -72,7 +72,7 @@ fn main() -> Result<()> {
     let n: u64 = n.parse().context("N")?;
     let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis())?;
 
-    let mut store = Store::open_writer(&path)?;
+    let mut store = StoreWriter::open(&path)?;
     let session = store.begin_session("tp_btf", now)?;
     let mut running = 0;
     let mut checks = Vec::new();

@@ -16,7 +16,7 @@ use crate::attribute::engines::{Engines, Identity};
 use crate::attribute::{CgroupIndex, Owner};
 use crate::model::text::short_id;
 use crate::model::time::{BootClock, now_ms, unix_ms};
-use crate::store::{CheckRecord, Store, Subject, SubjectKind, UNATTRIBUTED_PREFIX};
+use crate::store::{CheckRecord, StoreWriter, Subject, SubjectKind, UNATTRIBUTED_PREFIX};
 use crate::trace::collector::{Collector, Observation};
 use crate::trace::hook::Tracer;
 use crate::watch::drift::{Source, Watch, Who};
@@ -38,7 +38,7 @@ struct Attributed {
 
 pub struct Recorder {
     collector: Collector,
-    store: Store,
+    store: StoreWriter,
     session: i64,
     index: CgroupIndex,
     v2_root: PathBuf,
@@ -55,7 +55,7 @@ pub struct Recorder {
 impl Recorder {
     pub fn new(
         tracer: &mut Tracer,
-        store: Store,
+        store: StoreWriter,
         v2_root: PathBuf,
         kallsyms: Option<crate::kernel::kallsyms::Kallsyms>,
         engines: Engines,

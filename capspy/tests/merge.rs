@@ -238,8 +238,8 @@ fn a_thousand_nodes_of_a_hundred_workloads_merge_in_seconds() {
 /// A node's store with workloads `web` (NET_BIND_SERVICE granted `count` times) and `db`, kept
 /// under the node's name, as `capspy record --node NAME` leaves it.
 fn node_store(path: &Path, node: &str, count: u64) {
-    use capspy::store::{CheckRecord, Store, Subject as StoreSubject, SubjectKind};
-    let mut store = Store::open_writer(path).unwrap();
+    use capspy::store::{CheckRecord, StoreWriter, Subject as StoreSubject, SubjectKind};
+    let mut store = StoreWriter::open(path).unwrap();
     store.set_host(node).unwrap();
     let session = store.begin_session("tp_btf", 1_800_000_000_000).unwrap();
     let mut checks = Vec::new();

@@ -1,4 +1,4 @@
-//! The store's rows: a real capspy store (made once per process with `Store::open_writer` and
+//! The store's rows: a real capspy store (made once per process with `StoreWriter::open` and
 //! the writer API) gets fuzzed rows inserted behind capspy's back, with any SQLite value in any
 //! column the schema lets through (wrong types, negative and huge integers, invalid JSON in
 //! `labels` and `call_path`, unknown kinds, dangling references). The readers (`capspy ls` and
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use arbitrary::Arbitrary;
-use capspy::store::{CheckRecord, Store, Subject, SubjectKind};
+use capspy::store::{CheckRecord, StoreReader, StoreWriter, Subject, SubjectKind};
 use capspy_fuzz::{read_store, remove_store, scratch_dir, silence_stdout};
 use libfuzzer_sys::fuzz_target;
 use rusqlite::types::Value;
@@ -83,7 +83,7 @@ static TEMPLATE: LazyLock<Vec<u8>> = LazyLock::new(|| {
     let path = scratch_dir("store-rows-template").join("template.db");
     let _ = fs::remove_file(&path);
     {
-        let mut store = Store::open_writer(&path).unwrap();
+        let mut store = StoreWriter::open(&path).unwrap();
         let session = store.begin_session("fexit", 1_000).unwrap();
         let subject = Subject {
             kind: SubjectKind::Container,
@@ -167,7 +167,7 @@ fuzz_target!(|rows: Vec<Row>| {
         }
     }
 
-    if let Ok(store) = Store::open_reader(path) {
+    if let Ok(store) = StoreReader::open(path) {
         read_store(path, &store);
     }
     remove_store(path);

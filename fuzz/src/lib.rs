@@ -7,7 +7,7 @@ use capspy::model::loss::LossCounters;
 use capspy::commands::ls::{LsArgs, LsFormat, ls};
 use capspy::commands::profile::{ProfileArgs, profile};
 use capspy::report::{Format, Report};
-use capspy::store::Store;
+use capspy::store::StoreReader;
 use capspy::report::workloads::{Inventory, Target, droppable};
 use clap::ValueEnum as _;
 
@@ -47,7 +47,7 @@ pub fn silence_stdout() {
 /// commands themselves. Errors are fine; panics are the bugs.
 ///
 /// Each command opens the store again, as it does when run: they are called once per run.
-pub fn read_store(path: &Path, store: &Store) {
+pub fn read_store(path: &Path, store: &StoreReader) {
     let _ = store.sessions();
     let _ = store.checks_by_workload();
     let _ = store.checks_by_subject();
@@ -89,7 +89,7 @@ pub fn read_store(path: &Path, store: &Store) {
     }
 }
 
-fn report(store: &Store, target: &Target<'_>) {
+fn report(store: &StoreReader, target: &Target<'_>) {
     let Ok(profile) = target.profile(store) else {
         return;
     };

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::report::Format;
 use crate::report::workloads::{Inventory, Target};
-use crate::store::{self, Store};
+use crate::store::{self, StoreReader};
 use crate::watch::baseline::{self, Baselines};
 
 #[derive(Debug, clap::Args)]
@@ -52,7 +52,7 @@ pub fn baseline(args: &BaselineArgs) -> Result<i32> {
 }
 
 fn save(args: &SaveArgs) -> Result<i32> {
-    let store = Store::open_reader(&args.store)
+    let store = StoreReader::open(&args.store)
         .with_context(|| format!("opening the store {}", args.store.display()))?;
     let inventory = Inventory::load(&store)?;
     let keys: Vec<String> = if args.workloads.is_empty() {

@@ -13,7 +13,7 @@ use crate::commands::decode::name_list;
 use crate::kernel::cgroup;
 use crate::model::caps::CapSet;
 use crate::report::workloads::{Inventory, Target};
-use crate::store::{self, Store};
+use crate::store::{self, StoreReader};
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["pid", "container"])))]
@@ -126,7 +126,7 @@ async fn container_ids(name: &str, store_path: &Path) -> Result<(String, Vec<Str
         return Ok((format!("{} ({short})", info.name), vec![info.id]));
     }
     if store_path.exists()
-        && let Ok(store) = Store::open_reader(store_path)
+        && let Ok(store) = StoreReader::open(store_path)
         && let Ok(inventory) = Inventory::load(&store)
         && let Ok(target) = inventory.find(name)
     {

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::report::read::{DocSubject, ProfileDoc};
 use crate::report::workloads::Inventory;
-use crate::store::Store;
+use crate::store::StoreReader;
 use crate::watch::baseline::Diff;
 
 /// Exit status when CURRENT needs a capability BASELINE does not.
@@ -89,7 +89,7 @@ fn load(arg: &str, store: Option<&Path>) -> Result<ProfileDoc> {
     let Some(store_path) = store.filter(|_| !path.exists()) else {
         return Ok(ProfileDoc::load(path)?);
     };
-    let store = Store::open_reader(store_path)
+    let store = StoreReader::open(store_path)
         .with_context(|| format!("opening the store {}", store_path.display()))?;
     let inventory = Inventory::load(&store)?;
     let report = inventory.find(arg)?.report(&store)?;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::model::caps::Capability;
 use crate::model::text::{printable, short_id};
 use crate::report::workloads::{Inventory, Target, droppable, granted_of};
-use crate::store::{self, Store, Subject, SubjectKind};
+use crate::store::{self, StoreReader, Subject, SubjectKind};
 
 #[derive(Debug, clap::Args)]
 pub struct LsArgs {
@@ -51,7 +51,7 @@ struct Line {
 }
 
 pub fn ls(args: &LsArgs) -> Result<i32> {
-    let store = Store::open_reader(&args.store)
+    let store = StoreReader::open(&args.store)
         .with_context(|| format!("opening the store {}", args.store.display()))?;
     let inventory = Inventory::load(&store)?;
     let mut lines = Vec::new();
@@ -126,7 +126,7 @@ fn line(
     name: &str,
     containers: &[Subject],
     target: &Target<'_>,
-    store: &Store,
+    store: &StoreReader,
 ) -> Result<Line> {
     let profile = target.profile(store)?;
     let granted = granted_of(containers);

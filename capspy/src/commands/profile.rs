@@ -12,7 +12,7 @@ use crate::commands::verify::{self, DockerRun};
 use crate::report::read::ProfileDoc;
 use crate::report::workloads::{Inventory, LookupError};
 use crate::report::{self, Format, Report};
-use crate::store::{self, Store};
+use crate::store::{self, StoreReader};
 
 #[derive(Debug, clap::Args)]
 pub struct ProfileArgs {
@@ -51,8 +51,8 @@ pub struct ProfileArgs {
 }
 
 pub async fn profile(args: &ProfileArgs) -> Result<i32> {
-    let open = |path: &PathBuf| -> Result<(Store, Inventory)> {
-        let store = Store::open_reader(path)
+    let open = |path: &PathBuf| -> Result<(StoreReader, Inventory)> {
+        let store = StoreReader::open(path)
             .with_context(|| format!("opening the store {}", path.display()))?;
         let inventory = Inventory::load(&store)?;
         Ok((store, inventory))
@@ -127,7 +127,7 @@ pub async fn profile(args: &ProfileArgs) -> Result<i32> {
 async fn one_store(
     args: &ProfileArgs,
     name: &str,
-    store: &Store,
+    store: &StoreReader,
     inventory: &Inventory,
 ) -> Result<i32> {
     let format = args.format.unwrap_or(Format::Text);

@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result};
 use crate::attribute::engines::{Engines, Sockets};
 use crate::kernel::{cgroup, privilege};
 use crate::recorder::Recorder;
-use crate::store::{self, Store};
+use crate::store::{self, StoreWriter};
 use crate::trace::hook::{HookChoice, KernelInfo, MapSizes, Tracer};
 
 #[derive(Debug, clap::Args)]
@@ -91,7 +91,7 @@ fn parse_ring_bytes(s: &str) -> Result<u32, String> {
 pub async fn record(args: RecordArgs) -> Result<i32> {
     privilege::require_tracing()?;
     // Open the store first: a second daemon must fail before touching the kernel.
-    let mut store = Store::open_writer(&args.store)
+    let mut store = StoreWriter::open(&args.store)
         .with_context(|| format!("opening the store {}", args.store.display()))?;
     store.set_host(&args.node_name())?;
     let root = cgroup::v2_root()?;

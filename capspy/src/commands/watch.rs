@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result};
 use crate::commands::record::RecordArgs;
 use crate::kernel::{cgroup, privilege};
 use crate::recorder::Recorder;
-use crate::store::Store;
+use crate::store::StoreWriter;
 use crate::trace::hook::{KernelInfo, Tracer};
 use crate::watch::baseline::Baselines;
 use crate::watch::drift::{AlertSink, Watch};
@@ -53,7 +53,7 @@ pub async fn watch(args: WatchArgs) -> Result<i32> {
         None => None,
     };
     let rec = &args.record;
-    let mut store = Store::open_writer(&rec.store)
+    let mut store = StoreWriter::open(&rec.store)
         .with_context(|| format!("opening the store {}", rec.store.display()))?;
     store.set_host(&rec.node_name())?;
     let alerted = store.alerted()?;

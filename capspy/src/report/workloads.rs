@@ -8,7 +8,7 @@ use crate::model::caps::{CapSet, Capability};
 use crate::model::check::{CheckRow, ProcessRef, RawCheck};
 use crate::profile::Profile;
 use crate::report::{Report, Subject as ReportSubject};
-use crate::store::{CheckRecord, Store, StoreError, Subject, SubjectKind};
+use crate::store::{CheckRecord, StoreError, StoreReader, Subject, SubjectKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LookupError {
@@ -46,7 +46,7 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    pub fn load(store: &Store) -> Result<Self, StoreError> {
+    pub fn load(store: &StoreReader) -> Result<Self, StoreError> {
         let mut workloads: BTreeMap<String, Vec<Subject>> = BTreeMap::new();
         let mut others = Vec::new();
         for s in store.subjects()? {
@@ -192,7 +192,7 @@ impl Inventory {
     }
 
     /// Notes on containers recorded without names, per engine, with the reason the store kept.
-    pub fn missing_names(&self, store: &Store) -> Result<Vec<String>, StoreError> {
+    pub fn missing_names(&self, store: &StoreReader) -> Result<Vec<String>, StoreError> {
         let mut unnamed: BTreeMap<String, usize> = BTreeMap::new();
         for c in self.workloads.values().flatten() {
             if c.name.is_none() {
@@ -257,7 +257,7 @@ pub enum Target<'a> {
 
 impl Target<'_> {
     /// Its report from the store, with the node the store was recorded on.
-    pub fn report(&self, store: &Store) -> Result<Report, StoreError> {
+    pub fn report(&self, store: &StoreReader) -> Result<Report, StoreError> {
         let mut report = Report::new(
             self.report_subject(),
             "store",
@@ -280,7 +280,7 @@ impl Target<'_> {
         Ok(report)
     }
 
-    pub fn profile(&self, store: &Store) -> Result<Profile, StoreError> {
+    pub fn profile(&self, store: &StoreReader) -> Result<Profile, StoreError> {
         let records = match self {
             Target::Workload { key, .. } => store.checks_for_workload(key)?,
             Target::Container(c) | Target::HostGroup(c) => store.checks_for_subject(&c.key)?,

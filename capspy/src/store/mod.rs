@@ -83,8 +83,6 @@ pub enum StoreError {
         path.display()
     )]
     NoWal { path: PathBuf, mode: String },
-    #[error("the store is open read-only")]
-    ReadOnly,
     #[error("no recording session has begun on this store")]
     NoSession,
     #[error("malformed row in the store: {0}")]
@@ -227,33 +225,74 @@ pub struct Session {
     pub losses: crate::model::loss::LossCounters,
 }
 
-pub struct Store {
-    // Field order matters: the connection closes (and checkpoints) before the lock is released.
+/// A store opened read-only: what `ls`, `profile`, `diff`, `baseline` and the reports read.
+/// It has no method that writes:
+///
+/// ```compile_fail
+/// # fn f(path: &std::path::Path) -> Result<(), capspy::store::StoreError> {
+/// let mut reader = capspy::store::StoreReader::open(path)?;
+/// reader.begin_session("tp_btf", 0)?;
+/// # Ok(()) }
+/// ```
+///
+/// while a [`StoreWriter`] reads through it and writes:
+///
+/// ```no_run
+/// # fn f(path: &std::path::Path) -> Result<(), capspy::store::StoreError> {
+/// let mut writer = capspy::store::StoreWriter::open(path)?;
+/// writer.begin_session("tp_btf", 0)?;
+/// let _ = writer.sessions()?;
+/// # Ok(()) }
+/// ```
+pub struct StoreReader {
     conn: Connection,
     path: PathBuf,
-    writable: bool,
-    session: Option<i64>,
     /// The schema version of the file (a reader may read an older one as it is).
     version: i32,
-    _lock: Option<File>,
 }
 
-impl std::fmt::Debug for Store {
+/// The store of the one recording daemon, under its lock; it reads as a [`StoreReader`].
+pub struct StoreWriter {
+    // Field order matters: the connection closes (and checkpoints) before the lock is released.
+    store: StoreReader,
+    session: Option<i64>,
+    _lock: File,
+}
+
+impl std::fmt::Debug for StoreReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
+        f.debug_struct("StoreReader")
             .field("path", &self.path)
-            .field("writable", &self.writable)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for StoreWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreWriter")
+            .field("path", &self.store.path)
             .field("session", &self.session)
             .finish_non_exhaustive()
     }
 }
 
-impl Store {
+impl StoreReader {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
 
-    /// The session begun by this store, if any.
+impl std::ops::Deref for StoreWriter {
+    type Target = StoreReader;
+
+    fn deref(&self) -> &StoreReader {
+        &self.store
+    }
+}
+
+impl StoreWriter {
+    /// The session begun by this writer, if any.
     pub fn session(&self) -> Option<i64> {
         self.session
     }
@@ -381,7 +420,7 @@ mod tests {
         // Version 1 had no executables.
         let mut want = summed(check(7, 0, 3, 1_100, 1_200));
         want.exe = None;
-        let old = Store::open_reader(&path).unwrap();
+        let old = StoreReader::open(&path).unwrap();
         assert_eq!(old.checks_for_subject("c1").unwrap(), vec![want.clone()]);
         drop(old);
 
@@ -400,7 +439,7 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        let mut rows = Store::open_reader(&path)
+        let mut rows = StoreReader::open(&path)
             .unwrap()
             .checks_for_subject("c1")
             .unwrap();
@@ -409,8 +448,8 @@ mod tests {
     }
 
     /// A store with one session, one container on cgroup 7 and one check.
-    fn small_store(path: &Path) -> Store {
-        let mut store = Store::open_writer(path).unwrap();
+    fn small_store(path: &Path) -> StoreWriter {
+        let mut store = StoreWriter::open(path).unwrap();
         let session = store.begin_session("tp_btf", 1_000).unwrap();
         store
             .upsert_subject(7, &container("c1", "image:busybox/web"))
@@ -444,10 +483,10 @@ mod tests {
     /// Reopens a store this process had open. A child forked by a parallel test holds a copy
     /// of our lock's file description until it execs, so the lock can outlive our drop for a
     /// moment.
-    fn reopen_writer(path: &Path) -> Result<Store, StoreError> {
+    fn reopen_writer(path: &Path) -> Result<StoreWriter, StoreError> {
         let start = Instant::now();
         loop {
-            match Store::open_writer(path) {
+            match StoreWriter::open(path) {
                 Err(StoreError::Locked { .. }) if start.elapsed() < Duration::from_secs(5) => {
                     std::thread::sleep(Duration::from_millis(10));
                 }
@@ -463,7 +502,7 @@ mod tests {
     #[test]
     fn the_node_name_is_kept_and_replaced() {
         let dir = TempDir::new();
-        let mut store = Store::open_writer(&dir.db()).unwrap();
+        let mut store = StoreWriter::open(&dir.db()).unwrap();
         assert_eq!(
             store.host().unwrap(),
             None,
@@ -472,7 +511,7 @@ mod tests {
         store.set_host("node-a").unwrap();
         store.set_host("node-b").unwrap();
         drop(store);
-        let reader = Store::open_reader(&dir.db()).unwrap();
+        let reader = StoreReader::open(&dir.db()).unwrap();
         assert_eq!(reader.host().unwrap().as_deref(), Some("node-b"));
         // Written by this build, read and reopened for writing by it: still a valid store.
         drop(reader);
@@ -528,11 +567,11 @@ mod tests {
         let mut old = summed(check(7, 0, 3, 1_100, 1_200));
         old.exe = None;
         // A reader does not write: it reads the old schema, without executables.
-        let reader = Store::open_reader(&dir.db()).unwrap();
+        let reader = StoreReader::open(&dir.db()).unwrap();
         assert_eq!(reader.checks_for_subject("c1").unwrap(), [old.clone()]);
         drop(reader);
         // The writer migrates, keeps every row, and stores executables from then on.
-        let mut writer = Store::open_writer(&dir.db()).unwrap();
+        let mut writer = StoreWriter::open(&dir.db()).unwrap();
         assert_eq!(writer.checks_for_subject("c1").unwrap(), [old]);
         let session = writer.begin_session("tp_btf", 2_000).unwrap();
         writer
@@ -547,7 +586,7 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        let rows = Store::open_reader(&dir.db())
+        let rows = StoreReader::open(&dir.db())
             .unwrap()
             .checks_for_subject("c1")
             .unwrap();
@@ -606,7 +645,7 @@ mod tests {
         );
     }
 
-    fn kinds(store: &Store) -> Vec<(String, SubjectKind)> {
+    fn kinds(store: &StoreReader) -> Vec<(String, SubjectKind)> {
         store
             .subjects()
             .unwrap()
@@ -624,18 +663,18 @@ mod tests {
             ("c1".to_owned(), SubjectKind::Container),
             ("cgroup:42".to_owned(), SubjectKind::Unattributed),
         ];
-        let setuid = |store: &Store| -> Vec<u64> {
+        let setuid = |store: &StoreReader| -> Vec<u64> {
             let rows = store.checks_for_subject("cgroup:42").unwrap();
             rows.iter().map(|c| c.count).collect()
         };
-        let reader = Store::open_reader(&path).unwrap();
+        let reader = StoreReader::open(&path).unwrap();
         assert_eq!(kinds(&reader), want);
         assert_eq!(setuid(&reader), [5]);
         // Version 3 had no cgroups_lost column: none read.
         assert_eq!(reader.losses().unwrap().cgroups_lost, 0);
         drop(reader);
 
-        let mut writer = Store::open_writer(&path).unwrap();
+        let mut writer = StoreWriter::open(&path).unwrap();
         let stored: String = writer
             .conn
             .query_row(
@@ -678,7 +717,7 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        let reader = Store::open_reader(&path).unwrap();
+        let reader = StoreReader::open(&path).unwrap();
         assert_eq!(kinds(&reader).len(), 3);
     }
 
@@ -696,13 +735,13 @@ mod tests {
             )
             .unwrap();
         assert!(
-            Store::open_reader(&path)
+            StoreReader::open(&path)
                 .unwrap()
                 .alerted()
                 .unwrap()
                 .is_empty()
         );
-        let mut writer = Store::open_writer(&path).unwrap();
+        let mut writer = StoreWriter::open(&path).unwrap();
         let drift = Alerted {
             workload: "image:busybox/web".into(),
             kind: "drift".into(),
@@ -716,14 +755,14 @@ mod tests {
         writer.note_alerted(&[drift.clone(), new.clone()]).unwrap();
         writer.note_alerted(std::slice::from_ref(&drift)).unwrap();
         drop(writer);
-        let reader = Store::open_reader(&path).unwrap();
+        let reader = StoreReader::open(&path).unwrap();
         assert_eq!(reader.alerted().unwrap(), [drift, new]);
     }
 
     #[test]
     fn hostile_strings_and_extreme_values_round_trip() {
         let dir = TempDir::new();
-        let mut store = Store::open_writer(&dir.db()).unwrap();
+        let mut store = StoreWriter::open(&dir.db()).unwrap();
         let session = store.begin_session("kprobe", 0).unwrap();
         let mut s = container("k'; DROP TABLE checks;--", "w\n\"x\"");
         s.labels
@@ -744,7 +783,7 @@ mod tests {
     #[test]
     fn rewriting_a_sweep_does_not_double_count() {
         let dir = TempDir::new();
-        let mut store = Store::open_writer(&dir.db()).unwrap();
+        let mut store = StoreWriter::open(&dir.db()).unwrap();
         let session = store.begin_session("tp_btf", 1_000).unwrap();
         store.upsert_subject(7, &container("c1", "w")).unwrap();
         let mut first = check(7, 0, 3, 1_100, 1_200);
@@ -873,7 +912,7 @@ mod tests {
     #[test]
     fn upsert_before_a_session_and_writes_to_unknown_sessions_fail() {
         let dir = TempDir::new();
-        let mut store = Store::open_writer(&dir.db()).unwrap();
+        let mut store = StoreWriter::open(&dir.db()).unwrap();
         assert!(matches!(
             store.upsert_subject(1, &container("c", "w")),
             Err(StoreError::NoSession)
@@ -886,7 +925,7 @@ mod tests {
         let dir = TempDir::new();
         let path = dir.db();
         let first = small_store(&path);
-        match Store::open_writer(&path) {
+        match StoreWriter::open(&path) {
             Err(StoreError::Locked { holder, .. }) => {
                 assert_eq!(holder, Some(std::process::id()));
             }
@@ -895,7 +934,7 @@ mod tests {
         // The first is unharmed, and readers are not locked out.
         assert_eq!(first.checks_for_subject("c1").unwrap()[0].count, 3);
         assert_eq!(
-            Store::open_reader(&path)
+            StoreReader::open(&path)
                 .unwrap()
                 .checks_for_subject("c1")
                 .unwrap()[0]
@@ -930,7 +969,7 @@ mod tests {
         File::create(&path).unwrap();
         drop(small_store(&path));
         assert_eq!(
-            Store::open_reader(&path).unwrap().subjects().unwrap().len(),
+            StoreReader::open(&path).unwrap().subjects().unwrap().len(),
             1
         );
     }
@@ -939,13 +978,16 @@ mod tests {
     /// file to be unchanged.
     fn assert_refused(path: &Path, check: impl Fn(&StoreError) -> bool) {
         let before = bytes(path);
-        for result in [reopen_writer(path), Store::open_reader(path)] {
+        for result in [
+            reopen_writer(path).map(drop),
+            StoreReader::open(path).map(drop),
+        ] {
             match result {
                 Err(e) => {
                     assert!(check(&e), "unexpected error: {e}");
                     eprintln!("refused as expected: {e}");
                 }
-                Ok(_) => panic!("{} was accepted", path.display()),
+                Ok(()) => panic!("{} was accepted", path.display()),
             }
             assert!(bytes(path) == before, "{} was modified", path.display());
         }
@@ -1022,11 +1064,11 @@ mod tests {
         let sub = dir.0.join("d.db");
         fs::create_dir(&sub).unwrap();
         assert!(matches!(
-            Store::open_writer(&sub),
+            StoreWriter::open(&sub),
             Err(StoreError::NotAStore { .. })
         ));
         assert!(matches!(
-            Store::open_reader(&sub),
+            StoreReader::open(&sub),
             Err(StoreError::NotAStore { .. })
         ));
     }
@@ -1083,29 +1125,21 @@ mod tests {
     }
 
     #[test]
-    fn reader_sees_the_writer_s_commits_and_cannot_write() {
+    fn reader_sees_the_writer_s_commits() {
         let dir = TempDir::new();
         let path = dir.db();
         assert!(matches!(
-            Store::open_reader(&path),
+            StoreReader::open(&path),
             Err(StoreError::Missing { .. })
         ));
         let mut writer = small_store(&path);
         let session = writer.session().unwrap();
-        let mut reader = Store::open_reader(&path).unwrap();
+        let reader = StoreReader::open(&path).unwrap();
         assert_eq!(reader.checks_for_subject("c1").unwrap()[0].count, 3);
         writer
             .write_checks(session, &[check(7, 0, 10, 1_100, 1_500)])
             .unwrap();
         assert_eq!(reader.checks_for_subject("c1").unwrap()[0].count, 10);
-        assert!(matches!(
-            reader.begin_session("x", 0),
-            Err(StoreError::ReadOnly)
-        ));
-        assert!(matches!(
-            reader.mark_ended("c1", 0),
-            Err(StoreError::ReadOnly)
-        ));
         drop(writer);
         assert_eq!(reader.checks_for_subject("c1").unwrap()[0].count, 10);
     }
@@ -1122,7 +1156,7 @@ mod tests {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(u64::MAX);
-        let mut store = Store::open_writer(Path::new(&path)).unwrap();
+        let mut store = StoreWriter::open(Path::new(&path)).unwrap();
         let session = store.begin_session("tp_btf", now_ms()).unwrap();
         for cg in 0..10 {
             store
@@ -1234,7 +1268,7 @@ mod tests {
         let Ok(path) = std::env::var("CAPSPY_STORE_TEST_DB") else {
             return;
         };
-        match Store::open_reader(Path::new(&path)).and_then(|s| s.checks_for_subject("c1")) {
+        match StoreReader::open(Path::new(&path)).and_then(|s| s.checks_for_subject("c1")) {
             Ok(checks) => println!("\n@@COUNT {}", checks.first().map_or(0, |c| c.count)),
             Err(e) => println!("\n@@ERROR {e}"),
         }
@@ -1320,7 +1354,7 @@ mod tests {
     fn ten_thousand_workloads_read_fast() {
         let dir = TempDir::new();
         let path = dir.db();
-        let mut store = Store::open_writer(&path).unwrap();
+        let mut store = StoreWriter::open(&path).unwrap();
         let session = store.begin_session("tp_btf", 0).unwrap();
         let t = Instant::now();
         let mut sweep = Vec::new();
@@ -1343,7 +1377,7 @@ mod tests {
         drop(store);
 
         let t = Instant::now();
-        let reader = Store::open_reader(&path).unwrap();
+        let reader = StoreReader::open(&path).unwrap();
         let subjects = reader.subjects().unwrap();
         let listed = t.elapsed();
         let mut n = 0;

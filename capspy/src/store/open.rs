@@ -12,14 +12,14 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::schema::{Found, SCHEMA_VERSION, init_schema, inspect, migrate, quick_check};
-use super::{Store, StoreError, open_error};
+use super::{StoreError, StoreReader, StoreWriter, open_error};
 
 pub(super) const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-impl Store {
+impl StoreWriter {
     /// Opens (creating if missing) the store for the one recording daemon.
-    pub fn open_writer(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path) -> Result<StoreWriter, StoreError> {
         create_parent(path)?;
         let lock = take_lock(path)?;
         match OpenOptions::new()
@@ -80,18 +80,21 @@ impl Store {
              PRAGMA foreign_keys = ON;
              PRAGMA journal_size_limit = 67108864;",
         )?;
-        Ok(Store {
-            conn,
-            path: path.to_path_buf(),
-            writable: true,
+        Ok(StoreWriter {
+            store: StoreReader {
+                conn,
+                path: path.to_path_buf(),
+                version: SCHEMA_VERSION,
+            },
             session: None,
-            version: SCHEMA_VERSION,
-            _lock: Some(lock),
+            _lock: lock,
         })
     }
+}
 
+impl StoreReader {
     /// Opens the store read-only; works while a writer runs, and without write access anywhere.
-    pub fn open_reader(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path) -> Result<StoreReader, StoreError> {
         check_file(path)?;
         let (conn, version) = match open_reader_conn(path, false) {
             Ok(conn) => conn,
@@ -116,13 +119,10 @@ impl Store {
             }
             Err(e) => return Err(e),
         };
-        Ok(Store {
+        Ok(StoreReader {
             conn,
             path: path.to_path_buf(),
-            writable: false,
-            session: None,
             version,
-            _lock: None,
         })
     }
 }

@@ -5,10 +5,10 @@ use std::collections::btree_map::Entry;
 
 use rusqlite::OptionalExtension as _;
 
-use super::{Alerted, CheckRecord, Session, Store, StoreError, Subject, SubjectKind};
+use super::{Alerted, CheckRecord, Session, StoreError, StoreReader, Subject, SubjectKind};
 use crate::attribute::engines::EngineStatus;
 
-impl Store {
+impl StoreReader {
     /// The node this store was recorded on; None for stores written before it was kept.
     pub fn host(&self) -> Result<Option<String>, StoreError> {
         Ok(self
@@ -48,7 +48,7 @@ impl Store {
         Ok(total)
     }
 
-    /// What [`Store::set_engines`] kept; None for stores written before it was kept.
+    /// What [`StoreWriter::set_engines`](super::StoreWriter::set_engines) kept; None for stores written before it was kept.
     pub fn engines(&self) -> Result<Option<Vec<EngineStatus>>, StoreError> {
         let Some(json) = self
             .conn

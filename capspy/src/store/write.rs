@@ -2,14 +2,14 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::{Alerted, CheckRecord, Store, StoreError, Subject};
+use super::{Alerted, CheckRecord, StoreError, StoreWriter, Subject};
 use crate::attribute::engines::EngineStatus;
 use crate::model::time::now_ms;
 
-impl Store {
+impl StoreWriter {
     /// The node this store records (`meta` key `host`), for profiles merged from several.
     pub fn set_host(&mut self, host: &str) -> Result<(), StoreError> {
-        self.writer()?.execute(
+        self.conn().execute(
             "INSERT INTO meta (key, value) VALUES ('host', ?1) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             [host],
@@ -22,7 +22,7 @@ impl Store {
     pub fn set_engines(&mut self, statuses: &[EngineStatus]) -> Result<(), StoreError> {
         let json = serde_json::to_string(statuses)
             .map_err(|e| StoreError::BadRow(format!("engines: {e}")))?;
-        self.writer()?.execute(
+        self.conn().execute(
             "INSERT INTO meta (key, value) VALUES ('engines', ?1) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             [json],
@@ -32,7 +32,7 @@ impl Store {
 
     /// Starts a daemon run; later `upsert_subject` calls map cgroups within it.
     pub fn begin_session(&mut self, hook: &str, started_ms: i64) -> Result<i64, StoreError> {
-        let conn = self.writer()?;
+        let conn = self.conn();
         conn.execute(
             "INSERT INTO sessions (hook, pid, started_ms) VALUES (?1, ?2, ?3)",
             (hook, std::process::id(), started_ms),
@@ -44,7 +44,7 @@ impl Store {
 
     /// Records a clean stop of a session.
     pub fn end_session(&mut self, session: i64, ended_ms: i64) -> Result<(), StoreError> {
-        self.writer()?.execute(
+        self.conn().execute(
             "UPDATE sessions SET ended_ms = ?2 WHERE id = ?1",
             (session, ended_ms),
         )?;
@@ -58,7 +58,7 @@ impl Store {
         let labels = serde_json::to_string(&subject.labels)
             .map_err(|e| StoreError::BadRow(format!("labels: {e}")))?;
         let tx = self
-            .writer()?
+            .conn()
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let id: i64 = tx
             .prepare_cached(
@@ -114,7 +114,7 @@ impl Store {
     /// a call path arriving after an empty one fills it in.
     pub fn write_checks(&mut self, session: i64, checks: &[CheckRecord]) -> Result<(), StoreError> {
         let tx = self
-            .writer()?
+            .conn()
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut stmt = tx.prepare_cached(
@@ -167,7 +167,7 @@ impl Store {
 
     /// Marks a running subject as ended. Returns false if it is unknown or already ended.
     pub fn mark_ended(&mut self, key: &str, ended_ms: i64) -> Result<bool, StoreError> {
-        let n = self.writer()?.execute(
+        let n = self.conn().execute(
             "UPDATE subjects SET running = 0, ended_ms = ?2, last_seen_ms = max(last_seen_ms, ?2)
              WHERE key = ?1 AND running",
             (key, ended_ms),
@@ -179,7 +179,7 @@ impl Store {
     /// once the live cgroups have been attributed, what the killed daemon saw running and is
     /// gone now. Returns how many.
     pub fn end_unseen(&mut self, session: i64, ended_ms: i64) -> Result<usize, StoreError> {
-        let n = self.writer()?.execute(
+        let n = self.conn().execute(
             "UPDATE subjects SET running = 0, ended_ms = ?2
              WHERE running AND id NOT IN (SELECT subject FROM cgroups WHERE session = ?1)",
             (session, ended_ms),
@@ -193,7 +193,7 @@ impl Store {
             return Ok(());
         }
         let tx = self
-            .writer()?
+            .conn()
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut insert = tx.prepare_cached(
@@ -220,7 +220,7 @@ impl Store {
         session: i64,
         losses: &crate::model::loss::LossCounters,
     ) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.conn().execute(
             "UPDATE sessions SET sightings_lost = ?2, checks_overflow = ?3, unclassified = ?4,
                  cgroups_lost = ?5
              WHERE id = ?1",
@@ -235,12 +235,9 @@ impl Store {
         Ok(())
     }
 
-    pub(super) fn writer(&mut self) -> Result<&mut Connection, StoreError> {
-        if self.writable {
-            Ok(&mut self.conn)
-        } else {
-            Err(StoreError::ReadOnly)
-        }
+    /// The read-write connection (a reader's is read-only).
+    fn conn(&mut self) -> &mut Connection {
+        &mut self.store.conn
     }
 }
 
