@@ -14,7 +14,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{Engine, busybox_rootfs, import_rootfs, strings};
+use common::{Engine, busybox_rootfs, capspy_run, import_rootfs, strings};
 
 const CAPSPY: &str = env!("CARGO_BIN_EXE_capspy");
 const WORKLOADS: &[&str] = &["tcpserve", "icmpdgram", "klogread", "pktcap", "modload"];
@@ -123,34 +123,13 @@ impl Env {
     fn record(&self, args: &[&str], cmd: &[&str]) -> (i32, Value) {
         let report = self.fresh("report", "json");
         let cid = self.fresh("recorded", "cid");
-        let out = Command::new(CAPSPY)
-            .args(["run", "--container", "--format", "json", "--output"])
-            .arg(&report)
-            .args([
-                "--",
-                "docker",
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "--cidfile",
-            ])
-            .arg(&cid)
-            .args(args)
-            .arg(&self.image)
-            .args(cmd)
-            .output()
-            .unwrap();
-        let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
-            panic!(
-                "no report from {cmd:?} ({e}): {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (
-            out.status.code().unwrap_or(-1),
-            serde_json::from_str(&text).unwrap(),
-        )
+        let mut docker = vec!["docker", "run", "--rm", "--network", "none", "--cidfile"];
+        docker.push(cid.to_str().unwrap());
+        docker.extend_from_slice(args);
+        docker.push(&self.image);
+        docker.extend_from_slice(cmd);
+        let (out, report) = capspy_run(&report, &["--container"], &docker);
+        (out.status.code().unwrap_or(-1), report)
     }
 
     /// `capspy verify --format json VERIFY_ARGS -- docker run --network none ARGS IMAGE CMD`.

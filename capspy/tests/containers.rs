@@ -313,20 +313,22 @@ fn kill_and_restart_keeps_counts(t: &Ctx, daemon: Daemon) -> Daemon {
 
 fn run_container_profiles_what_the_command_started(t: &mut Ctx) {
     // One container from start to exit, in one command: its profile, not the docker client's.
-    let out = Command::new(CAPSPY)
-        .args(["run", "--container", "--format", "json", "--output"])
-        .arg(t.dir.join("run.json"))
-        .args(["--", "docker", "run", "--rm", "--network", "none", IMAGE])
-        .args([
+    let (out, run) = common::capspy_run(
+        &t.dir.join("run.json"),
+        &["--container"],
+        &[
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            IMAGE,
             "sh",
             "-c",
             "ping -c 1 127.0.0.1 >/dev/null && touch /tmp/x && chown 7 /tmp/x",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(out.status.success(), "{out:?}");
-    let run: Value =
-        serde_json::from_str(&std::fs::read_to_string(t.dir.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["subject"]["kind"], "container", "{run:#}");
     assert_eq!(required(&run), ["CHOWN", "NET_RAW"], "{run:#}");
 
