@@ -332,6 +332,27 @@ fn run_container_profiles_what_the_command_started(t: &mut Ctx) {
     assert_eq!(run["subject"]["kind"], "container", "{run:#}");
     assert_eq!(required(&run), ["CHOWN", "NET_RAW"], "{run:#}");
 
+    // A container that lives a few milliseconds: what it was granted is the engine's record
+    // (its process is usually gone before capspy could read it).
+    let out = Command::new(CAPSPY)
+        .args(["run", "--container", "--format", "json", "--output"])
+        .arg(t.dir.join("brief.json"))
+        .args(["--", "docker", "run", "--rm", "--network", "none"])
+        .args(["--cap-drop", "ALL", "--cap-add", "NET_RAW", IMAGE])
+        .args(["ping", "-c", "1", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let brief: Value =
+        serde_json::from_str(&std::fs::read_to_string(t.dir.join("brief.json")).unwrap()).unwrap();
+    assert_eq!(required(&brief), ["NET_RAW"], "{brief:#}");
+    assert_eq!(
+        brief["granted"],
+        serde_json::json!(["NET_RAW"]),
+        "{brief:#}"
+    );
+    assert_eq!(brief["droppable"], serde_json::json!([]), "{brief:#}");
+
     // A container someone else starts meanwhile is not the command's (capspy has the client
     // write the id it creates, with --cidfile).
     let own = format!("capspy-t-own-{}", t.tag);
