@@ -61,17 +61,7 @@ const GRACE: Duration = Duration::from_secs(3);
 
 /// Returns the exit code for capspy: the command's, as a shell would report it.
 pub async fn run(args: RunArgs) -> Result<i32> {
-    // A command --verify cannot re-run is refused before anything runs.
-    let rerun = if args.verify {
-        let run = DockerRun::parse(&args.command)?;
-        anyhow::ensure!(
-            !run.leaves_a_named_container(),
-            "--verify runs the container again, and the recorded one would still hold its --name: add --rm"
-        );
-        Some(run)
-    } else {
-        None
-    };
+    let rerun = rerunnable(&args)?;
     privilege::require_tracing()?;
     let root = cgroup::v2_root()?;
     let kernel = KernelInfo::probe();
@@ -86,20 +76,12 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-
-    let mut command = args.command.clone();
-    let mut watch = None;
-    let mut scratch = None;
-    if args.container {
-        let mut w = ContainerWatch::begin(root.clone()).await?;
-        let dir = ScratchDir::create(&format!("{CGROUP_PREFIX}{}", std::process::id()))?;
-        if let Some((with, cidfile)) = docker_cli::with_cidfile(&command, &dir.0.join("cid")) {
-            command = with;
-            w.only_from(cidfile);
-        }
-        watch = Some(w);
-        scratch = Some(dir);
-    }
+    let (command, mut watch, scratch) = if args.container {
+        let (command, watch, scratch) = watch_containers(&root, &args.command).await?;
+        (command, Some(watch), Some(scratch))
+    } else {
+        (args.command.clone(), None, None)
+    };
     // With the report on standard output, the command's own output goes to standard error, so
     // `$(capspy run --output - --format docker ...)` captures the report alone.
     let report_on_stdout = args.output.as_deref() == Some(std::path::Path::new("-"));
@@ -120,38 +102,25 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     drop(scratch);
     let (exit_code, interrupted) = supervised?;
 
-    let cgroup_id = group.id();
-    let (subject, wanted): (Subject, Box<dyn Fn(u64) -> bool>) = match &watch {
-        None => (
-            Subject::Command {
-                argv: argv.clone(),
-                exit_code,
-                interrupted,
-            },
-            Box::new(move |id| id == cgroup_id),
-        ),
-        Some(watch) => {
-            let Some((subject, ids)) = containers_subject(watch, &argv) else {
-                return Ok(nothing_ran(&argv, exit_code, "it started no container"));
-            };
-            (subject, Box::new(move |id| ids.contains(&id)))
-        }
+    let command_subject = Subject::Command {
+        argv: argv.clone(),
+        exit_code,
+        interrupted,
+    };
+    let Some((subject, cgroups)) = traced(command_subject, group.id(), watch.as_ref(), &argv)
+    else {
+        return Ok(nothing_ran(&argv, exit_code, "it started no container"));
     };
     let symbols = kernel.symbols();
     let rows: Vec<CheckRow> = collector
-        .sweep(wanted)
+        .sweep(|id| cgroups.contains(&id))
         .iter()
         .map(|o| CheckRow::from_observation(o, &clock, symbols.as_ref()))
         .collect();
     drop(group);
     let granted = watch.as_ref().and_then(ContainerWatch::granted);
     let profile = Profile::from_checks(rows).with_granted(granted);
-    // docker run exits with 125 for its own errors (no such image, a bad option, a user the
-    // image lacks): the container never ran its entrypoint, and made no check of its own.
-    if watch.is_some()
-        && exit_code == 125
-        && !profile.checks.iter().any(|c| c.bucket == Bucket::App)
-    {
+    if watch.is_some() && docker_could_not_start(exit_code, &profile) {
         return Ok(nothing_ran(
             &argv,
             exit_code,
@@ -163,6 +132,59 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         report.verify_command = verify_command(&args.command);
     }
     finish(report, rerun, exit_code, &args).await
+}
+
+/// The `docker run` that --verify will run again; a command it cannot re-run is refused
+/// before anything runs.
+fn rerunnable(args: &RunArgs) -> Result<Option<DockerRun>> {
+    if !args.verify {
+        return Ok(None);
+    }
+    let run = DockerRun::parse(&args.command)?;
+    anyhow::ensure!(
+        !run.leaves_a_named_container(),
+        "--verify runs the container again, and the recorded one would still hold its --name: add --rm"
+    );
+    Ok(Some(run))
+}
+
+/// Starts watching for the containers `command` will start; returns the command to run (with
+/// a `--cidfile` when it is a `docker run`, so that only its container is taken) and the
+/// folder that holds the cidfile.
+async fn watch_containers(
+    root: &std::path::Path,
+    command: &[std::ffi::OsString],
+) -> Result<(Vec<std::ffi::OsString>, ContainerWatch, ScratchDir)> {
+    let mut watch = ContainerWatch::begin(root.to_path_buf()).await?;
+    let dir = ScratchDir::create(&format!("{CGROUP_PREFIX}{}", std::process::id()))?;
+    let command = match docker_cli::with_cidfile(command, &dir.0.join("cid")) {
+        Some((with, cidfile)) => {
+            watch.only_from(cidfile);
+            with
+        }
+        None => command.to_vec(),
+    };
+    Ok((command, watch, dir))
+}
+
+/// Whose checks the profile is of, and the cgroups that hold them: the command's own cgroup,
+/// or the containers it started (None if it started none).
+fn traced(
+    command: Subject,
+    cgroup_id: u64,
+    watch: Option<&ContainerWatch>,
+    argv: &[String],
+) -> Option<(Subject, Vec<u64>)> {
+    match watch {
+        None => Some((command, vec![cgroup_id])),
+        Some(watch) => containers_subject(watch, argv),
+    }
+}
+
+/// docker run exits with 125 for its own errors (no such image, a bad option, a user the
+/// image lacks): the container never ran its entrypoint, and made no check of its own.
+fn docker_could_not_start(exit_code: i32, profile: &Profile) -> bool {
+    exit_code == 125 && !profile.checks.iter().any(|c| c.bucket == Bucket::App)
 }
 
 /// `capspy run --container --verify -- COMMAND` for a `docker run` command it can re-run.
