@@ -15,8 +15,16 @@ pub fn doctor() -> Result<i32> {
     if let Err(e) = privilege::require_tracing() {
         let _ = writeln!(out, "privileges: {e}");
     }
-
     let kernel = KernelInfo::probe();
+    kernel_facts(&mut out, &kernel);
+    let usable = hook_methods(&mut out, &kernel);
+    print!("{out}");
+    Ok(i32::from(!usable))
+}
+
+/// What the kernel offers the program: BTF and cap_capable's prototype, the helpers it may
+/// lack, the advisory call sites found in kallsyms.
+fn kernel_facts(out: &mut String, kernel: &KernelInfo) {
     match (&kernel.btf_problem, kernel.abi) {
         (Some(why), _) => {
             let _ = writeln!(
@@ -67,15 +75,19 @@ pub fn doctor() -> Result<i32> {
             .collect();
         let _ = writeln!(out, "advisory call sites found: {}", names.join(", "));
     }
+}
 
+/// Loads and attaches each hook method in turn, says which work and whether the programs for
+/// capabilities kept without a check attach; true if one method works.
+fn hook_methods(out: &mut String, kernel: &KernelInfo) -> bool {
     out.push_str("\nhook methods, in the order `--hook auto` tries them:\n");
     let mut usable = Vec::new();
     let mut facts = None;
     for method in Method::ALL {
-        match hook::attach_method(method, &kernel, hook::MapSizes::default()) {
+        match hook::attach_method(method, kernel, hook::MapSizes::default()) {
             Ok(mut ebpf) => {
                 if facts.is_none() {
-                    facts = Some(hook::missing(&hook::attach_facts(&mut ebpf, &kernel)));
+                    facts = Some(hook::missing(&hook::attach_facts(&mut ebpf, kernel)));
                 }
                 drop(ebpf);
                 usable.push(method);
@@ -107,6 +119,5 @@ pub fn doctor() -> Result<i32> {
         }
         None => {}
     }
-    print!("{out}");
-    Ok(i32::from(usable.is_empty()))
+    !usable.is_empty()
 }
