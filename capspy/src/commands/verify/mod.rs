@@ -262,6 +262,46 @@ struct VerifyResult {
     exit_code: i32,
 }
 
+impl RunJson {
+    /// One run, judged against the exit code that means "works".
+    fn new(r: RunResult, expected: i32) -> Self {
+        let works = r.exit == Some(expected);
+        RunJson {
+            run: r.trial.kind(),
+            label: r.label,
+            capability: r.trial.capability().map(|c| c.to_string()),
+            capabilities: r.caps.as_deref().map(names),
+            argv: lossy(&r.argv),
+            exit_code: r.exit,
+            works,
+            why: match (works, r.exit) {
+                (true, _) => None,
+                (false, None) => Some("timed out: its container was removed".to_string()),
+                (false, Some(_)) => why_not(&r.stderr, &r.stdout),
+            },
+            stdout_tail: r.stdout,
+            stderr_tail: r.stderr,
+        }
+    }
+}
+
+/// What the reader must know to read the verdict: a profile of the docker client rather than
+/// its containers, and "works" meaning another exit code than 0.
+fn notes(profile: &ProfileUnderTest, expected: i32, expected_from: &str) -> Vec<String> {
+    let mut notes = Vec::new();
+    if profile.of_a_command {
+        notes.push(
+            "the report traced a command, not the containers it started: for `docker run` that is the docker client's profile (record with `capspy run --container`)".to_string(),
+        );
+    }
+    if expected != 0 {
+        notes.push(format!(
+            "\"works\" means exiting with {expected}, as {expected_from} did, not with 0 (if that run failed, pass --expect-exit 0)"
+        ));
+    }
+    notes
+}
+
 impl VerifyResult {
     fn new(
         args: &VerifyArgs,
@@ -277,17 +317,7 @@ impl VerifyResult {
             verdict,
         } = checked;
         let required: Vec<Capability> = profile.required.iter().copied().collect();
-        let mut notes = Vec::new();
-        if profile.of_a_command {
-            notes.push(
-                "the report traced a command, not the containers it started: for `docker run` that is the docker client's profile (record with `capspy run --container`)".to_string(),
-            );
-        }
-        if expected != 0 {
-            notes.push(format!(
-                "\"works\" means exiting with {expected}, as {expected_from} did, not with 0 (if that run failed, pass --expect-exit 0)"
-            ));
-        }
+        let notes = notes(profile, expected, &expected_from);
         let mut replaced_flags = run.capability_flags();
         replaced_flags.extend(run.housekeeping_flags());
         let command = lossy(&args.command);
@@ -317,27 +347,7 @@ impl VerifyResult {
             expected_from,
             runs: runs
                 .into_iter()
-                .map(|r| {
-                    let works = r.exit == Some(expected);
-                    RunJson {
-                        run: r.trial.kind(),
-                        label: r.label,
-                        capability: r.trial.capability().map(|c| c.to_string()),
-                        capabilities: r.caps.as_deref().map(names),
-                        argv: lossy(&r.argv),
-                        exit_code: r.exit,
-                        works,
-                        why: match (works, r.exit) {
-                            (true, _) => None,
-                            (false, None) => {
-                                Some("timed out: its container was removed".to_string())
-                            }
-                            (false, Some(_)) => why_not(&r.stderr, &r.stdout),
-                        },
-                        stdout_tail: r.stdout,
-                        stderr_tail: r.stderr,
-                    }
-                })
+                .map(|r| RunJson::new(r, expected))
                 .collect(),
             works: verdict.works,
             minimal: verdict.minimal,
