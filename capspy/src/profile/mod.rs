@@ -136,52 +136,8 @@ impl Evidence {
 impl Profile {
     pub fn from_checks(mut checks: Vec<CheckRow>) -> Self {
         checks.sort_by_key(|c| (c.bucket, c.capability, c.verdict, c.audit, c.user_namespace));
-        let rows = |cap: Capability, want: &dyn Fn(&CheckRow) -> bool| -> Vec<&CheckRow> {
-            checks
-                .iter()
-                .filter(|c| c.capability == cap && want(c))
-                .collect()
-        };
-        let host_granted: BTreeSet<Capability> = checks
-            .iter()
-            .filter(|c| c.makes_required())
-            .map(|c| c.capability)
-            .collect();
-        let dac = dac_decision(&checks, &host_granted);
-        let mut required = host_granted.clone();
-        if dac == Some(Dac::ReadsOnly) {
-            required.remove(&Capability::DAC_OVERRIDE);
-            required.insert(Capability::DAC_READ_SEARCH);
-        }
-
-        // One pass over what requires each capability: its explanation, and whether that
-        // proves the need.
-        let mut explanations = Vec::new();
-        let mut unproven = Vec::new();
-        for &cap in &required {
-            // The reads DAC_READ_SEARCH will serve are the DAC_OVERRIDE grants seen.
-            let evidence_cap = if cap == Capability::DAC_READ_SEARCH && dac == Some(Dac::ReadsOnly)
-            {
-                Capability::DAC_OVERRIDE
-            } else {
-                cap
-            };
-            let r = rows(evidence_cap, &|c| c.makes_required());
-            let paths: Vec<&[String]> = r
-                .iter()
-                .filter(|c| c.origin == Origin::Check)
-                .map(|c| c.call_path.as_slice())
-                .collect();
-            let kept = r.iter().any(|c| c.origin != Origin::Check);
-            if let Some(reason) = rules::unproven(cap, &paths, kept) {
-                unproven.push(Unproven {
-                    capability: cap,
-                    reason,
-                });
-            }
-            explanations.push(finding(cap, &r, explain(cap, &r, dac.as_ref())));
-        }
-
+        let (required, dac) = required_of(&checks);
+        let (explanations, unproven) = explain_required(&checks, &required, dac.as_ref());
         // Denials the DAC decision already accounts for: the read that DAC_OVERRIDE (or now
         // DAC_READ_SEARCH) served.
         let covered: BTreeSet<Capability> = if required.contains(&Capability::DAC_OVERRIDE) {
@@ -193,30 +149,8 @@ impl Profile {
         };
         let (refused, userns_only) = side_findings(&checks, &required, &covered);
         let non_root = refused.iter().filter_map(non_root_advice).collect();
-        let caps: BTreeSet<Capability> = checks.iter().map(|c| c.capability).collect();
-        let optional = caps
-            .iter()
-            .filter(|cap| !required.contains(cap))
-            .filter_map(|&cap| {
-                let r = rows(cap, &|c| {
-                    c.bucket == Bucket::App
-                        && c.audit == AuditClass::Audited
-                        && c.optional.is_some()
-                });
-                let mut effects: Vec<&str> =
-                    r.iter().filter_map(|c| c.optional.as_deref()).collect();
-                effects.dedup();
-                (!r.is_empty()).then(|| finding(cap, &r, effects.join("; ")))
-            })
-            .collect();
-        let advisory = caps
-            .iter()
-            .copied()
-            .filter(|&cap| {
-                let app = rows(cap, &|c| c.bucket == Bucket::App);
-                !app.is_empty() && app.iter().all(|c| c.audit == AuditClass::Advisory)
-            })
-            .collect();
+        let optional = optional_findings(&checks, &required);
+        let advisory = advisory_only(&checks);
         Self {
             required,
             explanations,
@@ -253,6 +187,96 @@ impl Profile {
             .map(|g| g.difference(&self.required).copied().collect());
         self
     }
+}
+
+/// The rows of `cap` that `want` keeps.
+fn rows_of(
+    checks: &[CheckRow],
+    cap: Capability,
+    want: impl Fn(&CheckRow) -> bool,
+) -> Vec<&CheckRow> {
+    checks
+        .iter()
+        .filter(|c| c.capability == cap && want(c))
+        .collect()
+}
+
+/// The capabilities the checks make required, with DAC_READ_SEARCH for a DAC_OVERRIDE that
+/// only served reads, and that DAC decision.
+fn required_of(checks: &[CheckRow]) -> (BTreeSet<Capability>, Option<Dac>) {
+    let host_granted: BTreeSet<Capability> = checks
+        .iter()
+        .filter(|c| c.makes_required())
+        .map(|c| c.capability)
+        .collect();
+    let dac = dac_decision(checks, &host_granted);
+    let mut required = host_granted;
+    if dac == Some(Dac::ReadsOnly) {
+        required.remove(&Capability::DAC_OVERRIDE);
+        required.insert(Capability::DAC_READ_SEARCH);
+    }
+    (required, dac)
+}
+
+/// One pass over what requires each capability: its explanation, and whether that proves the
+/// need.
+fn explain_required(
+    checks: &[CheckRow],
+    required: &BTreeSet<Capability>,
+    dac: Option<&Dac>,
+) -> (Vec<Finding>, Vec<Unproven>) {
+    let mut explanations = Vec::new();
+    let mut unproven = Vec::new();
+    for &cap in required {
+        // The reads DAC_READ_SEARCH will serve are the DAC_OVERRIDE grants seen.
+        let evidence_cap = if cap == Capability::DAC_READ_SEARCH && dac == Some(&Dac::ReadsOnly) {
+            Capability::DAC_OVERRIDE
+        } else {
+            cap
+        };
+        let r = rows_of(checks, evidence_cap, CheckRow::makes_required);
+        let paths: Vec<&[String]> = r
+            .iter()
+            .filter(|c| c.origin == Origin::Check)
+            .map(|c| c.call_path.as_slice())
+            .collect();
+        let kept = r.iter().any(|c| c.origin != Origin::Check);
+        if let Some(reason) = rules::unproven(cap, &paths, kept) {
+            unproven.push(Unproven {
+                capability: cap,
+                reason,
+            });
+        }
+        explanations.push(finding(cap, &r, explain(cap, &r, dac)));
+    }
+    (explanations, unproven)
+}
+
+/// Capabilities not required whose audited checks only changed a behaviour, with the effect.
+fn optional_findings(checks: &[CheckRow], required: &BTreeSet<Capability>) -> Vec<Finding> {
+    let caps: BTreeSet<Capability> = checks.iter().map(|c| c.capability).collect();
+    caps.iter()
+        .filter(|cap| !required.contains(cap))
+        .filter_map(|&cap| {
+            let r = rows_of(checks, cap, |c| {
+                c.bucket == Bucket::App && c.audit == AuditClass::Audited && c.optional.is_some()
+            });
+            let mut effects: Vec<&str> = r.iter().filter_map(|c| c.optional.as_deref()).collect();
+            effects.dedup();
+            (!r.is_empty()).then(|| finding(cap, &r, effects.join("; ")))
+        })
+        .collect()
+}
+
+/// Capabilities the workload only ever asked about without audit.
+fn advisory_only(checks: &[CheckRow]) -> BTreeSet<Capability> {
+    let caps: BTreeSet<Capability> = checks.iter().map(|c| c.capability).collect();
+    caps.into_iter()
+        .filter(|&cap| {
+            let app = rows_of(checks, cap, |c| c.bucket == Bucket::App);
+            !app.is_empty() && app.iter().all(|c| c.audit == AuditClass::Advisory)
+        })
+        .collect()
 }
 
 /// Refusals (only ever denied) and grants inside another user namespace, for capabilities
