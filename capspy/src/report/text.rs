@@ -13,7 +13,14 @@ use crate::profile::Finding;
 pub(super) fn text(report: &Report) -> String {
     let mut out = String::new();
     header(&mut out, report);
-    let checks = &report.profile.checks;
+    let denied = check_tables(&mut out, &report.profile.checks);
+    verdicts(&mut out, report, denied);
+    footer(&mut out, report);
+    out
+}
+
+/// The checks, one table per bucket; true if the workload's own checks include a denial.
+fn check_tables(out: &mut String, checks: &[CheckRow]) -> bool {
     let in_bucket = |b: Bucket| checks.iter().filter(|c| c.bucket == b).collect::<Vec<_>>();
     let (app, runtime, borrowed) = (
         in_bucket(Bucket::App),
@@ -23,43 +30,48 @@ pub(super) fn text(report: &Report) -> String {
     if app.is_empty() {
         out.push_str("No capability checks were observed.\n");
     } else {
-        table(&mut out, &app);
+        table(out, &app);
     }
     if !runtime.is_empty() {
         out.push_str(
             "\nContainer runtime setup (before the entrypoint; not the workload's needs):",
         );
-        table(&mut out, &runtime);
+        table(out, &runtime);
     }
     if !borrowed.is_empty() {
         out.push_str(
             "\nOn other credentials (the kernel acting for someone else, e.g. overlayfs copy-up):",
         );
-        table(&mut out, &borrowed);
+        table(out, &borrowed);
     }
+    app.iter().any(|c| c.verdict == Verdict::Denied)
+}
+
+/// What the profile concludes from the checks: required, refused, user namespace only,
+/// advisory, the behaviour sections.
+fn verdicts(out: &mut String, report: &Report, denied: bool) {
     let profile = &report.profile;
-    let denied = app.iter().any(|c| c.verdict == Verdict::Denied);
     out.push('\n');
     if profile.required.is_empty() {
         out.push_str("Required: none\n");
     } else {
         let names = bare_names(&profile.required);
         let _ = writeln!(out, "Required: {}", names.join(", "));
-        findings(&mut out, &profile.explanations, false);
+        findings(out, &profile.explanations, false);
     }
     if !profile.refused.is_empty() {
         out.push_str(
             "Refused (only ever denied; not required, but the workload may need it: verify by \
              running without it):\n",
         );
-        findings(&mut out, &profile.refused, true);
+        findings(out, &profile.refused, true);
     }
     if !profile.userns_only.is_empty() {
         out.push_str(
             "User namespace only (granted inside a user namespace other than the initial one; \
              not a host-level cap_add):\n",
         );
-        findings(&mut out, &profile.userns_only, true);
+        findings(out, &profile.userns_only, true);
     }
     if !profile.advisory.is_empty() {
         let _ = writeln!(
@@ -68,12 +80,18 @@ pub(super) fn text(report: &Report) -> String {
             bare_names(&profile.advisory).join(", ")
         );
     }
-    behaviour_sections(&mut out, report);
+    behaviour_sections(out, report);
     if denied && profile.refused.is_empty() {
         out.push_str(
             "Denied checks are not required on their own (programs often fall back); verify by running without them.\n",
         );
     }
+}
+
+/// What the verdicts rest on and what to do: the granted set, the kernel program's losses,
+/// notes, the verification, the flags to apply.
+fn footer(out: &mut String, report: &Report) {
+    let profile = &report.profile;
     if let (Some(granted), Some(droppable)) = (&profile.granted, &profile.droppable) {
         let _ = writeln!(
             out,
@@ -98,10 +116,9 @@ pub(super) fn text(report: &Report) -> String {
         let _ = writeln!(out, "Note: {note}");
     }
     if let Some(v) = &report.verification {
-        verification(&mut out, v);
+        verification(out, v);
     }
     let _ = writeln!(out, "Apply: {}", report.docker_flags);
-    out
 }
 
 pub(super) fn verification(out: &mut String, v: &Verification) {
