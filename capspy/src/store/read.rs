@@ -188,35 +188,7 @@ impl StoreReader {
         };
         let mut groups: BTreeMap<String, BTreeMap<AggKey, Acc>> = BTreeMap::new();
         while let Some(r) = rows.next()? {
-            let group: String = r.get(0)?;
-            let count: i64 = r.get(7)?;
-            let call_path: String = r.get(14)?;
-            let rank = (
-                call_path == "[]",
-                r.get::<_, i64>(8)?,
-                r.get::<_, i64>(15)?,
-                r.get::<_, i64>(16)?,
-            );
-            let rec = CheckRecord {
-                cgroup_id: 0,
-                cap: r.get(1)?,
-                verdict: r.get(2)?,
-                audit: r.get(3)?,
-                userns: r.get(4)?,
-                bucket: r.get(5)?,
-                origin: r.get(17)?,
-                classifier: r.get(6)?,
-                count: u64::try_from(count)
-                    .map_err(|_| StoreError::BadRow(format!("negative count {count}")))?,
-                first_seen_ms: rank.1,
-                last_seen_ms: r.get(9)?,
-                pid: r.get(10)?,
-                tgid: r.get(11)?,
-                uid: r.get(12)?,
-                comm: r.get(13)?,
-                call_path: Vec::new(),
-                exe: r.get(18)?,
-            };
+            let (group, rec, call_path, rank) = decode_row(r)?;
             let key = (
                 rec.cap,
                 rec.verdict,
@@ -247,6 +219,41 @@ impl StoreReader {
             })
             .collect()
     }
+}
+
+/// One row of [`StoreReader::grouped_checks`]'s query: its group, the check (without its
+/// call path), the call path as stored, and the rank that picks the example.
+fn decode_row(r: &rusqlite::Row<'_>) -> Result<(String, CheckRecord, String, Rank), StoreError> {
+    let group: String = r.get(0)?;
+    let count: i64 = r.get(7)?;
+    let call_path: String = r.get(14)?;
+    let rank = (
+        call_path == "[]",
+        r.get::<_, i64>(8)?,
+        r.get::<_, i64>(15)?,
+        r.get::<_, i64>(16)?,
+    );
+    let rec = CheckRecord {
+        cgroup_id: 0,
+        cap: r.get(1)?,
+        verdict: r.get(2)?,
+        audit: r.get(3)?,
+        userns: r.get(4)?,
+        bucket: r.get(5)?,
+        origin: r.get(17)?,
+        classifier: r.get(6)?,
+        count: u64::try_from(count)
+            .map_err(|_| StoreError::BadRow(format!("negative count {count}")))?,
+        first_seen_ms: rank.1,
+        last_seen_ms: r.get(9)?,
+        pid: r.get(10)?,
+        tgid: r.get(11)?,
+        uid: r.get(12)?,
+        comm: r.get(13)?,
+        call_path: Vec::new(),
+        exe: r.get(18)?,
+    };
+    Ok((group, rec, call_path, rank))
 }
 
 pub(super) type AggKey = (u8, u8, u8, u8, u8, u8);
