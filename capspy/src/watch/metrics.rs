@@ -115,6 +115,45 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// The daemon's constant facts: the map's capacity, the baselines loaded, the attach method
+/// and which kernel programs attached.
+fn register_daemon(
+    registry: &mut Registry,
+    hook: &str,
+    programs: &[(&str, bool)],
+    map_capacity: u32,
+    baselines: usize,
+) {
+    let capacity = Gauge::<i64>::default();
+    capacity.set(i64::from(map_capacity));
+    registry.register(
+        "map_capacity",
+        "Capacity of the kernel aggregation map",
+        capacity,
+    );
+    let loaded = Gauge::<i64>::default();
+    loaded.set(i64::try_from(baselines).unwrap_or(i64::MAX));
+    registry.register("baselines", "Baselines loaded", loaded);
+    registry.register(
+        "hook",
+        "The attach method in use",
+        Info::new(vec![("method".to_string(), hook.to_string())]),
+    );
+    let attached = Family::<ProgramLabels, Gauge>::default();
+    for (program, on) in programs {
+        attached
+            .get_or_create(&ProgramLabels {
+                program: (*program).to_string(),
+            })
+            .set(i64::from(*on));
+    }
+    registry.register(
+        "hook_attached",
+        "1 for each kernel program attached, 0 for an optional one that could not attach",
+        attached,
+    );
+}
+
 impl Metrics {
     /// `programs`: each kernel program by name, and whether it is attached.
     pub fn new(hook: &str, programs: &[(&str, bool)], map_capacity: u32, baselines: usize) -> Self {
@@ -171,34 +210,7 @@ impl Metrics {
             "Entries in use in the kernel aggregation map",
             entries.clone(),
         );
-        let capacity = Gauge::<i64>::default();
-        capacity.set(i64::from(map_capacity));
-        registry.register(
-            "map_capacity",
-            "Capacity of the kernel aggregation map",
-            capacity,
-        );
-        let loaded = Gauge::<i64>::default();
-        loaded.set(i64::try_from(baselines).unwrap_or(i64::MAX));
-        registry.register("baselines", "Baselines loaded", loaded);
-        registry.register(
-            "hook",
-            "The attach method in use",
-            Info::new(vec![("method".to_string(), hook.to_string())]),
-        );
-        let attached = Family::<ProgramLabels, Gauge>::default();
-        for (program, on) in programs {
-            attached
-                .get_or_create(&ProgramLabels {
-                    program: (*program).to_string(),
-                })
-                .set(i64::from(*on));
-        }
-        registry.register(
-            "hook_attached",
-            "1 for each kernel program attached, 0 for an optional one that could not attach",
-            attached,
-        );
+        register_daemon(&mut registry, hook, programs, map_capacity, baselines);
         Self {
             registry,
             checks,
