@@ -139,22 +139,7 @@ pub fn bench(opts: &Options) -> Result<()> {
         "the benchmark loads BPF programs and makes cgroups: run it as root"
     );
     install_interrupt_handler();
-    let capspy = if let Some(path) = &opts.capspy {
-        path.clone()
-    } else {
-        crate::build::build()?;
-        cmd::target_dir()?.join("release").join("capspy")
-    };
-    // Built now rather than in phase 4: a build waiting for cargo's lock or compiling must not
-    // overlap a measurement.
-    cmd::run(cargo().args([
-        "build",
-        "--release",
-        "--package",
-        "capspy",
-        "--example",
-        "bench_store",
-    ]))?;
+    let capspy = binaries(opts)?;
     let plan = Plan::new(opts.quick);
     let scratch = Scratch::new()?;
     let ctx = Ctx {
@@ -200,6 +185,32 @@ pub fn bench(opts: &Options) -> Result<()> {
         elapsed: started.elapsed(),
         quick: opts.quick,
     };
+    write_report(&report, opts)
+}
+
+/// The capspy binary to measure (built unless given) and the `bench_store` example, both
+/// built before any measurement: a build waiting for cargo's lock or compiling must not
+/// overlap one.
+fn binaries(opts: &Options) -> Result<PathBuf> {
+    let capspy = if let Some(path) = &opts.capspy {
+        path.clone()
+    } else {
+        crate::build::build()?;
+        cmd::target_dir()?.join("release").join("capspy")
+    };
+    cmd::run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "capspy",
+        "--example",
+        "bench_store",
+    ]))?;
+    Ok(capspy)
+}
+
+/// Prints the tables, and writes them with the method to BENCHMARKS.md (or `--output`).
+fn write_report(report: &Report, opts: &Options) -> Result<()> {
     let tables = report.tables();
     println!("{tables}");
     let output = match (&opts.output, opts.quick) {
