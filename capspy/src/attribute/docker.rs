@@ -617,6 +617,56 @@ mod tests {
         }
     }
 
+    /// Imports an image `tag` holding only `busybox`, as /bin/busybox; false if docker failed.
+    fn import_busybox(busybox: &str, tag: &str) -> bool {
+        let rootfs =
+            std::env::temp_dir().join(format!("capspy-docker-rootfs-{}", std::process::id()));
+        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+        std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
+        let import = format!(
+            "tar -C {} -c . | docker import - {tag} >/dev/null",
+            rootfs.display()
+        );
+        let imported = std::process::Command::new("sh")
+            .args(["-c", &import])
+            .status()
+            .is_ok_and(|s| s.success());
+        let _ = std::fs::remove_dir_all(&rootfs);
+        imported
+    }
+
+    /// The v2 cgroup path of a process, as /proc shows it.
+    fn v2_cgroup_of(pid: u32) -> String {
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        cgroup
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("v2 line")
+            .to_owned()
+    }
+
+    /// The engine finds the container by id and by name, with its image, labels, granted set
+    /// (Docker's default) and workload.
+    async fn assert_found_by_id_and_name(docker: &Docker, id: &str, name: &str, tag: &str) {
+        let by_id = docker.inspect(id).await.unwrap().expect("inspect by id");
+        assert_eq!(by_id.id, id);
+        assert_eq!(by_id.name, name);
+        assert_eq!(by_id.image, tag);
+        assert!(by_id.running);
+        assert_eq!(by_id.labels.get("team").map(String::as_str), Some("net"));
+        assert_eq!(by_id.granted, Some(CapSet::DOCKER_DEFAULT));
+        let by_name = docker
+            .inspect(name)
+            .await
+            .unwrap()
+            .expect("inspect by name");
+        assert_eq!(by_name.id, id);
+        assert_eq!(
+            workload_of(&by_id).key,
+            format!("image:{tag}/capspy-unit-docker-{}", std::process::id())
+        );
+    }
+
     /// With a real engine (skips without one): a container is found by id and name, its main
     /// process sits in the cgroup `/docker/<id>` or `docker-<id>.scope`, and the index
     /// resolves that cgroup's id to the same container.
@@ -644,20 +694,7 @@ mod tests {
             container: name.clone(),
             image: tag.clone(),
         };
-        let rootfs =
-            std::env::temp_dir().join(format!("capspy-docker-rootfs-{}", std::process::id()));
-        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-        std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
-        let import = format!(
-            "tar -C {} -c . | docker import - {tag} >/dev/null",
-            rootfs.display()
-        );
-        let imported = std::process::Command::new("sh")
-            .args(["-c", &import])
-            .status()
-            .is_ok_and(|s| s.success());
-        let _ = std::fs::remove_dir_all(&rootfs);
-        assert!(imported, "docker import failed");
+        assert!(import_busybox(busybox, &tag), "docker import failed");
         let id = cli(&[
             "run",
             "-d",
@@ -674,23 +711,7 @@ mod tests {
         ])
         .expect("docker run failed");
 
-        let by_id = docker.inspect(&id).await.unwrap().expect("inspect by id");
-        assert_eq!(by_id.id, id);
-        assert_eq!(by_id.name, name);
-        assert_eq!(by_id.image, tag);
-        assert!(by_id.running);
-        assert_eq!(by_id.labels.get("team").map(String::as_str), Some("net"));
-        assert_eq!(by_id.granted, Some(CapSet::DOCKER_DEFAULT));
-        let by_name = docker
-            .inspect(&name)
-            .await
-            .unwrap()
-            .expect("inspect by name");
-        assert_eq!(by_name.id, id);
-        assert_eq!(
-            workload_of(&by_id).key,
-            format!("image:{tag}/capspy-unit-docker-{}", std::process::id())
-        );
+        assert_found_by_id_and_name(&docker, &id, &name, &tag).await;
 
         let running = docker.list_running().await.unwrap();
         let listed = running
@@ -700,12 +721,7 @@ mod tests {
         let pid = listed.pid.expect("running container has a pid");
 
         // Its process's v2 cgroup, as /proc shows it and as the index finds it by inode.
-        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-        let path = cgroup
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .expect("v2 line")
-            .to_owned();
+        let path = v2_cgroup_of(pid);
         let want = Owner::Container {
             runtime: Runtime::Docker,
             id: id.clone(),
