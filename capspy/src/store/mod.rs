@@ -1017,7 +1017,7 @@ mod tests {
     fn sqlite_file_without_tables_is_refused_untouched() {
         let dir = TempDir::new();
         // A database with only a header (found by fuzz/ store_file): accepting it as empty made
-        // open_writer write to it and then fail.
+        // StoreWriter::open write to it and then fail.
         let path = dir.db();
         let mut header = SQLITE_MAGIC.to_vec();
         header.extend_from_slice(&[0x10, 0x00, 0x01, 0x01, 0x00, 0x40, 0x20, 0x20, 0x04]);
