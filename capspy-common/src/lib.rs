@@ -25,6 +25,13 @@ pub mod maps {
     pub const KPROBE_ARGS: &str = "KPROBE_ARGS";
     /// `HashMap<u64, PendingFact>`: a `capset` or `prctl` between its enter and exit.
     pub const PENDING_FACTS: &str = "PENDING_FACTS";
+    /// `CgrpStorage<[u64; CELLS]>` (Linux 6.2+, the `capspy-cgrp` object only): per cgroup, the
+    /// counts of checks whose key has the common values, see [`super::cell_of`]. Userspace looks
+    /// a cgroup up by an open fd of its directory.
+    pub const CHECK_CELLS: &str = "CHECK_CELLS";
+    /// `HashMap<u64, [u64; CELLS]>` (the `capspy-cgrp` object only): the cells of removed
+    /// cgroups by cgroup id, copied when the cgroup is removed, until the daemon retires it.
+    pub const FOLDED_CELLS: &str = "FOLDED_CELLS";
 }
 
 /// Global variables the loader sets before loading.
@@ -54,6 +61,8 @@ pub mod globals {
     pub const CRED_OFFSETS: &str = "CRED_OFFSETS";
     /// [`super::ExeOffsets`]: how to reach the current task's executable's name, from BTF.
     pub const EXE_OFFSETS: &str = "EXE_OFFSETS";
+    /// [`super::CgroupOffsets`], for the cgroup storage (the `capspy-cgrp` object only).
+    pub const CGROUP_OFFSETS: &str = "CGROUP_OFFSETS";
 }
 
 /// Program names in the object, one per attach method.
@@ -66,6 +75,9 @@ pub mod programs {
     pub const TRACEPOINT: &str = "cap_capable_tracepoint";
     /// `cgroup:cgroup_mkdir`, for attribution.
     pub const CGROUP_MKDIR: &str = "cgroup_mkdir";
+    /// tp_btf `cgroup_rmdir` (the `capspy-cgrp` object only): folds a removed cgroup's
+    /// [`super::maps::CHECK_CELLS`] into [`super::maps::CHECKS`] before the storage is freed.
+    pub const CGROUP_RMDIR_FOLD: &str = "cgroup_rmdir_fold";
     /// Capabilities kept or raised without a `cap_capable` check (see [`super::ORIGIN_CAPSET`]),
     /// as (program, tracepoint category, tracepoint name).
     pub const FACTS: [(&str, &str, &str); 5] = [
@@ -343,6 +355,75 @@ impl CheckKey {
     }
 }
 
+/// Counters per cgroup in [`maps::CHECK_CELLS`]: one per capability (< 64) x verdict x audit
+/// class x origin (a check, or an own-id SETUID/SETGID check), 4 KiB per cgroup.
+pub const CELLS: usize = 512;
+/// Entries of [`maps::FOLDED_CELLS`]: cgroups removed between two sweeps and the next.
+pub const FOLDED_CAPACITY: u32 = 8192;
+
+/// The cell of `key` in its cgroup's storage, for the common keys: the workload's own check
+/// (own credentials, [`BUCKET_APP`]) against the initial user namespace, classified without a
+/// syscall slot. Every other key is counted in the hash alone.
+#[inline]
+#[must_use]
+pub const fn cell_of(key: &CheckKey) -> Option<usize> {
+    let own_id = match key.origin {
+        ORIGIN_CHECK => 0,
+        ORIGIN_OWN_ID => 1,
+        _ => return None,
+    };
+    if key.userns != USERNS_INITIAL
+        || key.bucket != BUCKET_APP
+        || key.syscall != 0
+        || key.cap >= 64
+        || key.verdict > 1
+        || key.audit > 1
+    {
+        return None;
+    }
+    Some(
+        ((key.cap as usize) << 3)
+            | ((key.verdict as usize) << 2)
+            | ((key.audit as usize) << 1)
+            | own_id,
+    )
+}
+
+/// The key a cell of `cgroup_id`'s storage counts for: the inverse of [`cell_of`].
+#[inline]
+#[must_use]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "each field is masked to its width first"
+)]
+pub const fn cell_key(cgroup_id: u64, cell: usize) -> CheckKey {
+    CheckKey {
+        cgroup_id,
+        cap: ((cell >> 3) & 63) as u8,
+        verdict: ((cell >> 2) & 1) as u8,
+        audit: ((cell >> 1) & 1) as u8,
+        userns: USERNS_INITIAL,
+        bucket: BUCKET_APP,
+        origin: if cell & 1 == 0 {
+            ORIGIN_CHECK
+        } else {
+            ORIGIN_OWN_ID
+        },
+        syscall: 0,
+    }
+}
+
+/// Byte offsets from BTF for the cgroup storage: `task_struct.cgroups`, `css_set.dfl_cgrp`
+/// (the task's cgroup v2), `cgroup.kn` and `kernfs_node.id` (the cgroup id checks carry).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupOffsets {
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
+}
+
 /// What the kernel keeps per [`CheckKey`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -481,11 +562,60 @@ mod pod {
     unsafe impl aya::Pod for super::ExeOffsets {}
     unsafe impl aya::Pod for CredOffsets {}
     unsafe impl aya::Pod for PendingFact {}
+    unsafe impl aya::Pod for super::CgroupOffsets {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_common_key_has_its_own_cell_and_comes_back_from_it() {
+        let mut seen = [false; CELLS];
+        for cap in 0..64 {
+            for verdict in 0..2 {
+                for audit in 0..2 {
+                    for origin in [ORIGIN_CHECK, ORIGIN_OWN_ID] {
+                        let key = CheckKey {
+                            cgroup_id: 9,
+                            cap,
+                            verdict,
+                            audit,
+                            userns: USERNS_INITIAL,
+                            bucket: BUCKET_APP,
+                            origin,
+                            syscall: 0,
+                        };
+                        let cell = cell_of(&key).unwrap();
+                        assert!(!seen[cell]);
+                        seen[cell] = true;
+                        assert_eq!(cell_key(9, cell), key);
+                    }
+                }
+            }
+        }
+        let common = cell_key(9, 0);
+        for rare in [
+            CheckKey {
+                userns: USERNS_OTHER,
+                ..common
+            },
+            CheckKey {
+                bucket: BUCKET_RUNTIME,
+                ..common
+            },
+            CheckKey {
+                origin: ORIGIN_CAPSET,
+                ..common
+            },
+            CheckKey {
+                syscall: 10,
+                ..common
+            },
+        ] {
+            assert_eq!(cell_of(&rare), None);
+        }
+    }
 
     const SYS_TIME: u64 = 1 << 25;
     const NET_BIND_SERVICE: u64 = 1 << 10;

@@ -50,6 +50,8 @@ pub struct Recorder {
     running: HashSet<String>,
     /// `capspy watch`: baselines, alerts and metrics.
     watch: Option<Watch>,
+    /// Cgroups the previous sweep found gone, retired by this one (see [`Recorder::flush`]).
+    gone_before: HashSet<u64>,
 }
 
 impl Recorder {
@@ -77,6 +79,7 @@ impl Recorder {
             cgroups: HashMap::new(),
             running: HashSet::new(),
             watch: None,
+            gone_before: HashSet::new(),
         })
     }
 
@@ -120,7 +123,15 @@ impl Recorder {
         // Found gone before the map is read, so the counts this sweep reads are their last: a
         // cgroup removed after the read may have made checks since, which the next sweep reads.
         let gone = self.removed_cgroups();
-        let observations = self.collector.sweep(|_| true);
+        let root = &self.v2_root;
+        let index = &mut self.index;
+        let observations = self.collector.sweep(
+            |_| true,
+            |id| {
+                let path = index.resolve(id)?;
+                Some(root.join(path.trim_start_matches('/')))
+            },
+        );
         for (id, path) in self.collector.take_made_cgroups() {
             self.index.learn(id, path);
         }
@@ -143,7 +154,12 @@ impl Recorder {
         self.store
             .write_losses(self.session, &self.collector.losses())
             .context("writing to the store")?;
-        self.retire(&gone)?;
+        // Retired a sweep after it was found gone: its folder vanishes inside `rmdir` just
+        // before the kernel moves its cell counts into the hash (`cgroup_rmdir_fold`), so this
+        // sweep may have read the hash before that; the next one reads it after.
+        let settled: HashSet<u64> = gone.intersection(&self.gone_before).copied().collect();
+        self.retire(&settled)?;
+        self.gone_before = gone;
         if let Some(watch) = &mut self.watch {
             watch.retain_cgroups(|id| self.cgroups.contains_key(&id));
         }

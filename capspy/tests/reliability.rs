@@ -467,6 +467,51 @@ fn churn_of_a_thousand_cgroups_is_recorded_and_leaves_no_growth() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Where the kernel has cgroup local storage (Linux 6.2+), every check of a key after its first
+/// in a cgroup is counted in the cgroup's storage, which the kernel frees with the cgroup. Here
+/// the cgroups are removed right after their checks, long before the daemon's next sweep could
+/// read their storage: their counts must have been copied out at removal.
+#[test]
+fn checks_counted_in_cgroup_storage_survive_its_removal() {
+    let dir = scratch("fold");
+    let store = dir.join("s.db");
+    // Sweeps far apart: the cgroups are gone long before one could read their storage.
+    let daemon = Daemon::start(&[
+        "record",
+        "--interval",
+        "3s",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    let mut ids = Vec::new();
+    for n in 0..20u64 {
+        let mut c = FakeContainer::new(9000 + u32::try_from(n).unwrap());
+        c.spawn(1000 + n, false);
+        c.wait_all();
+        ids.push((c.id.clone(), 1000 + n));
+        drop(c);
+    }
+    for (id, count) in &ids {
+        wait_for_count(&store, id, *count);
+    }
+    // Linux 6.2+ has the storage: the daemon must have used it, or this tested nothing new.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut version = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (version.next().unwrap_or(0), version.next().unwrap_or(0));
+    if (major, minor) >= (6, 2) {
+        assert!(
+            daemon.said("aggregation: cgroup local storage"),
+            "{:?}",
+            daemon.lines()
+        );
+    }
+    assert!(daemon.stop().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Cgroups that live a few milliseconds, each made, entered by one process that makes two checks
 /// and exits, and removed at once, hundreds in a row while the daemon sweeps: every one's checks
 /// reach the store under its container. A hundred idle containers (their process gone, so the

@@ -83,11 +83,13 @@ fn hook_methods(out: &mut String, kernel: &KernelInfo) -> bool {
     out.push_str("\nhook methods, in the order `--hook auto` tries them:\n");
     let mut usable = Vec::new();
     let mut facts = None;
+    let mut aggregation = None;
     for method in Method::ALL {
         match hook::attach_method(method, kernel, hook::MapSizes::default()) {
-            Ok(mut ebpf) => {
+            Ok((mut ebpf, counted)) => {
                 if facts.is_none() {
                     facts = Some(hook::missing(&hook::attach_facts(&mut ebpf, kernel)));
+                    aggregation = Some(counted);
                 }
                 drop(ebpf);
                 usable.push(method);
@@ -101,6 +103,9 @@ fn hook_methods(out: &mut String, kernel: &KernelInfo) -> bool {
     match usable.first() {
         Some(m) => {
             let _ = writeln!(out, "\n`--hook auto` will use {m}.");
+            if let Some(counted) = aggregation {
+                let _ = writeln!(out, "aggregation: {counted}");
+            }
         }
         None => out.push_str("\nNo method works: capspy cannot trace on this kernel.\n"),
     }

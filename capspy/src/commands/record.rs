@@ -36,6 +36,10 @@ pub struct RecordArgs {
     /// Bytes of the `cgroup_mkdir` ring buffer: a power of two, at least 4096 (tests shrink it).
     #[arg(long, hide = true, default_value_t = capspy_common::CGROUPS_BYTES, value_parser = parse_ring_bytes)]
     pub cgroups_ring_bytes: u32,
+    /// Count every check in the hash map, as on kernels without cgroup local storage (the
+    /// benchmark compares both).
+    #[arg(long, hide = true)]
+    pub no_cgroup_storage: bool,
     /// The name of this node in profiles merged from several (`capspy merge`), kept in the
     /// store; default: the host name (in a pod, pass the node's name).
     #[arg(long, value_name = "NAME")]
@@ -52,6 +56,15 @@ pub struct RecordArgs {
 }
 
 impl RecordArgs {
+    /// The running kernel's facts, as these options let the program use them.
+    pub fn kernel(&self) -> KernelInfo {
+        let mut kernel = KernelInfo::probe();
+        if self.no_cgroup_storage {
+            kernel.without_cgroup_storage("turned off by --no-cgroup-storage");
+        }
+        kernel
+    }
+
     pub fn map_sizes(&self) -> MapSizes {
         MapSizes {
             checks: self.map_entries,
@@ -95,7 +108,7 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
         .with_context(|| format!("opening the store {}", args.store.display()))?;
     store.set_host(&args.node_name())?;
     let root = cgroup::v2_root()?;
-    let kernel = KernelInfo::probe();
+    let kernel = args.kernel();
     let sizes = args.map_sizes();
     let mut tracer = Tracer::attach_sized(args.hook, &kernel, sizes)?;
     let symbols = kernel.symbols();
@@ -104,9 +117,10 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     privilege::drop_all()?;
     let mut recorder = Recorder::new(&mut tracer, store, root, symbols, args.engines().await)?;
     eprintln!(
-        "capspy: recording with hook {} into {}; stop with Ctrl-C",
+        "capspy: recording with hook {} into {}; stop with Ctrl-C (aggregation: {})",
         tracer.method,
-        args.store.display()
+        args.store.display(),
+        tracer.aggregation
     );
     recorder.run(args.interval, args.duration).await?;
     eprintln!(

@@ -12,6 +12,7 @@ use anyhow::{Context as _, Result};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::attribute::container_watch::ContainerWatch;
+use crate::attribute::owner::CgroupIndex;
 use crate::commands::docker_cli;
 use crate::commands::record::parse_duration;
 use crate::commands::verify::{self, DockerRun};
@@ -112,8 +113,15 @@ pub async fn run(args: RunArgs) -> Result<i32> {
         return Ok(nothing_ran(&argv, exit_code, "it started no container"));
     };
     let symbols = kernel.symbols();
+    let mut index = CgroupIndex::new(root.clone());
     let rows: Vec<CheckRow> = collector
-        .sweep(|id| cgroups.contains(&id))
+        .sweep(
+            |id| cgroups.contains(&id),
+            |id| {
+                let path = index.resolve(id)?;
+                Some(root.join(path.trim_start_matches('/')))
+            },
+        )
         .iter()
         .map(|o| CheckRow::from_observation(o, &clock, symbols.as_ref()))
         .collect();

@@ -11,7 +11,7 @@ use crate::commands::record::RecordArgs;
 use crate::kernel::{cgroup, privilege};
 use crate::recorder::Recorder;
 use crate::store::StoreWriter;
-use crate::trace::hook::{KernelInfo, Tracer};
+use crate::trace::hook::Tracer;
 use crate::watch::baseline::Baselines;
 use crate::watch::drift::{AlertSink, Watch};
 use crate::watch::http;
@@ -58,7 +58,7 @@ pub async fn watch(args: WatchArgs) -> Result<i32> {
     store.set_host(&rec.node_name())?;
     let alerted = store.alerted()?;
     let root = cgroup::v2_root()?;
-    let kernel = KernelInfo::probe();
+    let kernel = rec.kernel();
     let mut tracer = Tracer::attach_sized(rec.hook, &kernel, rec.map_sizes())?;
     let symbols = kernel.symbols();
     // Attached, store, alerts file and socket open, symbols read: nothing left needs a

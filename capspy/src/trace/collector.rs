@@ -7,14 +7,18 @@
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap as StdHashMap, HashSet};
 
-use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
-use capspy_common::{CheckKey, CheckStats, FirstSighting, NewCgroup, counter, maps};
+use std::path::PathBuf;
+
+use aya::maps::{CgrpStorage, HashMap, MapData, PerCpuArray, RingBuf};
+use capspy_common::{
+    CELLS, CheckKey, CheckStats, FirstSighting, NewCgroup, cell_of, counter, maps,
+};
 use tokio::io::unix::AsyncFd;
 
 use crate::model::loss::LossCounters;
 use crate::model::text::kernel_string;
 use crate::model::time::boot_ns;
-use crate::trace::hook::{HookError, Tracer};
+use crate::trace::hook::{Aggregation, HookError, Tracer};
 
 /// One aggregation key with its counts, as the kernel holds it.
 #[derive(Clone, Debug)]
@@ -33,8 +37,18 @@ pub struct Observation {
     pub changed: bool,
 }
 
+/// The cgroup storage object's maps: live cgroups' cells, and removed cgroups' (copied by
+/// `cgroup_rmdir_fold` before their storage is freed).
+struct Cells {
+    live: CgrpStorage<MapData, [u64; CELLS]>,
+    folded: HashMap<MapData, u64, [u64; CELLS]>,
+}
+
 pub struct Collector {
     checks: HashMap<MapData, CheckKey, CheckStats>,
+    /// The common checks' counts per cgroup, with the cgroup storage object (see
+    /// `capspy-ebpf/src/storage.rs`): a key's count is its hash count plus its cell.
+    cells: Option<Cells>,
     sightings: AsyncFd<RingBuf<MapData>>,
     counters: PerCpuArray<MapData, u64>,
     stacks: StdHashMap<CheckKey, Vec<u64>>,
@@ -63,8 +77,16 @@ impl Collector {
         let sightings =
             unsafe { AsyncFd::register_with_interest(sightings, tokio::io::Interest::READABLE) }
                 .map_err(|e| e.into_parts().1)?;
+        let cells = match tracer.aggregation {
+            Aggregation::CgroupStorage => Some(Cells {
+                live: tracer.take_map(maps::CHECK_CELLS)?,
+                folded: tracer.take_map(maps::FOLDED_CELLS)?,
+            }),
+            Aggregation::Hash(_) => None,
+        };
         Ok(Self {
             checks,
+            cells,
             sightings,
             counters,
             stacks: StdHashMap::new(),
@@ -145,38 +167,78 @@ impl Collector {
     }
 
     /// Reads the aggregation map: every key whose cgroup passes `want`. `last_ns` is the time of
-    /// the sweep that first saw the current count (exact for a key checked once).
-    pub fn sweep(&mut self, want: impl Fn(u64) -> bool) -> Vec<Observation> {
+    /// the sweep that first saw the current count (exact for a key checked once). `dir` gives a
+    /// cgroup's directory, to read its cells by (with the cgroup storage object).
+    pub fn sweep(
+        &mut self,
+        want: impl Fn(u64) -> bool,
+        dir: impl FnMut(u64) -> Option<PathBuf>,
+    ) -> Vec<Observation> {
         self.drain_first_sightings();
         let now = boot_ns();
-        let mut out: BTreeMap<CheckKey, Observation> = BTreeMap::new();
         // Entries can be added while iterating; iteration errors only end this sweep early, and
         // the next sweep reads the same keys again.
+        let mut entries: Vec<(CheckKey, CheckStats)> = Vec::new();
         for entry in &self.checks {
-            let Ok((key, mut stats)) = entry else { break };
+            let Ok((key, stats)) = entry else { break };
             if want(key.cgroup_id) {
-                let stack = self.stacks.get(&key).cloned().unwrap_or_default();
-                let (last_ns, changed) =
-                    date_latest(&mut self.latest, key, &stats, !stack.is_empty(), now);
-                stats.last_ns = last_ns;
-                let o = Observation {
-                    key: key.merged(),
-                    stats,
-                    stack,
-                    exe: self.exes.get(&key).cloned(),
-                    changed,
-                };
-                match out.entry(o.key) {
-                    Entry::Vacant(v) => {
-                        v.insert(o);
-                    }
-                    Entry::Occupied(mut e) => merge(e.get_mut(), o),
+                entries.push((key, stats));
+            }
+        }
+        self.add_cells(&mut entries, dir);
+        let mut out: BTreeMap<CheckKey, Observation> = BTreeMap::new();
+        for (key, mut stats) in entries {
+            // A key made for its cell whose cell could not be read yet: the next sweep reads it
+            // (or the hash holds it once the cgroup is removed).
+            if stats.count == 0 {
+                continue;
+            }
+            let stack = self.stacks.get(&key).cloned().unwrap_or_default();
+            let (last_ns, changed) =
+                date_latest(&mut self.latest, key, &stats, !stack.is_empty(), now);
+            stats.last_ns = last_ns;
+            let o = Observation {
+                key: key.merged(),
+                stats,
+                stack,
+                exe: self.exes.get(&key).cloned(),
+                changed,
+            };
+            match out.entry(o.key) {
+                Entry::Vacant(v) => {
+                    v.insert(o);
                 }
+                Entry::Occupied(mut e) => merge(e.get_mut(), o),
             }
         }
         // After the map: cgroups made while it was read are among its keys.
         self.drain_made_cgroups();
         out.into_values().collect()
+    }
+
+    /// Adds each common key's cell to its hash count, one read per cgroup: its cells folded at
+    /// its removal if there are, else its storage (by an fd of its directory, opened for the
+    /// read), in that order (see `cgroup_rmdir_fold` for why it never counts a check twice).
+    fn add_cells(
+        &self,
+        entries: &mut [(CheckKey, CheckStats)],
+        mut dir: impl FnMut(u64) -> Option<PathBuf>,
+    ) {
+        let Some(cells) = &self.cells else { return };
+        let mut read: StdHashMap<u64, Option<[u64; CELLS]>> = StdHashMap::new();
+        for (key, stats) in entries.iter_mut() {
+            let Some(index) = cell_of(key) else { continue };
+            let counts = read.entry(key.cgroup_id).or_insert_with(|| {
+                if let Ok(folded) = cells.folded.get(&key.cgroup_id, 0) {
+                    return Some(folded);
+                }
+                let file = std::fs::File::open(dir(key.cgroup_id)?).ok()?;
+                cells.live.get(&file, 0).ok()
+            });
+            if let Some(counts) = counts {
+                stats.count = stats.count.saturating_add(counts[index]);
+            }
+        }
     }
 
     /// Removes every kernel map entry of these cgroups (after their final counts were stored).
@@ -187,6 +249,12 @@ impl Collector {
             .filter_map(Result::ok)
             .filter(|k| cgroups.contains(&k.cgroup_id))
             .collect();
+        if let Some(cells) = &mut self.cells {
+            for id in cgroups {
+                // Only removed cgroups with cells have an entry.
+                let _ = cells.folded.remove(id);
+            }
+        }
         for key in &doomed {
             // Already gone is fine: nothing else removes entries.
             let _ = self.checks.remove(key);

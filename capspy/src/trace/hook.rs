@@ -11,8 +11,9 @@ use aya::{
     sys::BpfHelper,
 };
 use capspy_common::{
-    ADVISORY_FUNCS_CAPACITY, AddrRange, CommPrefix, CredOffsets, ExeOffsets, KPROBE_ARGS_CAPACITY,
-    RUNTIME_COMMS_CAPACITY, SITE_ALWAYS_WALK, SYSCALL_SLOTS, abi, globals, maps, programs,
+    ADVISORY_FUNCS_CAPACITY, AddrRange, CgroupOffsets, CommPrefix, CredOffsets, ExeOffsets,
+    KPROBE_ARGS_CAPACITY, RUNTIME_COMMS_CAPACITY, SITE_ALWAYS_WALK, SYSCALL_SLOTS, abi, globals,
+    maps, programs,
 };
 
 use crate::kernel::{btf, kallsyms::Kallsyms};
@@ -21,6 +22,29 @@ use crate::model::check::RUNTIME_COMMS;
 
 /// The object built from `capspy-ebpf` by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capspy"));
+/// The same program counting the common checks in cgroup local storage (Linux 6.2+): a second
+/// object, because aya creates every map of an object at load and older kernels refuse the type.
+static OBJECT_CGRP: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capspy-cgrp"));
+
+/// Where the kernel program counts checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Aggregation {
+    /// The common checks in their cgroup's local storage, the rest in the hash map.
+    CgroupStorage,
+    /// Every check in the hash map, and why the storage is not used.
+    Hash(String),
+}
+
+impl fmt::Display for Aggregation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::CgroupStorage => {
+                f.write_str("cgroup local storage for the common checks, hash map for the rest")
+            }
+            Self::Hash(why) => write!(f, "hash map (no cgroup local storage: {why})"),
+        }
+    }
+}
 
 /// What `--hook` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -126,6 +150,9 @@ pub struct KernelInfo {
     /// Where the kernel program finds a task's executable's names (all 0 when unknown).
     pub exe_offsets: ExeOffsets,
     pub advisory_funcs: Vec<(String, AddrRange)>,
+    /// Where the task's cgroup v2 is, for the cgroup storage object; Err says why it is not
+    /// used (no map type before Linux 6.2, no BTF, or turned off).
+    pub cgroup_storage: Result<CgroupOffsets, String>,
     /// Why /proc/kallsyms is unusable, if it is. The table itself (about 6 MB) is not kept: see
     /// [`KernelInfo::symbols`].
     pub kallsyms_problem: Option<String>,
@@ -141,6 +168,26 @@ fn exe_offsets(btf: &btf::Btf) -> Option<ExeOffsets> {
         dentry_parent: at("dentry", "d_parent")?,
         dentry_name: at("dentry", "d_name")? + at("qstr", "name")?,
         padding: 0,
+    })
+}
+
+/// Whether the kernel has `BPF_MAP_TYPE_CGRP_STORAGE` (probed by creating one), and where a
+/// task's cgroup v2 and its id are, from BTF.
+fn cgroup_storage(btf: &btf::Btf) -> Result<CgroupOffsets, String> {
+    match aya::sys::is_map_supported(aya::maps::MapType::CgrpStorage) {
+        Ok(true) => {}
+        Ok(false) => return Err("the kernel has no BPF_MAP_TYPE_CGRP_STORAGE (Linux 6.2+)".into()),
+        Err(e) => return Err(format!("probing BPF_MAP_TYPE_CGRP_STORAGE: {e}")),
+    }
+    let at = |s: &str, m: &str| {
+        btf.struct_member_offset(s, m)
+            .map_err(|e| format!("BTF has no {s}.{m}: {e}"))
+    };
+    Ok(CgroupOffsets {
+        task_cgroups: at("task_struct", "cgroups")?,
+        css_set_dfl_cgrp: at("css_set", "dfl_cgrp")?,
+        cgroup_kn: at("cgroup", "kn")?,
+        kernfs_node_id: at("kernfs_node", "id")?,
     })
 }
 
@@ -192,6 +239,10 @@ impl KernelInfo {
         };
         let (userns_level_offset, task_real_cred_offset, task_comm_offset, cred_offsets) = offsets;
         let exe_offsets = btf.as_ref().ok().and_then(exe_offsets).unwrap_or_default();
+        let cgroup_storage = match &btf {
+            Ok(parsed) => cgroup_storage(parsed),
+            Err(e) => Err(format!("no BTF ({e})")),
+        };
         // Only the advisory functions' ranges are kept; the table is dropped before attaching,
         // when aya parses BTF, to keep the start-up peak low.
         let (kallsyms, kallsyms_problem) = match Kallsyms::from_proc() {
@@ -227,8 +278,14 @@ impl KernelInfo {
             cred_offsets,
             exe_offsets,
             advisory_funcs,
+            cgroup_storage,
             kallsyms_problem,
         }
+    }
+
+    /// Counts every check in the hash map, as on kernels without cgroup local storage.
+    pub fn without_cgroup_storage(&mut self, why: &str) {
+        self.cgroup_storage = Err(why.to_string());
     }
 
     /// The kernel symbol table, to name call paths: read again when needed, after attaching and
@@ -281,6 +338,7 @@ impl Default for MapSizes {
 pub struct Tracer {
     pub ebpf: Ebpf,
     pub method: Method,
+    pub aggregation: Aggregation,
     /// Methods tried before this one, and why they failed.
     pub skipped: Vec<(Method, String)>,
     /// The optional programs (besides `cap_capable`'s) by name, and why one did not attach.
@@ -301,7 +359,7 @@ impl Tracer {
         let mut failures = Vec::new();
         for &method in Method::candidates(choice) {
             match attach_method(method, kernel, sizes) {
-                Ok(mut ebpf) => {
+                Ok((mut ebpf, aggregation)) => {
                     let mkdir = attach_cgroup_mkdir(&mut ebpf).err();
                     if let Some(why) = &mkdir {
                         // Attribution still works by walking cgroupfs; very short-lived
@@ -324,6 +382,7 @@ impl Tracer {
                     return Ok(Self {
                         ebpf,
                         method,
+                        aggregation,
                         skipped: failures,
                         optional,
                     });
@@ -347,8 +406,32 @@ impl Tracer {
     }
 }
 
-/// Loads and attaches one method; the error is a one-line reason for `doctor` and error messages.
-pub fn attach_method(method: Method, kernel: &KernelInfo, sizes: MapSizes) -> Result<Ebpf, String> {
+/// Loads and attaches one method, with the cgroup storage object where the kernel takes it and
+/// the hash-only one otherwise; the error is a one-line reason for `doctor` and error messages.
+pub fn attach_method(
+    method: Method,
+    kernel: &KernelInfo,
+    sizes: MapSizes,
+) -> Result<(Ebpf, Aggregation), String> {
+    let why = match &kernel.cgroup_storage {
+        Ok(offsets) => match attach_object(method, kernel, sizes, Some(offsets)) {
+            Ok(ebpf) => return Ok((ebpf, Aggregation::CgroupStorage)),
+            Err(why) => why,
+        },
+        Err(why) => why.clone(),
+    };
+    let ebpf = attach_object(method, kernel, sizes, None)?;
+    Ok((ebpf, Aggregation::Hash(why)))
+}
+
+/// Loads one object (the cgroup storage one with `cgroup`) and attaches `method`. The storage
+/// object's fold program is attached first: without it a removed cgroup's cells would be lost.
+fn attach_object(
+    method: Method,
+    kernel: &KernelInfo,
+    sizes: MapSizes,
+    cgroup: Option<&CgroupOffsets>,
+) -> Result<Ebpf, String> {
     if method.has_opts() && kernel.abi.is_none() {
         // Without BTF we cannot tell `opts` from the pre-5.1 `audit` argument.
         let why = kernel
@@ -357,8 +440,11 @@ pub fn attach_method(method: Method, kernel: &KernelInfo, sizes: MapSizes) -> Re
             .unwrap_or_else(|| "cap_capable's last parameter is neither opts nor audit".into());
         return Err(format!("cannot decode cap_capable's audit argument: {why}"));
     }
-    let mut ebpf =
-        load_object(method, kernel, sizes).map_err(|e| format!("loading the object: {e}"))?;
+    let mut ebpf = load_object(method, kernel, sizes, cgroup)
+        .map_err(|e| format!("loading the object: {e}"))?;
+    if cgroup.is_some() {
+        attach_fold(&mut ebpf).map_err(|e| format!("cgroup_rmdir: {}", describe(&e)))?;
+    }
     let attached = match method {
         Method::Fexit => attach_fexit(&mut ebpf),
         Method::Kprobe => attach_kprobe(&mut ebpf),
@@ -381,6 +467,7 @@ fn load_object(
     method: Method,
     kernel: &KernelInfo,
     sizes: MapSizes,
+    cgroup: Option<&CgroupOffsets>,
 ) -> Result<Ebpf, aya::EbpfError> {
     let self_tgid = std::process::id();
     let abi = match kernel.abi {
@@ -392,7 +479,11 @@ fn load_object(
         *slot = *range;
     }
     // The loader reads /sys/kernel/btf/vmlinux itself, for relocations.
-    EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    if let Some(offsets) = cgroup {
+        loader.override_global(globals::CGROUP_OFFSETS, offsets, true);
+    }
+    loader
         .map_max_entries(maps::CHECKS, sizes.checks)
         .map_max_entries(maps::SIGHTINGS, sizes.sightings_bytes)
         .map_max_entries(maps::NEW_CGROUPS, sizes.cgroups_bytes)
@@ -428,7 +519,11 @@ fn load_object(
         .override_global(globals::EXE_OFFSETS, &kernel.exe_offsets, true)
         .override_global(globals::ADVISORY_FUNCS, &ranges, true)
         .override_global(globals::RUNTIME_COMMS, &runtime_comm_prefixes(), true)
-        .load(OBJECT)
+        .load(if cgroup.is_some() {
+            OBJECT_CGRP
+        } else {
+            OBJECT
+        })
 }
 
 fn runtime_comm_prefixes() -> [CommPrefix; RUNTIME_COMMS_CAPACITY] {
@@ -535,6 +630,15 @@ where
         .program_mut(name)
         .ok_or(aya::programs::ProgramError::UnexpectedProgramType)?;
     prog.try_into()
+}
+
+// TP_PROTO(struct cgroup *cgrp, const char *path): the cgroup storage object's fold.
+fn attach_fold(ebpf: &mut Ebpf) -> AttachResult {
+    let btf = vmlinux_btf()?;
+    let prog: &mut BtfTracePoint = program(ebpf, programs::CGROUP_RMDIR_FOLD)?;
+    prog.load("cgroup_rmdir", &btf)?;
+    prog.attach()?;
+    Ok(())
 }
 
 // int cap_capable(const struct cred *cred, struct user_namespace *targ_ns, int cap,

@@ -15,11 +15,12 @@ use super::inside::{BpfStats, time_inside};
 use super::process::{Ctx, check_interrupted};
 
 /// In the order of the first round.
-pub(super) const AGG_VARIANTS: [Variant; 4] = [
+pub(super) const AGG_VARIANTS: [Variant; 5] = [
     Variant::Floor,
     Variant::Hash,
     Variant::Cgrp,
     Variant::Capspy,
+    Variant::CapspyHash,
 ];
 
 /// ns per run inside each program, one value per round.

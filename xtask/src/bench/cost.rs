@@ -88,6 +88,9 @@ pub(super) enum Variant {
     Hash,
     /// Only in section 1c: the same count in cgroup local storage.
     Cgrp,
+    /// Only in section 1c: `capspy record` counting every check in its hash map, as on kernels
+    /// without cgroup local storage.
+    CapspyHash,
 }
 
 pub(super) const VARIANTS: [Variant; 5] = [
@@ -109,6 +112,7 @@ impl Variant {
             Self::Watch => "capspy watch",
             Self::Hash => "hash",
             Self::Cgrp => "cgrp",
+            Self::CapspyHash => "capspy, hash only",
         }
     }
 
@@ -127,6 +131,10 @@ impl Variant {
             Self::Cgrp => {
                 "`task->cgroups->dfl_cgrp`, `bpf_cgrp_storage_get`, atomic add at an index \
                  (tp_btf)"
+            }
+            Self::CapspyHash => {
+                "`capspy record --no-cgroup-storage`: every check in the hash map, as on \
+                 kernels before 6.2"
             }
         }
     }
@@ -156,7 +164,11 @@ pub(super) fn attach(ctx: &Ctx, variant: Variant, tag: &str) -> Result<Attached>
             probe.wait_for(|l| l == line, Duration::from_secs(30))?;
             Some(probe)
         }
-        Variant::Capspy => Some(ctx.start_daemon(&ctx.scratch.join(format!("{tag}.db")))?),
+        Variant::Capspy => Some(ctx.start_daemon(&ctx.scratch.join(format!("{tag}.db")), &[])?),
+        Variant::CapspyHash => Some(ctx.start_daemon(
+            &ctx.scratch.join(format!("{tag}.db")),
+            &["--no-cgroup-storage"],
+        )?),
         Variant::Bpftrace => Some(start_bpftrace(BPFTRACE_ONE_LINER)?),
         Variant::Watch => bail!("capspy watch needs baselines: see workloads::start_watch"),
     };

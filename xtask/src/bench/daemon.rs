@@ -97,7 +97,7 @@ impl CpuWindow {
 
 pub(super) fn daemon_cost(ctx: &Ctx) -> Result<DaemonCost> {
     let plan = ctx.plan;
-    let mut daemon = ctx.start_daemon(&ctx.scratch.join("daemon.db"))?;
+    let mut daemon = ctx.start_daemon(&ctx.scratch.join("daemon.db"), &[])?;
     let attach_hwm_kib = status_kib(daemon.pid(), "VmHWM:")?;
     // Let the first sweeps (every key the host made so far) pass before measuring.
     thread::sleep(Duration::from_millis(2_500));

@@ -110,12 +110,13 @@ impl Ctx {
     }
 
     /// Starts `capspy record` with a fresh store and waits until it has attached.
-    pub(super) fn start_daemon(&self, store: &Path) -> Result<Proc> {
+    pub(super) fn start_daemon(&self, store: &Path, extra: &[&str]) -> Result<Proc> {
         let mut daemon = Proc::spawn(
             "capspy record",
             self.capspy()
                 .args(["record", "--interval", "1s", "--store"])
-                .arg(store),
+                .arg(store)
+                .args(extra),
         )?;
         daemon.wait_for(
             |l| l.starts_with("capspy: recording with hook"),

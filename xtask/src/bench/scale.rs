@@ -127,7 +127,7 @@ pub(super) fn scale(ctx: &Ctx) -> Result<Scale> {
     if fakes.made_parent {
         fs::create_dir(&parent).with_context(|| format!("creating {}", parent.display()))?;
     }
-    let mut daemon = ctx.start_daemon(&store)?;
+    let mut daemon = ctx.start_daemon(&store, &[])?;
 
     // One pipe shared by all workers: each writes a byte once its checks are made.
     let (done_r, done_w) = pipe()?;

@@ -484,7 +484,7 @@ fn make_baselines(
     container: &Container,
 ) -> Result<Baselines> {
     let store = dir.join("baseline.db");
-    let mut daemon = ctx.start_daemon(&store)?;
+    let mut daemon = ctx.start_daemon(&store, &[])?;
     exec_loop(container, ctx.plan.macro_execs.min(200))?;
     nginx.load(1)?;
     build(container, project)?;
