@@ -6,13 +6,16 @@
 //! of a key is its hash count plus its cell.
 //!
 //! Storage is freed with its cgroup: [`cgroup_rmdir_fold`] copies the cells where the daemon
-//! finds them when the cgroup is removed, and deletes the storage. After that no check can create it again:
+//! finds them when the cgroup is removed, and deletes the storage. After that no check can
+//! create it again:
 //! `bpf_cgrp_storage_get` creates storage only while the cgroup's reference is not dying
 //! (`percpu_ref_is_dying(&cgroup->self.refcnt)`,
 //! <https://github.com/torvalds/linux/blob/v6.18/kernel/bpf/bpf_cgrp_storage.c>), and
 //! `cgroup_destroy_locked` kills that reference before `cgroup_rmdir` fires the tracepoint
 //! (<https://github.com/torvalds/linux/blob/v6.18/kernel/cgroup/cgroup.c>): a late check of a
-//! task still exiting from it finds no storage and is counted in the hash.
+//! task still exiting from it finds no storage and is counted in the hash. (`rmdir` needs the
+//! cgroup empty of live tasks, so only such a late check could land between the copy and the
+//! delete, and be lost.)
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, cgroup},

@@ -42,7 +42,14 @@ pub struct Observation {
 struct Cells {
     live: CgrpStorage<MapData, [u64; CELLS]>,
     folded: HashMap<MapData, u64, [u64; CELLS]>,
+    /// Open cgroup directories, the key to `live`: opening one costs tens of µs (a path walk),
+    /// which every sweep would pay per cgroup. At most [`OPEN_CGROUPS`]; beyond, one is opened
+    /// for the read and closed.
+    open: StdHashMap<u64, std::fs::File>,
 }
+
+/// Cgroup directories kept open: well under the 1024 files a process may open by default.
+const OPEN_CGROUPS: usize = 512;
 
 pub struct Collector {
     checks: HashMap<MapData, CheckKey, CheckStats>,
@@ -81,6 +88,7 @@ impl Collector {
             Aggregation::CgroupStorage => Some(Cells {
                 live: tracer.take_map(maps::CHECK_CELLS)?,
                 folded: tracer.take_map(maps::FOLDED_CELLS)?,
+                open: StdHashMap::new(),
             }),
             Aggregation::Hash(_) => None,
         };
@@ -217,14 +225,13 @@ impl Collector {
     }
 
     /// Adds each common key's cell to its hash count, one read per cgroup: its cells folded at
-    /// its removal if there are, else its storage (by an fd of its directory, opened for the
-    /// read), in that order (see `cgroup_rmdir_fold` for why it never counts a check twice).
+    /// its removal if there are, else its storage (by an fd of its directory), in that order (see `cgroup_rmdir_fold` for why it never counts a check twice).
     fn add_cells(
-        &self,
+        &mut self,
         entries: &mut [(CheckKey, CheckStats)],
         mut dir: impl FnMut(u64) -> Option<PathBuf>,
     ) {
-        let Some(cells) = &self.cells else { return };
+        let Some(cells) = &mut self.cells else { return };
         let mut read: StdHashMap<u64, Option<[u64; CELLS]>> = StdHashMap::new();
         for (key, stats) in entries.iter_mut() {
             let Some(index) = cell_of(key) else { continue };
@@ -232,8 +239,15 @@ impl Collector {
                 if let Ok(folded) = cells.folded.get(&key.cgroup_id, 0) {
                     return Some(folded);
                 }
+                if let Some(file) = cells.open.get(&key.cgroup_id) {
+                    return cells.live.get(file, 0).ok();
+                }
                 let file = std::fs::File::open(dir(key.cgroup_id)?).ok()?;
-                cells.live.get(&file, 0).ok()
+                let counts = cells.live.get(&file, 0).ok();
+                if cells.open.len() < OPEN_CGROUPS {
+                    cells.open.insert(key.cgroup_id, file);
+                }
+                counts
             });
             if let Some(counts) = counts {
                 stats.count = stats.count.saturating_add(counts[index]);
@@ -253,6 +267,7 @@ impl Collector {
             for id in cgroups {
                 // Only removed cgroups with cells have an entry.
                 let _ = cells.folded.remove(id);
+                cells.open.remove(id);
             }
         }
         for key in &doomed {
