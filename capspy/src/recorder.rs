@@ -155,8 +155,8 @@ impl Recorder {
             .write_losses(self.session, &self.collector.losses())
             .context("writing to the store")?;
         // Retired a sweep after it was found gone: its folder vanishes inside `rmdir` just
-        // before the kernel moves its cell counts into the hash (`cgroup_rmdir_fold`), so this
-        // sweep may have read the hash before that; the next one reads it after.
+        // before the kernel copies its cells out of its storage (`cgroup_rmdir_fold`), so this
+        // sweep may have found neither; the next one finds the copy.
         let settled: HashSet<u64> = gone.intersection(&self.gone_before).copied().collect();
         self.retire(&settled)?;
         self.gone_before = gone;
