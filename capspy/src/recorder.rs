@@ -13,7 +13,8 @@ use anyhow::{Context as _, Result};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::attribute::engines::{Engines, Identity};
-use crate::attribute::{CgroupIndex, Owner};
+use crate::attribute::{CgroupIndex, Owner, Runtime};
+use crate::model::caps::CapSet;
 use crate::model::text::short_id;
 use crate::model::time::{BootClock, now_ms, unix_ms};
 use crate::store::{CheckRecord, StoreWriter, Subject, SubjectKind, UNATTRIBUTED_PREFIX};
@@ -34,6 +35,27 @@ struct Attributed {
     /// Containers only: the workload key and the container's name, for drift detection.
     workload: Option<String>,
     name: Option<String>,
+}
+
+/// The container cgroup [`Recorder::attribute`] looks at.
+struct Look<'a> {
+    cgroup_id: u64,
+    runtime: Runtime,
+    id: &'a str,
+    /// Below the v2 root.
+    path: &'a str,
+    /// Its engine answered an earlier look.
+    named: bool,
+}
+
+/// What the container's engine said.
+enum Asked {
+    /// It named the container (or knows none such), with the granted set its record holds.
+    Answered(Option<CapSet>),
+    /// A pod's sandbox, stored as its runtime's service: nothing more to write.
+    Sandbox,
+    /// No answer this time: ask again on a later sweep.
+    Unreachable,
 }
 
 pub struct Recorder {
@@ -187,90 +209,32 @@ impl Recorder {
         let named = earlier.is_some_and(|a| a.named);
         // What an earlier look learnt from the engine; a later look after the container is gone
         // (`--rm`) must not replace its workload with the engine-less fallback.
-        let known = self
-            .cgroups
-            .get(&cgroup_id)
-            .map(|a| (a.workload.clone(), a.name.clone()));
+        let known = earlier.map(|a| (a.workload.clone(), a.name.clone()));
         let path = self.index.resolve(cgroup_id);
         let owner = path
             .as_deref()
             .map_or(Owner::Host, crate::attribute::owner_from_path);
         let mut subject = subject_of(&owner, now_ms());
-        let mut enriched = !matches!(owner, Owner::Container { .. });
+        let mut enriched = true;
         let mut asked = true;
-        if let (Owner::Container { runtime, id, .. }, Some(path)) = (&owner, path.as_deref()) {
-            // What its processes hold: the fallback where the engine's record says nothing.
-            let (eff, bnd) = crate::kernel::cgroup::granted_caps(&self.v2_root, path);
-            subject.cap_eff = eff;
-            subject.cap_bnd = bnd;
-            subject.running = true;
-            if named && eff.is_none() {
-                // Nothing new to write: its processes are still not seen (or gone), and the
-                // engine had no granted set to give.
-                return;
-            }
-            let mut engine_granted = None;
-            // Ask the engine until it answers; a container it does not know (or with no engine
-            // to ask) will not be known any better next time.
-            if !named {
-                match self.engines.identify(*runtime, id).await {
-                    Ok(Some(Identity::Named {
-                        name,
-                        image,
-                        labels,
-                        workload,
-                        granted,
-                    })) => {
-                        engine_granted = granted;
-                        subject.name = Some(name);
-                        subject.image = Some(image);
-                        subject.workload = Some(workload);
-                        subject.labels = labels;
-                    }
-                    Ok(Some(Identity::Infrastructure { unit })) => {
-                        // A pod's sandbox: its checks are the runtime's, as a monitor's are.
-                        subject = subject_of(&Owner::Service { unit }, now_ms());
-                        self.store_subject(cgroup_id, subject, Some(path.to_owned()), None);
-                        return;
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        log::debug!("{e}");
-                        asked = false;
-                    }
-                }
-                if self.engines.take_change()
-                    && let Err(e) = self.store.set_engines(self.engines.statuses())
-                {
-                    log::warn!("storing the engines' state: {e}");
-                }
-            }
-            enriched = asked;
-            if subject.workload.is_none() && known.as_ref().is_none_or(|k| k.0.is_none()) {
-                // Without the engine, the container is its own workload.
-                subject.workload = Some(format!("container:{}", short_id(id)));
-            }
-            if let Some(g) = engine_granted {
-                // The engine's record outlives the processes, and a `docker exec --privileged`
-                // process holds more than the container was granted.
-                if (bnd.unwrap_or(0) | eff.unwrap_or(0)) & !g.0 != 0 {
-                    log::debug!("container {id}: processes hold more than its engine granted");
-                }
-                subject.cap_bnd = Some(g.0);
-                subject.cap_eff = eff.map(|e| e & g.0);
-            }
-            enriched &= eff.is_some() || engine_granted.is_some();
-            self.running.insert(subject.key.clone());
-        }
-        if let (Owner::Service { unit }, Some(path)) = (&owner, path.as_deref()) {
-            // What the unit grants, for `capspy ls` to say what could be dropped: from its
-            // settings, which do not depend on a process being alive when first seen; else
-            // (no systemd managing this host) what its processes hold.
-            (subject.cap_eff, subject.cap_bnd) =
-                match crate::attribute::systemd::unit_caps(unit).await {
-                    Some(caps) => (Some(caps.effective.0), Some(caps.bounding.0)),
-                    None => crate::kernel::cgroup::granted_caps(&self.v2_root, path),
+        match (&owner, path.as_deref()) {
+            (Owner::Container { runtime, id, .. }, Some(path)) => {
+                let look = Look {
+                    cgroup_id,
+                    runtime: *runtime,
+                    id,
+                    path,
+                    named,
                 };
+                let Some(seen) = self.look_at_container(look, subject, known.as_ref()).await else {
+                    return;
+                };
+                (subject, enriched, asked) = seen;
+            }
+            (Owner::Service { unit }, Some(path)) => {
+                (subject.cap_eff, subject.cap_bnd) = self.unit_granted(unit, path).await;
+            }
+            _ => {}
         }
         if path.is_none() {
             // Removed before its path could be learnt (its mkdir record lost, or made before the
@@ -283,6 +247,104 @@ impl Recorder {
             log::warn!("cgroup {cgroup_id} was removed before its path could be learnt");
         }
         self.store_subject(cgroup_id, subject, path, Some((enriched, asked, known)));
+    }
+
+    /// A container's subject with what its engine and its processes say: (subject, enriched,
+    /// asked), or None when there is nothing to write (nothing new, or a pod's sandbox, stored
+    /// here as its runtime's service).
+    async fn look_at_container(
+        &mut self,
+        look: Look<'_>,
+        mut subject: Subject,
+        known: Option<&(Option<String>, Option<String>)>,
+    ) -> Option<(Subject, bool, bool)> {
+        // What its processes hold: the fallback where the engine's record says nothing.
+        let (eff, bnd) = crate::kernel::cgroup::granted_caps(&self.v2_root, look.path);
+        subject.cap_eff = eff;
+        subject.cap_bnd = bnd;
+        subject.running = true;
+        if look.named && eff.is_none() {
+            // Nothing new to write: its processes are still not seen (or gone), and the engine
+            // had no granted set to give.
+            return None;
+        }
+        let mut engine_granted = None;
+        let mut asked = true;
+        // Ask the engine until it answers; a container it does not know (or with no engine to
+        // ask) will not be known any better next time.
+        if !look.named {
+            match self.ask_engine(&look, &mut subject).await {
+                Asked::Answered(granted) => engine_granted = granted,
+                Asked::Sandbox => return None,
+                Asked::Unreachable => asked = false,
+            }
+        }
+        if subject.workload.is_none() && known.is_none_or(|k| k.0.is_none()) {
+            // Without the engine, the container is its own workload.
+            subject.workload = Some(format!("container:{}", short_id(look.id)));
+        }
+        if let Some(g) = engine_granted {
+            // The engine's record outlives the processes, and a `docker exec --privileged`
+            // process holds more than the container was granted.
+            if (bnd.unwrap_or(0) | eff.unwrap_or(0)) & !g.0 != 0 {
+                log::debug!(
+                    "container {}: processes hold more than its engine granted",
+                    look.id
+                );
+            }
+            subject.cap_bnd = Some(g.0);
+            subject.cap_eff = eff.map(|e| e & g.0);
+        }
+        let enriched = asked && (eff.is_some() || engine_granted.is_some());
+        self.running.insert(subject.key.clone());
+        Some((subject, enriched, asked))
+    }
+
+    /// Names the container in `subject` from its engine's record (and returns the granted set
+    /// the record holds); a pod's sandbox is stored as its runtime's service.
+    async fn ask_engine(&mut self, look: &Look<'_>, subject: &mut Subject) -> Asked {
+        let asked = match self.engines.identify(look.runtime, look.id).await {
+            Ok(Some(Identity::Named {
+                name,
+                image,
+                labels,
+                workload,
+                granted,
+            })) => {
+                subject.name = Some(name);
+                subject.image = Some(image);
+                subject.workload = Some(workload);
+                subject.labels = labels;
+                Asked::Answered(granted)
+            }
+            Ok(Some(Identity::Infrastructure { unit })) => {
+                // A pod's sandbox: its checks are the runtime's, as a monitor's are.
+                let service = subject_of(&Owner::Service { unit }, now_ms());
+                self.store_subject(look.cgroup_id, service, Some(look.path.to_owned()), None);
+                Asked::Sandbox
+            }
+            Ok(None) => Asked::Answered(None),
+            Err(e) => {
+                log::debug!("{e}");
+                Asked::Unreachable
+            }
+        };
+        if self.engines.take_change()
+            && let Err(e) = self.store.set_engines(self.engines.statuses())
+        {
+            log::warn!("storing the engines' state: {e}");
+        }
+        asked
+    }
+
+    /// What a service's unit grants, for `capspy ls` to say what could be dropped: from its
+    /// settings, which do not depend on a process being alive when first seen; else (no systemd
+    /// managing this host) what its processes hold.
+    async fn unit_granted(&self, unit: &str, path: &str) -> (Option<u64>, Option<u64>) {
+        match crate::attribute::systemd::unit_caps(unit).await {
+            Some(caps) => (Some(caps.effective.0), Some(caps.bounding.0)),
+            None => crate::kernel::cgroup::granted_caps(&self.v2_root, path),
+        }
     }
 
     /// Writes the subject row and remembers what became of the cgroup. `progress` is (enriched,
