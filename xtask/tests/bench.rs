@@ -45,7 +45,7 @@ fn quick_bench_prints_every_table_and_cleans_up() {
         "| capspy / bpftrace |",
         "### 1c. The aggregation alone",
         "| cgrp |",
-        "| capspy / floor, the hash replaced by the storage (projected) |",
+        "| capspy, hash only − capspy (what the storage saves capspy) |",
         "### 2. The daemon's own cost",
         "### 3. Scale",
         "| attributed exactly",
