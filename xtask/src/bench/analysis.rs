@@ -333,32 +333,52 @@ impl Report {
                 pct(v, Figure::MakeCpu),
             )
         };
-        let under: usize = FIGURES
+        let under = FIGURES
             .iter()
             .filter(|f| pct(Variant::Watch, **f) < 1.0)
             .count();
-        // How far the baseline itself moves between rounds: differences within it are noise.
+        // The A/A control: nothing attached, measured twice a round. A difference inside its
+        // range over the rounds is noise this run cannot resolve.
+        let resolved: Vec<&str> = FIGURES
+            .iter()
+            .filter(|f| {
+                let (lo, hi) = min_max(&w.overhead(Variant::Control, **f));
+                let watch = pct(Variant::Watch, **f);
+                watch < lo || watch > hi
+            })
+            .map(|f| f.what())
+            .collect();
         let noise = FIGURES
             .iter()
-            .filter_map(|f| w.values.get(&(Variant::Baseline, *f)))
-            .map(|xs| {
-                let (lo, hi) = min_max(xs);
-                (hi - lo) / median(xs) * 50.0
-            })
+            .flat_map(|f| w.overhead(Variant::Control, *f))
+            .map(f64::abs)
+            .fold(0.0, f64::max);
+        let cpu_noise = [Figure::ExecCpu, Figure::NginxCpu, Figure::MakeCpu]
+            .iter()
+            .flat_map(|f| w.overhead(Variant::Control, *f))
+            .map(f64::abs)
             .fold(0.0, f64::max);
         format!(
             "**Real work.** Against nothing attached (medians over {rounds} rounds; for \
              requests/s the change in throughput): under `capspy watch` {watch}; under the \
              bpftrace one-liner {bpftrace}; under per-event streaming {stream}. capspy's median \
-             is under 1% on {under} of {n} figures. The baseline itself moved by up to \
-             ±{noise:.1}% between rounds (half its min–max range over its median, the widest \
-             figure), so a difference smaller than that is not resolved by this run; the \
-             per-check cost of section 1 is what tells the variants apart precisely.",
+             is under 1% on {under} of {n} figures. Nothing attached, measured a second time in \
+             each round (the A/A control), differed from the baseline by up to {noise:.1}% in a \
+             round ({cpu_noise:.1}% on the three CPU-time figures): capspy's median lies outside \
+             the control's range over the rounds on {k} of {n} figures{list}, and elsewhere this \
+             run cannot tell capspy from nothing; the per-check cost of section 1 is what tells \
+             the variants apart precisely.",
             rounds = w.rounds,
             watch = line(Variant::Watch),
             bpftrace = line(Variant::Bpftrace),
             stream = line(Variant::Stream),
             n = FIGURES.len(),
+            k = resolved.len(),
+            list = if resolved.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", resolved.join("; "))
+            },
         )
     }
 

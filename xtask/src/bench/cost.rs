@@ -84,6 +84,9 @@ pub(super) enum Variant {
     Stream,
     /// Only in section 5: `capspy watch` with baselines and metrics.
     Watch,
+    /// Only in section 5: nothing attached, measured a second time each round. Its difference
+    /// from the baseline is what the run cannot resolve (an A/A control).
+    Control,
     /// Only in section 1c: capspy's aggregation alone, in its hash map.
     Hash,
     /// Only in section 1c: the same count in cgroup local storage.
@@ -110,6 +113,7 @@ impl Variant {
             Self::Bpftrace => "bpftrace",
             Self::Stream => "stream",
             Self::Watch => "capspy watch",
+            Self::Control => "nothing, again",
             Self::Hash => "hash",
             Self::Cgrp => "cgrp",
             Self::CapspyHash => "capspy, hash only",
@@ -119,6 +123,7 @@ impl Variant {
     pub(super) fn what(self) -> &'static str {
         match self {
             Self::Baseline => "nothing attached",
+            Self::Control => "nothing attached, measured again in the same round (A/A control)",
             Self::Floor => "per-CPU array increment on tp_btf `cap_capable`",
             Self::Capspy => "`capspy record` daemon, in-kernel aggregation (tp_btf)",
             Self::Bpftrace => "bpftrace one-liner, classic tracepoint",
@@ -153,7 +158,7 @@ pub(super) struct Attached {
 
 pub(super) fn attach(ctx: &Ctx, variant: Variant, tag: &str) -> Result<Attached> {
     let proc = match variant {
-        Variant::Baseline => None,
+        Variant::Baseline | Variant::Control => None,
         Variant::Floor | Variant::Stream | Variant::Hash | Variant::Cgrp => {
             let name = variant.name();
             let mut probe = Proc::spawn(

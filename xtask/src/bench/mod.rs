@@ -12,7 +12,8 @@
 //! 3. Scale: 1,000 concurrent fake containers (cgroups `/docker/<id>`), each with its own known
 //!    checks, attributed exactly; the kernel maps' memory at that size.
 //! 4. Reading: `capspy ls` and `capspy profile` over a store of 10,000 workloads.
-//! 5. Real work: a fork+exec loop, nginx under wrk and a `make -j2` build under nothing,
+//! 5. Real work: a fork+exec loop, nginx under wrk and a `make -j2` build under nothing (twice a
+//!    round: the second is an A/A control of the noise),
 //!    `capspy watch`, bpftrace and a streaming tracer, in rounds.
 //!
 //! The stages, one module each: `process` (Ctrl-C, scratch folder, workload, child processes),
@@ -124,7 +125,7 @@ impl Plan {
                 workloads: 10_000,
                 read_runs: 10,
                 agg_rounds: 9,
-                macro_rounds: 5,
+                macro_rounds: 8,
                 macro_execs: 2_000,
                 macro_files: 300,
                 wrk_secs: 5,

@@ -276,7 +276,10 @@ impl Report {
              nginx (2 workers, a 612-byte static file) answering `wrk -t2 -c32` over loopback for \
              {} s, and a full `make -B -j2` of a generated C project of {} files. Overhead is the \
              variant's figure over the same round's baseline (for requests/s, the baseline's over \
-             the variant's), so positive is worse; median (min…max) over rounds. `capspy watch` \
+             the variant's), so positive is worse; median (min…max) over rounds. \"nothing, again\" is \
+             the baseline measured a second time in each round, at its own place in the rotation: \
+             its overhead is the noise of the run, what a difference must exceed to be resolved. \
+             `capspy watch` \
              had {} baseline(s) loaded (made by `capspy record` and `capspy baseline save` over one \
              pass of the same workloads) and raised {} alert(s).\n",
             w.rounds,
@@ -287,8 +290,8 @@ impl Report {
             w.alerts,
         );
         s.push_str(
-            "| figure | baseline, median (min–max) | capspy watch | bpftrace | stream | capspy < 1% \
-             and below every peer |\n|---|---|---|---|---|---|\n",
+            "| figure | baseline, median (min–max) | nothing, again (A/A) | capspy watch | bpftrace | \
+             stream | capspy < 1% and below every peer |\n|---|---|---|---|---|---|---|\n",
         );
         for figure in FIGURES {
             let base = w
@@ -296,7 +299,12 @@ impl Report {
                 .get(&(Variant::Baseline, figure))
                 .map_or_else(String::new, |x| spread(x, 2));
             let mut row = format!("| {} | {base} |", figure.what());
-            for v in [Variant::Watch, Variant::Bpftrace, Variant::Stream] {
+            for v in [
+                Variant::Control,
+                Variant::Watch,
+                Variant::Bpftrace,
+                Variant::Stream,
+            ] {
                 let _ = write!(row, " {} |", spread_pct(&w.overhead(v, figure)));
             }
             let watch = median(&w.overhead(Variant::Watch, figure));

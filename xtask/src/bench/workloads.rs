@@ -1,5 +1,5 @@
 //! Section 5, what real work pays: a fork+exec shell loop, nginx answering `wrk` over loopback
-//! and a `make -j2` build, under nothing, `capspy watch` (baselines loaded, metrics on), the
+//! and a `make -j2` build, under nothing (twice: an A/A control), `capspy watch` (baselines loaded, metrics on), the
 //! bpftrace one-liner and per-event streaming, the variants interleaved in rounds.
 
 use std::collections::BTreeMap;
@@ -20,9 +20,10 @@ use super::process::{Ctx, Proc, check_interrupted, children_cpu_secs, signal};
 use super::scale::{FakeContainers, cgroup_v2_root, fake_id};
 
 /// The variants of this section, in the order of the first round.
-pub(super) const MACRO_VARIANTS: [Variant; 4] = [
+pub(super) const MACRO_VARIANTS: [Variant; 5] = [
     Variant::Baseline,
     Variant::Watch,
+    Variant::Control,
     Variant::Bpftrace,
     Variant::Stream,
 ];
