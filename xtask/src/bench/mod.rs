@@ -13,8 +13,8 @@
 //!    checks, attributed exactly; the kernel maps' memory at that size.
 //! 4. Reading: `capspy ls` and `capspy profile` over a store of 10,000 workloads.
 //! 5. Real work: a fork+exec loop, nginx under wrk and a `make -j2` build under nothing (twice a
-//!    round: the second is an A/A control of the noise),
-//!    `capspy watch`, bpftrace and a streaming tracer, in rounds.
+//!    round: the second is an A/A control of the noise), `capspy watch`, bpftrace and a
+//!    streaming tracer, in rounds.
 //!
 //! The stages, one module each: `process` (Ctrl-C, scratch folder, workload, child processes),
 //! `cost` (sections 0 and 1), `inside` (1b, BPF stats), `aggregation` (1c), `daemon` (2), `scale` (3), `reading` (4),

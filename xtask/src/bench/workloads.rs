@@ -1,6 +1,7 @@
 //! Section 5, what real work pays: a fork+exec shell loop, nginx answering `wrk` over loopback
-//! and a `make -j2` build, under nothing (twice: an A/A control), `capspy watch` (baselines loaded, metrics on), the
-//! bpftrace one-liner and per-event streaming, the variants interleaved in rounds.
+//! and a `make -j2` build, under nothing (twice: an A/A control), `capspy watch` (baselines
+//! loaded, metrics on), the bpftrace one-liner and per-event streaming, the variants interleaved
+//! in rounds.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
