@@ -94,10 +94,10 @@ impl Report {
         format!(
             "**Per check.** capspy adds {capspy:.0} ns to a check; the floor adds {floor:.0} ns, \
              bpftrace {bpftrace:.0} ns and per-event streaming {stream:.0} ns. capspy/floor is \
-             {fr:.1} (target ≤ 2: {fv}); capspy/bpftrace is {br:.2} (target ≤ 0.33: {bv}). The \
+             {fr:.1} (target ≤ {FLOOR_TARGET}: {fv}); capspy/bpftrace is {br:.2} (target ≤ 0.33: {bv}). The \
              floor's added cost is almost only the hook itself (the tp_btf trampoline around a \
-             one-instruction program), so 2× the floor leaves capspy about {budget:.0} ns for all \
-             its work; bpftrace's one-liner pays the classic tracepoint (the event record is built \
+             one-instruction program), so {FLOOR_TARGET}× the floor leaves capspy about {budget:.0} ns for its \
+             own work over the hook's; bpftrace's one-liner pays the classic tracepoint (the event record is built \
              before the program runs) and a hash update, which sets a third of it at {third:.0} ns.\
              {third_note}",
             capspy = d.median_added(Variant::Capspy),
@@ -106,7 +106,7 @@ impl Report {
             br = d.bpftrace_ratio(),
             fv = verdict(d.floor_ratio() <= FLOOR_TARGET),
             bv = verdict(d.bpftrace_ratio() <= BPFTRACE_TARGET),
-            budget = 2.0 * floor,
+            budget = (FLOOR_TARGET - 1.0) * floor,
             third = bpftrace / 3.0,
         )
     }
@@ -183,18 +183,18 @@ impl Report {
         if d.floor_ratio() <= FLOOR_TARGET {
             format!(
                 "Those two cost ~{core_low:.0}–{core_high:.0} ns here against the floor's \
-                 {floor:.0} ns; the rest of capspy's work fits the ≤ 2× budget in this run."
+                 {floor:.0} ns; the rest of capspy's work fits the ≤ {FLOOR_TARGET}× budget in this run."
             )
         } else if core_low >= floor {
             format!(
                 "Those two cost at least ~{core_low:.0} ns here, as much as the floor's whole \
-                 {floor:.0} ns, so ≤ 2× the floor is out of reach for a tracer that \
+                 {floor:.0} ns, so ≤ {FLOOR_TARGET}× the floor is out of reach for a tracer that \
                  aggregates by cgroup in the kernel."
             )
         } else if core_high >= floor {
             format!(
                 "Those two cost ~{core_low:.0}–{core_high:.0} ns here against the floor's \
-                 {floor:.0} ns: ≤ 2× the floor leaves almost no room for the key's \
+                 {floor:.0} ns: ≤ {FLOOR_TARGET}× the floor leaves almost no room for the key's \
                  classification (audit class, bucket, user namespace)."
             )
         } else {

@@ -113,7 +113,7 @@ impl Plan {
             }
         } else {
             Plan {
-                rounds: 11,
+                rounds: 21,
                 setuid_calls: 3_000_000,
                 mmap_calls: 1_000_000,
                 warmup_calls: 100_000,
