@@ -57,6 +57,7 @@ fn quick_bench_prints_every_table_and_cleans_up() {
         "### 5. What real work pays",
         "| nginx under wrk: p99 latency, ms |",
         "| `make -j2`: wall s |",
+        "| nothing, again (A/A) |",
     ] {
         assert!(stdout.contains(needle), "no {needle:?} in:\n{stdout}");
     }
