@@ -172,14 +172,27 @@ pub const ORIGIN_OWN_ID: u8 = 4;
 
 pub const CAP_SETGID: u8 = 6;
 pub const CAP_SETUID: u8 = 7;
+pub const CAP_SYS_ADMIN: u8 = 21;
 
 /// x86-64 syscall numbers, from
 /// <https://github.com/torvalds/linux/blob/v6.18/arch/x86/entry/syscalls/syscall_64.tbl>.
 pub mod nr {
+    pub const MMAP: u64 = 9;
+    pub const MPROTECT: u64 = 10;
+    pub const BRK: u64 = 12;
+    pub const MREMAP: u64 = 25;
+    pub const SHMGET: u64 = 29;
+    pub const CLONE: u64 = 56;
+    pub const FORK: u64 = 57;
+    pub const VFORK: u64 = 58;
+    pub const EXECVE: u64 = 59;
     pub const SETUID: u64 = 105;
     pub const SETGID: u64 = 106;
     pub const SETRESUID: u64 = 117;
     pub const SETRESGID: u64 = 119;
+    pub const MEMFD_CREATE: u64 = 319;
+    pub const EXECVEAT: u64 = 322;
+    pub const CLONE3: u64 = 435;
 }
 
 /// A caller's user ids, or its group ids: real, effective, saved.
@@ -355,15 +368,60 @@ impl CheckKey {
     }
 }
 
-/// Counters per cgroup in [`maps::CHECK_CELLS`]: one per capability (< 64) x verdict x audit
-/// class x origin (a check, or an own-id SETUID/SETGID check), 4 KiB per cgroup.
+/// Counters per cgroup in [`maps::CHECK_CELLS`], 4 KiB per cgroup: one per capability x verdict
+/// x audit class x origin (a check, or an own-id SETUID/SETGID check) in cells `0..CELL_CAPS * 8`,
+/// then two (granted, denied) per syscall of [`OVERCOMMIT_SYSCALLS`].
 pub const CELLS: usize = 512;
 /// Entries of [`maps::FOLDED_CELLS`]: cgroups removed between two sweeps and the next.
 pub const FOLDED_CAPACITY: u32 = 8192;
 
+/// Capabilities with cells: all of Linux 6.18's (`CAP_LAST_CAP` is `CAP_CHECKPOINT_RESTORE`, 40,
+/// <https://github.com/torvalds/linux/blob/v6.18/include/uapi/linux/capability.h>). A later
+/// capability is counted in the hash.
+pub const CELL_CAPS: u8 = 41;
+/// The syscalls whose advisory CAP_SYS_ADMIN checks have cells of their own, as
+/// [`CheckKey::syscall`] values (x86-64 number + 1; the last, every syscall at or above the last
+/// slot of [`SYSCALL_SLOTS`]). These are where the overcommit heuristic checks: every accountable
+/// (private writable) mapping made or grown, `security_vm_enough_memory_mm` in mmap, mprotect, brk,
+/// mremap, fork's copy of the address space, exec's new stack and shmem
+/// (<https://github.com/torvalds/linux/blob/v6.18/mm/vma.c>,
+/// <https://github.com/torvalds/linux/blob/v6.18/mm/mprotect.c>,
+/// <https://github.com/torvalds/linux/blob/v6.18/kernel/fork.c>,
+/// <https://github.com/torvalds/linux/blob/v6.18/mm/shmem.c>): the check real work makes most,
+/// which tracepoints classify by call path and key per syscall.
+pub const OVERCOMMIT_SYSCALLS: [u16; 13] = [
+    slot_key(nr::MMAP),
+    slot_key(nr::MPROTECT),
+    slot_key(nr::BRK),
+    slot_key(nr::MREMAP),
+    slot_key(nr::SHMGET),
+    slot_key(nr::CLONE),
+    slot_key(nr::FORK),
+    slot_key(nr::VFORK),
+    slot_key(nr::EXECVE),
+    slot_key(nr::MEMFD_CREATE),
+    slot_key(nr::EXECVEAT),
+    slot_key(nr::CLONE3),
+    slot_key(SYSCALL_SLOTS as u64 - 1),
+];
+
+/// [`CheckKey::syscall`] of a syscall number below [`SYSCALL_SLOTS`].
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "syscall slots are below 512, checked at compile time"
+)]
+const fn slot_key(nr: u64) -> u16 {
+    assert!(nr < SYSCALL_SLOTS as u64);
+    nr as u16 + 1
+}
+
+/// The first cell of [`OVERCOMMIT_SYSCALLS`].
+const OVERCOMMIT_CELLS: usize = (CELL_CAPS as usize) << 3;
+
 /// The cell of `key` in its cgroup's storage, for the common keys: the workload's own check
 /// (own credentials, [`BUCKET_APP`]) against the initial user namespace, classified without a
-/// syscall slot. Every other key is counted in the hash alone.
+/// syscall slot, or an advisory CAP_SYS_ADMIN check in one of [`OVERCOMMIT_SYSCALLS`]. Every
+/// other key is counted in the hash alone.
 #[inline]
 #[must_use]
 pub const fn cell_of(key: &CheckKey) -> Option<usize> {
@@ -374,32 +432,45 @@ pub const fn cell_of(key: &CheckKey) -> Option<usize> {
     };
     if key.userns != USERNS_INITIAL
         || key.bucket != BUCKET_APP
-        || key.syscall != 0
-        || key.cap >= 64
+        || key.cap >= CELL_CAPS
         || key.verdict > 1
         || key.audit > 1
     {
         return None;
     }
-    Some(
-        ((key.cap as usize) << 3)
-            | ((key.verdict as usize) << 2)
-            | ((key.audit as usize) << 1)
-            | own_id,
-    )
+    if key.syscall == 0 {
+        return Some(
+            ((key.cap as usize) << 3)
+                | ((key.verdict as usize) << 2)
+                | ((key.audit as usize) << 1)
+                | own_id,
+        );
+    }
+    if key.cap != CAP_SYS_ADMIN || key.audit != AUDIT_ADVISORY || own_id != 0 {
+        return None;
+    }
+    let mut i = 0;
+    while i < OVERCOMMIT_SYSCALLS.len() {
+        if OVERCOMMIT_SYSCALLS[i] == key.syscall {
+            return Some(OVERCOMMIT_CELLS + 2 * i + key.verdict as usize);
+        }
+        i += 1;
+    }
+    None
 }
 
-/// The key a cell of `cgroup_id`'s storage counts for: the inverse of [`cell_of`].
+/// The key a cell of `cgroup_id`'s storage counts for: the inverse of [`cell_of`]; None for a
+/// cell no key has.
 #[inline]
 #[must_use]
 #[expect(
     clippy::cast_possible_truncation,
     reason = "each field is masked to its width first"
 )]
-pub const fn cell_key(cgroup_id: u64, cell: usize) -> CheckKey {
-    CheckKey {
+pub const fn cell_key(cgroup_id: u64, cell: usize) -> Option<CheckKey> {
+    let common = CheckKey {
         cgroup_id,
-        cap: ((cell >> 3) & 63) as u8,
+        cap: (cell >> 3) as u8,
         verdict: ((cell >> 2) & 1) as u8,
         audit: ((cell >> 1) & 1) as u8,
         userns: USERNS_INITIAL,
@@ -410,7 +481,22 @@ pub const fn cell_key(cgroup_id: u64, cell: usize) -> CheckKey {
             ORIGIN_OWN_ID
         },
         syscall: 0,
+    };
+    if cell < OVERCOMMIT_CELLS {
+        return Some(common);
     }
+    let i = (cell - OVERCOMMIT_CELLS) / 2;
+    if i >= OVERCOMMIT_SYSCALLS.len() {
+        return None;
+    }
+    Some(CheckKey {
+        cap: CAP_SYS_ADMIN,
+        verdict: ((cell - OVERCOMMIT_CELLS) & 1) as u8,
+        audit: AUDIT_ADVISORY,
+        origin: ORIGIN_CHECK,
+        syscall: OVERCOMMIT_SYSCALLS[i],
+        ..common
+    })
 }
 
 /// Byte offsets from BTF for the cgroup storage: `task_struct.cgroups`, `css_set.dfl_cgrp`
@@ -572,11 +658,12 @@ mod tests {
     #[test]
     fn every_common_key_has_its_own_cell_and_comes_back_from_it() {
         let mut seen = [false; CELLS];
-        for cap in 0..64 {
+        let mut keys = Vec::new();
+        for cap in 0..CELL_CAPS {
             for verdict in 0..2 {
                 for audit in 0..2 {
                     for origin in [ORIGIN_CHECK, ORIGIN_OWN_ID] {
-                        let key = CheckKey {
+                        keys.push(CheckKey {
                             cgroup_id: 9,
                             cap,
                             verdict,
@@ -585,16 +672,44 @@ mod tests {
                             bucket: BUCKET_APP,
                             origin,
                             syscall: 0,
-                        };
-                        let cell = cell_of(&key).unwrap();
-                        assert!(!seen[cell]);
-                        seen[cell] = true;
-                        assert_eq!(cell_key(9, cell), key);
+                        });
                     }
                 }
             }
         }
-        let common = cell_key(9, 0);
+        for syscall in OVERCOMMIT_SYSCALLS {
+            for verdict in 0..2 {
+                keys.push(CheckKey {
+                    cgroup_id: 9,
+                    cap: CAP_SYS_ADMIN,
+                    verdict,
+                    audit: AUDIT_ADVISORY,
+                    userns: USERNS_INITIAL,
+                    bucket: BUCKET_APP,
+                    origin: ORIGIN_CHECK,
+                    syscall,
+                });
+            }
+        }
+        for key in keys {
+            let cell = cell_of(&key).unwrap();
+            assert!(!seen[cell], "{key:?}");
+            seen[cell] = true;
+            assert_eq!(cell_key(9, cell), Some(key));
+        }
+        // The rest are no key's.
+        for (cell, used) in seen.iter().enumerate() {
+            assert_eq!(cell_key(9, cell).is_some(), *used, "cell {cell}");
+        }
+        let common = cell_key(9, 0).unwrap();
+        let mmap = cell_of(&CheckKey {
+            cap: CAP_SYS_ADMIN,
+            audit: AUDIT_ADVISORY,
+            syscall: 10,
+            ..common
+        })
+        .and_then(|cell| cell_key(9, cell))
+        .unwrap();
         for rare in [
             CheckKey {
                 userns: USERNS_OTHER,
@@ -609,11 +724,25 @@ mod tests {
                 ..common
             },
             CheckKey {
+                cap: CELL_CAPS,
+                ..common
+            },
+            // Only the overcommit check is kept per syscall in cells, and only in its syscalls.
+            CheckKey {
                 syscall: 10,
                 ..common
             },
+            CheckKey {
+                audit: AUDIT_AUDITED,
+                ..mmap
+            },
+            CheckKey { syscall: 2, ..mmap },
+            CheckKey {
+                bucket: BUCKET_BORROWED,
+                ..mmap
+            },
         ] {
-            assert_eq!(cell_of(&rare), None);
+            assert_eq!(cell_of(&rare), None, "{rare:?}");
         }
     }
 

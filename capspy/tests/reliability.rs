@@ -71,11 +71,58 @@ impl FakeContainer {
     /// Like `spawn`, but the child first blocks reading `gate` until its write end is closed,
     /// so that many children can start their checks at the same instant.
     fn spawn_gated(&mut self, count: u64, forever: bool, gate: Option<&Gate>) -> i32 {
+        self.fork_in(gate, || {
+            for _ in 0..count {
+                // SAFETY: raw syscalls without memory arguments.
+                unsafe {
+                    libc::setfsuid(1);
+                    libc::setfsuid(0);
+                }
+            }
+            if forever {
+                loop {
+                    // SAFETY: as above.
+                    unsafe {
+                        libc::setfsgid(1);
+                        libc::setfsgid(0);
+                    }
+                }
+            }
+        })
+    }
+
+    /// Forks a child into this cgroup that maps and unmaps a private writable page `count`
+    /// times: one advisory CAP_SYS_ADMIN check each (the overcommit heuristic), in mmap.
+    fn spawn_mmaps(&mut self, count: u64) -> i32 {
+        self.fork_in(None, || {
+            for _ in 0..count {
+                // SAFETY: a fresh anonymous page, unmapped at once, never touched.
+                unsafe {
+                    let page = libc::mmap(
+                        std::ptr::null_mut(),
+                        4096,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    );
+                    if page == libc::MAP_FAILED {
+                        libc::_exit(4);
+                    }
+                    libc::munmap(page, 4096);
+                }
+            }
+        })
+    }
+
+    /// Forks a child that moves itself into this cgroup, waits at `gate` if given, does `work`
+    /// and exits.
+    fn fork_in(&mut self, gate: Option<&Gate>, work: impl FnOnce()) -> i32 {
         let procs =
             std::ffi::CString::new(self.path.join("cgroup.procs").to_str().unwrap().as_bytes())
                 .unwrap();
-        // SAFETY: the child only makes raw syscalls (open, write, setfsuid, setfsgid, _exit) on
-        // memory prepared before the fork.
+        // SAFETY: the child only makes raw syscalls (open, write, read, and `work`'s) on memory
+        // prepared before the fork.
         unsafe {
             let pid = libc::fork();
             assert!(pid >= 0);
@@ -91,16 +138,7 @@ impl FakeContainer {
                     let mut byte = 0u8;
                     libc::read(gate.read, (&raw mut byte).cast(), 1);
                 }
-                for _ in 0..count {
-                    libc::setfsuid(1);
-                    libc::setfsuid(0);
-                }
-                if forever {
-                    loop {
-                        libc::setfsgid(1);
-                        libc::setfsgid(0);
-                    }
-                }
+                work();
                 libc::_exit(0);
             }
             self.children.push(pid);
@@ -166,6 +204,11 @@ impl Gate {
 
 /// The stored CAP_SETUID count of a container, or None if the store does not know it yet.
 fn setuid_count(store: &Path, id: &str) -> Option<u64> {
+    cap_count(store, id, "SETUID")
+}
+
+/// The app's checks of `capability` in `id`'s profile, all rows together.
+fn cap_count(store: &Path, id: &str, capability: &str) -> Option<u64> {
     let out = capspy(store, &["profile", id, "--format", "json"]);
     if !out.status.success() {
         return None;
@@ -175,16 +218,20 @@ fn setuid_count(store: &Path, id: &str) -> Option<u64> {
         v["checks"]
             .as_array()?
             .iter()
-            .filter(|c| c["capability"] == "SETUID" && c["bucket"] == "app")
+            .filter(|c| c["capability"] == capability && c["bucket"] == "app")
             .map(|c| c["count"].as_u64().unwrap_or(0))
             .sum(),
     )
 }
 
 fn wait_for_count(store: &Path, id: &str, want: u64) {
+    wait_for_cap_count(store, id, "SETUID", want);
+}
+
+fn wait_for_cap_count(store: &Path, id: &str, capability: &str, want: u64) {
     let start = Instant::now();
     loop {
-        let got = setuid_count(store, id);
+        let got = cap_count(store, id, capability);
         if got == Some(want) {
             return;
         }
@@ -199,7 +246,7 @@ fn wait_for_count(store: &Path, id: &str, want: u64) {
                 .filter(|l| l["kind"] != "workload" && l["kind"] != "container")
                 .collect();
             panic!(
-                "store has {got:?} SETUID checks for {id}, expected {want}; profile: {}; not containers: {others:?}",
+                "store has {got:?} {capability} checks for {id}, expected {want}; profile: {}; not containers: {others:?}",
                 String::from_utf8_lossy(&profile.stderr).trim()
             );
         }
@@ -507,6 +554,41 @@ fn checks_counted_in_cgroup_storage_survive_its_removal() {
             "{:?}",
             daemon.lines()
         );
+    }
+    assert!(daemon.stop().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The overcommit heuristic's advisory SYS_ADMIN check, the check real work makes most (every
+/// private writable mapping), is counted exactly per container: on tracepoints the kernel keeps
+/// it per syscall, in cgroup storage cells of their own where the kernel has the storage, and
+/// the cells of a removed cgroup are still read.
+#[test]
+fn overcommit_checks_are_counted_exactly_per_container() {
+    let dir = scratch("overcommit");
+    let store = dir.join("s.db");
+    let daemon = Daemon::start(&[
+        "record",
+        "--interval",
+        "2s",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    let mut ids = Vec::new();
+    for n in 0..6u64 {
+        let mut c = FakeContainer::new(9100 + u32::try_from(n).unwrap());
+        c.spawn_mmaps(700 + n);
+        c.wait_all();
+        ids.push((c.id.clone(), 700 + n));
+        // Half of them read while the cgroup lives (its storage), half removed at once (the
+        // cells copied out on removal).
+        if n % 2 == 1 {
+            wait_for_cap_count(&store, &c.id, "SYS_ADMIN", 700 + n);
+        }
+        drop(c);
+    }
+    for (id, count) in &ids {
+        wait_for_cap_count(&store, id, "SYS_ADMIN", *count);
     }
     assert!(daemon.stop().success());
     let _ = std::fs::remove_dir_all(&dir);

@@ -394,7 +394,7 @@ impl Report {
              16-byte key, atomic add) takes {hash:.0} ns per check over the floor inside the \
              program, cgroup local storage {cgrp:.0} ns: the storage saves {saved:.0} ns. capspy \
              counts the common checks (the workload's own, against the initial user namespace, \
-             not classified per syscall) in the storage where the kernel has it (Linux 6.2+; a \
+             and the overcommit check per syscall) in the storage where the kernel has it (Linux 6.2+; a \
              second object without the map for older kernels, a program on cgroup removal that \
              copies the counts out before the storage is freed): inside the program it takes \
              {in_capspy:.0} ns less per check than with every check in the hash \
