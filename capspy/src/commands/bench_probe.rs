@@ -29,7 +29,7 @@ pub struct BenchProbeArgs {
 }
 
 pub async fn bench_probe(args: &BenchProbeArgs) -> Result<i32> {
-    let btf = aya::Btf::from_sys_fs().context("reading BTF")?;
+    let btf = crate::kernel::btf::aya_vmlinux().context("reading BTF")?;
     let kernel = crate::kernel::btf::Btf::from_sys_fs()?;
     let cgroups_at = kernel.struct_member_offset("task_struct", "cgroups")?;
     let dfl_at = kernel.struct_member_offset("css_set", "dfl_cgrp")?;

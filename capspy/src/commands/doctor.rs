@@ -84,8 +84,10 @@ fn hook_methods(out: &mut String, kernel: &KernelInfo) -> bool {
     let mut usable = Vec::new();
     let mut facts = None;
     let mut aggregation = None;
+    let settings = hook::Settings::new(kernel);
+    let mut loader = hook::Loader::new(kernel, &settings, hook::MapSizes::default());
     for method in Method::ALL {
-        match hook::attach_method(method, kernel, hook::MapSizes::default()) {
+        match loader.attach_method(method) {
             Ok((mut ebpf, counted)) => {
                 if facts.is_none() {
                     facts = Some(hook::missing(&hook::attach_facts(&mut ebpf, kernel)));

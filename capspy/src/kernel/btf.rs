@@ -17,11 +17,74 @@
 use std::{
     fs, io,
     ops::Range,
+    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
 };
 
 /// Where the running kernel exposes its own BTF.
 pub const VMLINUX_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+
+/// The running kernel's BTF parsed by aya, for the loader's relocations and the attach targets
+/// of tp_btf and fexit programs. Parsed from a read-only mapping of the file where the kernel
+/// allows one (Linux 6.16+: `btf_sysfs_vmlinux_mmap` maps the kernel's own pages with
+/// `remap_pfn_range`, which count in no process's RSS,
+/// <https://github.com/torvalds/linux/blob/v6.18/kernel/bpf/sysfs_btf.c>); elsewhere from a copy
+/// read into memory, which adds the file's size (5.5 MB here) to the daemon's start-up peak.
+///
+/// # Errors
+/// If the file cannot be read or aya cannot parse it.
+pub fn aya_vmlinux() -> Result<aya::Btf, aya::BtfError> {
+    match Mapping::read_only(Path::new(VMLINUX_BTF_PATH)) {
+        Ok(map) => aya::Btf::parse(map.bytes(), aya::Endianness::default()),
+        Err(e) => {
+            log::debug!("mapping {VMLINUX_BTF_PATH}: {e}; reading it instead");
+            aya::Btf::from_sys_fs()
+        }
+    }
+}
+
+/// A private read-only mapping of a whole file that does not change while mapped.
+struct Mapping {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapping {
+    fn read_only(path: &Path) -> io::Result<Self> {
+        let file = fs::File::open(path)?;
+        let len = usize::try_from(file.metadata()?.len()).map_err(io::Error::other)?;
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "empty file"));
+        }
+        // SAFETY: a new private read-only mapping of an open file; failure is checked below.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { addr, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` readable bytes stay mapped until drop, and the file does not change.
+        unsafe { std::slice::from_raw_parts(self.addr.cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `read_only`, no longer borrowed.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
 
 const MAGIC: u16 = 0xeb9f;
 const VERSION: u8 = 1;
@@ -1167,6 +1230,26 @@ mod tests {
         let err = Btf::from_path(Path::new("/nonexistent/capspy/vmlinux")).unwrap_err();
         assert!(matches!(err, BtfError::NotAvailable { .. }), "{err}");
         assert!(err.to_string().contains("no BTF"), "{err}");
+    }
+
+    #[test]
+    fn aya_parse_of_the_mapped_file_is_the_parse_of_a_read_copy() {
+        if !Path::new(VMLINUX_BTF_PATH).exists() {
+            eprintln!("skipping: {VMLINUX_BTF_PATH} is absent");
+            return;
+        }
+        // Linux < 6.16 cannot map it; aya_vmlinux then reads a copy.
+        match Mapping::read_only(Path::new(VMLINUX_BTF_PATH)) {
+            Ok(map) => assert_eq!(map.bytes(), fs::read(VMLINUX_BTF_PATH).unwrap()),
+            Err(e) => eprintln!("{VMLINUX_BTF_PATH} cannot be mapped here: {e}"),
+        }
+        let (mapped, read) = (aya_vmlinux().unwrap(), aya::Btf::from_sys_fs().unwrap());
+        let id = |btf: &aya::Btf| {
+            btf.id_by_type_name_kind("cap_capable", aya_obj::btf::BtfKind::Func)
+                .unwrap()
+        };
+        assert_eq!(id(&mapped), id(&read));
+        assert_eq!(mapped.to_bytes(), read.to_bytes());
     }
 
     #[test]

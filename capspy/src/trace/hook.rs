@@ -2,7 +2,10 @@
 //! allows: fexit, then kprobe + kretprobe, then the `capability:cap_capable` tracepoint as
 //! tp_btf, raw tracepoint or classic tracepoint.
 
-use std::fmt::{self, Write as _};
+use std::{
+    cell::OnceCell,
+    fmt::{self, Write as _},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -357,9 +360,13 @@ impl Tracer {
         sizes: MapSizes,
     ) -> Result<Self, HookError> {
         let mut failures = Vec::new();
+        let settings = Settings::new(kernel);
+        let mut loader = Loader::new(kernel, &settings, sizes);
         for &method in Method::candidates(choice) {
-            match attach_method(method, kernel, sizes) {
+            match loader.attach_method(method) {
                 Ok((mut ebpf, aggregation)) => {
+                    // Its parse of the kernel's BTF goes before more is loaded and attached.
+                    drop(loader);
                     let mkdir = attach_cgroup_mkdir(&mut ebpf).err();
                     if let Some(why) = &mkdir {
                         // Attribution still works by walking cgroupfs; very short-lived
@@ -406,124 +413,168 @@ impl Tracer {
     }
 }
 
-/// Loads and attaches one method, with the cgroup storage object where the kernel takes it and
-/// the hash-only one otherwise; the error is a one-line reason for `doctor` and error messages.
-pub fn attach_method(
-    method: Method,
-    kernel: &KernelInfo,
-    sizes: MapSizes,
-) -> Result<(Ebpf, Aggregation), String> {
-    let why = match &kernel.cgroup_storage {
-        Ok(offsets) => match attach_object(method, kernel, sizes, Some(offsets)) {
-            Ok(ebpf) => return Ok((ebpf, Aggregation::CgroupStorage)),
-            Err(why) => why,
-        },
-        Err(why) => why.clone(),
-    };
-    let ebpf = attach_object(method, kernel, sizes, None)?;
-    Ok((ebpf, Aggregation::Hash(why)))
+/// The kernel program's settings that are not fields of [`KernelInfo`], owned here so that one
+/// [`Loader`] can borrow them for every method it tries.
+pub struct Settings {
+    self_tgid: u32,
+    abi: u8,
+    task_btf: u8,
+    task_pt_regs: u8,
+    ranges: [AddrRange; ADVISORY_FUNCS_CAPACITY as usize],
+    comms: [CommPrefix; RUNTIME_COMMS_CAPACITY],
+    cgroup: CgroupOffsets,
 }
 
-/// Loads one object (the cgroup storage one with `cgroup`) and attaches `method`. The storage
-/// object's fold program is attached first: without it a removed cgroup's cells would be lost.
-fn attach_object(
-    method: Method,
-    kernel: &KernelInfo,
-    sizes: MapSizes,
-    cgroup: Option<&CgroupOffsets>,
-) -> Result<Ebpf, String> {
-    if method.has_opts() && kernel.abi.is_none() {
-        // Without BTF we cannot tell `opts` from the pre-5.1 `audit` argument.
-        let why = kernel
-            .btf_problem
-            .clone()
-            .unwrap_or_else(|| "cap_capable's last parameter is neither opts nor audit".into());
-        return Err(format!("cannot decode cap_capable's audit argument: {why}"));
-    }
-    let mut ebpf = load_object(method, kernel, sizes, cgroup)
-        .map_err(|e| format!("loading the object: {e}"))?;
-    if cgroup.is_some() {
-        attach_fold(&mut ebpf).map_err(|e| format!("cgroup_rmdir: {}", describe(&e)))?;
-    }
-    let attached = match method {
-        Method::Fexit => attach_fexit(&mut ebpf),
-        Method::Kprobe => attach_kprobe(&mut ebpf),
-        Method::TpBtf => attach_tp_btf(&mut ebpf),
-        Method::RawTracepoint => attach_raw_tp(&mut ebpf),
-        Method::Tracepoint => attach_tracepoint(&mut ebpf),
-    };
-    attached.map_err(|e| describe(&e))?;
-    if !method.has_opts() {
-        mark_mixed_call_sites(
-            &mut ebpf,
-            kernel.task_btf_helper && kernel.task_pt_regs_helper,
-        )
-        .map_err(|e| format!("configuring call sites: {e}"))?;
-    }
-    Ok(ebpf)
-}
-
-fn load_object(
-    method: Method,
-    kernel: &KernelInfo,
-    sizes: MapSizes,
-    cgroup: Option<&CgroupOffsets>,
-) -> Result<Ebpf, aya::EbpfError> {
-    let self_tgid = std::process::id();
-    let abi = match kernel.abi {
-        Some(btf::CapCapableAbi::LegacyAudit) => abi::LEGACY_AUDIT,
-        _ => abi::OPTS,
-    };
-    let mut ranges = [AddrRange::default(); ADVISORY_FUNCS_CAPACITY as usize];
-    for (slot, (_, range)) in ranges.iter_mut().zip(&kernel.advisory_funcs) {
-        *slot = *range;
-    }
-    // The loader reads /sys/kernel/btf/vmlinux itself, for relocations.
-    let mut loader = EbpfLoader::new();
-    if let Some(offsets) = cgroup {
-        loader.override_global(globals::CGROUP_OFFSETS, offsets, true);
-    }
-    loader
-        .map_max_entries(maps::CHECKS, sizes.checks)
-        .map_max_entries(maps::SIGHTINGS, sizes.sightings_bytes)
-        .map_max_entries(maps::NEW_CGROUPS, sizes.cgroups_bytes)
-        // Only the kprobe method passes arguments through this map; others need no room.
-        .map_max_entries(
-            maps::KPROBE_ARGS,
-            if method == Method::Kprobe {
-                KPROBE_ARGS_CAPACITY
-            } else {
-                1
+impl Settings {
+    #[must_use]
+    pub fn new(kernel: &KernelInfo) -> Self {
+        let mut ranges = [AddrRange::default(); ADVISORY_FUNCS_CAPACITY as usize];
+        for (slot, (_, range)) in ranges.iter_mut().zip(&kernel.advisory_funcs) {
+            *slot = *range;
+        }
+        Self {
+            self_tgid: std::process::id(),
+            abi: match kernel.abi {
+                Some(btf::CapCapableAbi::LegacyAudit) => abi::LEGACY_AUDIT,
+                _ => abi::OPTS,
             },
-        )
-        .override_global(globals::SELF_TGID, &self_tgid, true)
-        .override_global(globals::CAP_CAPABLE_ABI, &abi, true)
-        .override_global(
-            globals::USERNS_LEVEL_OFFSET,
-            &kernel.userns_level_offset,
-            true,
-        )
-        .override_global(
-            globals::TASK_REAL_CRED_OFFSET,
-            &kernel.task_real_cred_offset,
-            true,
-        )
-        .override_global(globals::TASK_COMM_OFFSET, &kernel.task_comm_offset, true)
-        .override_global(globals::TASK_BTF, &u8::from(kernel.task_btf_helper), true)
-        .override_global(
-            globals::TASK_PT_REGS,
-            &u8::from(kernel.task_pt_regs_helper),
-            true,
-        )
-        .override_global(globals::CRED_OFFSETS, &kernel.cred_offsets, true)
-        .override_global(globals::EXE_OFFSETS, &kernel.exe_offsets, true)
-        .override_global(globals::ADVISORY_FUNCS, &ranges, true)
-        .override_global(globals::RUNTIME_COMMS, &runtime_comm_prefixes(), true)
-        .load(if cgroup.is_some() {
-            OBJECT_CGRP
-        } else {
-            OBJECT
-        })
+            task_btf: u8::from(kernel.task_btf_helper),
+            task_pt_regs: u8::from(kernel.task_pt_regs_helper),
+            ranges,
+            comms: runtime_comm_prefixes(),
+            cgroup: kernel.cgroup_storage.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// Loads the kernel program for each method tried, with one aya loader and one parse of the
+/// kernel's BTF for all of them: `EbpfLoader::new` reads and parses /sys/kernel/btf/vmlinux
+/// (~19 MB at its height here), and a parse per loader and per attach target made the daemon's
+/// start-up peak.
+pub struct Loader<'a> {
+    aya: EbpfLoader<'a>,
+    kernel: &'a KernelInfo,
+    settings: &'a Settings,
+    vmlinux: OnceCell<Result<aya::Btf, aya::BtfError>>,
+}
+
+impl<'a> Loader<'a> {
+    #[must_use]
+    pub fn new(kernel: &'a KernelInfo, settings: &'a Settings, sizes: MapSizes) -> Self {
+        let mut aya = EbpfLoader::new();
+        // The objects have no CO-RE relocations (`tests::objects_have_no_core_relocations`), so
+        // the loader needs no kernel BTF: its own parse is dropped before anything else is parsed.
+        aya.btf(None);
+        aya.map_max_entries(maps::CHECKS, sizes.checks)
+            .map_max_entries(maps::SIGHTINGS, sizes.sightings_bytes)
+            .map_max_entries(maps::NEW_CGROUPS, sizes.cgroups_bytes)
+            .override_global(globals::SELF_TGID, &settings.self_tgid, true)
+            .override_global(globals::CAP_CAPABLE_ABI, &settings.abi, true)
+            .override_global(
+                globals::USERNS_LEVEL_OFFSET,
+                &kernel.userns_level_offset,
+                true,
+            )
+            .override_global(
+                globals::TASK_REAL_CRED_OFFSET,
+                &kernel.task_real_cred_offset,
+                true,
+            )
+            .override_global(globals::TASK_COMM_OFFSET, &kernel.task_comm_offset, true)
+            .override_global(globals::TASK_BTF, &settings.task_btf, true)
+            .override_global(globals::TASK_PT_REGS, &settings.task_pt_regs, true)
+            .override_global(globals::CRED_OFFSETS, &kernel.cred_offsets, true)
+            .override_global(globals::EXE_OFFSETS, &kernel.exe_offsets, true)
+            .override_global(globals::ADVISORY_FUNCS, &settings.ranges, true)
+            .override_global(globals::RUNTIME_COMMS, &settings.comms, true)
+            // Only the cgroup storage object has it; set for each load below.
+            .override_global(globals::CGROUP_OFFSETS, &settings.cgroup, false);
+        Self {
+            aya,
+            kernel,
+            settings,
+            vmlinux: OnceCell::new(),
+        }
+    }
+
+    /// The kernel's BTF for the attach targets of tp_btf and fexit programs, parsed on first use.
+    fn kernel_btf(&self) -> Result<&aya::Btf, String> {
+        self.vmlinux
+            .get_or_init(btf::aya_vmlinux)
+            .as_ref()
+            .map_err(|e| format!("reading the kernel's BTF: {e}"))
+    }
+
+    /// Loads and attaches one method, with the cgroup storage object where the kernel takes it
+    /// and the hash-only one otherwise; the error is a one-line reason for `doctor` and error
+    /// messages.
+    pub fn attach_method(&mut self, method: Method) -> Result<(Ebpf, Aggregation), String> {
+        let why = match &self.kernel.cgroup_storage {
+            Ok(_) => match self.attach_object(method, true) {
+                Ok(ebpf) => return Ok((ebpf, Aggregation::CgroupStorage)),
+                Err(why) => why,
+            },
+            Err(why) => why.clone(),
+        };
+        let ebpf = self.attach_object(method, false)?;
+        Ok((ebpf, Aggregation::Hash(why)))
+    }
+
+    /// Loads one object (the cgroup storage one with `cgroup`) and attaches `method`. The storage
+    /// object's fold program is attached first: without it a removed cgroup's cells would be
+    /// lost.
+    fn attach_object(&mut self, method: Method, cgroup: bool) -> Result<Ebpf, String> {
+        let kernel = self.kernel;
+        if method.has_opts() && kernel.abi.is_none() {
+            // Without BTF we cannot tell `opts` from the pre-5.1 `audit` argument.
+            let why = kernel
+                .btf_problem
+                .clone()
+                .unwrap_or_else(|| "cap_capable's last parameter is neither opts nor audit".into());
+            return Err(format!("cannot decode cap_capable's audit argument: {why}"));
+        }
+        let mut ebpf = self
+            .load_object(method, cgroup)
+            .map_err(|e| format!("loading the object: {e}"))?;
+        if cgroup {
+            attach_fold(&mut ebpf, self.kernel_btf()?)
+                .map_err(|e| format!("cgroup_rmdir: {}", describe(&e)))?;
+        }
+        let attached = match method {
+            Method::Fexit => attach_fexit(&mut ebpf, self.kernel_btf()?),
+            Method::Kprobe => attach_kprobe(&mut ebpf),
+            Method::TpBtf => attach_tp_btf(&mut ebpf, self.kernel_btf()?),
+            Method::RawTracepoint => attach_raw_tp(&mut ebpf),
+            Method::Tracepoint => attach_tracepoint(&mut ebpf),
+        };
+        attached.map_err(|e| describe(&e))?;
+        if !method.has_opts() {
+            mark_mixed_call_sites(
+                &mut ebpf,
+                kernel.task_btf_helper && kernel.task_pt_regs_helper,
+            )
+            .map_err(|e| format!("configuring call sites: {e}"))?;
+        }
+        Ok(ebpf)
+    }
+
+    fn load_object(&mut self, method: Method, cgroup: bool) -> Result<Ebpf, aya::EbpfError> {
+        // Re-set (same value) only to require the global in the storage object.
+        let settings = self.settings;
+        self.aya
+            .override_global(globals::CGROUP_OFFSETS, &settings.cgroup, cgroup);
+        self.aya
+            // Only the kprobe method passes arguments through this map; others need no room.
+            .map_max_entries(
+                maps::KPROBE_ARGS,
+                if method == Method::Kprobe {
+                    KPROBE_ARGS_CAPACITY
+                } else {
+                    1
+                },
+            )
+            .load(if cgroup { OBJECT_CGRP } else { OBJECT })
+    }
 }
 
 fn runtime_comm_prefixes() -> [CommPrefix; RUNTIME_COMMS_CAPACITY] {
@@ -617,11 +668,6 @@ pub fn missing(attached: &[(&'static str, Option<String>)]) -> Vec<String> {
     why
 }
 
-/// The kernel's BTF, parsed for one attach and dropped after it.
-fn vmlinux_btf() -> Result<aya::Btf, aya::programs::ProgramError> {
-    Ok(aya::Btf::from_sys_fs()?)
-}
-
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, aya::programs::ProgramError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
@@ -633,20 +679,18 @@ where
 }
 
 // TP_PROTO(struct cgroup *cgrp, const char *path): the cgroup storage object's fold.
-fn attach_fold(ebpf: &mut Ebpf) -> AttachResult {
-    let btf = vmlinux_btf()?;
+fn attach_fold(ebpf: &mut Ebpf, btf: &aya::Btf) -> AttachResult {
     let prog: &mut BtfTracePoint = program(ebpf, programs::CGROUP_RMDIR_FOLD)?;
-    prog.load("cgroup_rmdir", &btf)?;
+    prog.load("cgroup_rmdir", btf)?;
     prog.attach()?;
     Ok(())
 }
 
 // int cap_capable(const struct cred *cred, struct user_namespace *targ_ns, int cap,
 //                 unsigned int opts);
-fn attach_fexit(ebpf: &mut Ebpf) -> AttachResult {
-    let btf = vmlinux_btf()?;
+fn attach_fexit(ebpf: &mut Ebpf, btf: &aya::Btf) -> AttachResult {
     let prog: &mut FExit = program(ebpf, programs::FEXIT)?;
-    prog.load("cap_capable", &btf)?;
+    prog.load("cap_capable", btf)?;
     prog.attach()?;
     Ok(())
 }
@@ -666,10 +710,9 @@ fn attach_kprobe(ebpf: &mut Ebpf) -> AttachResult {
 
 // TP_PROTO(const struct cred *cred, struct user_namespace *target_ns,
 //          const struct user_namespace *capable_ns, int cap, int ret)   (Linux 6.13+)
-fn attach_tp_btf(ebpf: &mut Ebpf) -> AttachResult {
-    let btf = vmlinux_btf()?;
+fn attach_tp_btf(ebpf: &mut Ebpf, btf: &aya::Btf) -> AttachResult {
     let prog: &mut BtfTracePoint = program(ebpf, programs::TP_BTF)?;
-    prog.load("cap_capable", &btf)?;
+    prog.load("cap_capable", btf)?;
     prog.attach()?;
     Ok(())
 }
@@ -754,6 +797,22 @@ fn describe(e: &aya::programs::ProgramError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn objects_have_no_core_relocations() {
+        // `Loader` gives aya no kernel BTF: a CO-RE relocation would then go unrelocated.
+        for (name, object) in [("hash", OBJECT), ("cgroup storage", OBJECT_CGRP)] {
+            let parsed = aya_obj::Object::parse(object).unwrap();
+            assert!(
+                parsed.btf_ext.is_some(),
+                "{name}: no .BTF.ext, nothing was checked"
+            );
+            assert!(
+                !parsed.has_btf_relocations(),
+                "{name} object has CO-RE relocations: give the loader the kernel's BTF again"
+            );
+        }
+    }
 
     #[test]
     fn comm_prefixes_match_the_kernel_encoding() {
