@@ -63,7 +63,15 @@ pub mod globals {
     pub const EXE_OFFSETS: &str = "EXE_OFFSETS";
     /// [`super::CgroupOffsets`], for the cgroup storage (the `capspy-cgrp` object only).
     pub const CGROUP_OFFSETS: &str = "CGROUP_OFFSETS";
+    /// `u8`: 0 in production; the benchmark's stage table sets N to stop the hot path after
+    /// its stage N (1 to [`super::BENCH_STAGES`]), to price each stage.
+    pub const BENCH_STOP_AFTER: &str = "BENCH_STOP_AFTER";
 }
+
+/// Stages the hot path can be stopped after ([`globals::BENCH_STOP_AFTER`]): 1 the self-tgid
+/// check, 2 the call-site class, 3 the user-namespace class, 4 the bucket, 5 the setid origin,
+/// 6 the cgroup storage cell. The full program is the next one.
+pub const BENCH_STAGES: u8 = 6;
 
 /// Program names in the object, one per attach method.
 pub mod programs {

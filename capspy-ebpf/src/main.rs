@@ -21,4 +21,7 @@
 #[path = "storage_none.rs"]
 mod storage;
 
+/// No stage cuts: see `main_stages.rs`.
+const STAGE_CUTS: bool = false;
+
 include!("probe.rs");

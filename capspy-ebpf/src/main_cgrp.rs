@@ -12,4 +12,7 @@
 #[path = "storage.rs"]
 mod storage;
 
+/// No stage cuts: see `main_stages.rs`.
+const STAGE_CUTS: bool = false;
+
 include!("probe.rs");

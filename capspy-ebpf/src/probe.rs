@@ -60,6 +60,10 @@ static TASK_BTF: u8 = 1;
 /// the syscall number and arguments are then unknown. Folded by the verifier like `TASK_BTF`.
 #[unsafe(no_mangle)]
 static TASK_PT_REGS: u8 = 0;
+/// The stage [`record`] stops after in the benchmark's stage table (`cargo xtask bench`, section
+/// 1d), 0 for none; read only by the object built with `STAGE_CUTS` (see [`bench_stop`]).
+#[unsafe(no_mangle)]
+static BENCH_STOP_AFTER: u8 = 0;
 #[unsafe(no_mangle)]
 static RUNTIME_COMMS: [CommPrefix; RUNTIME_COMMS_CAPACITY] =
     [CommPrefix { value: 0, mask: 0 }; RUNTIME_COMMS_CAPACITY];
@@ -243,6 +247,9 @@ fn record<C: EbpfContext>(
     if tgid == unsafe { core::ptr::read_volatile(&SELF_TGID) } {
         return;
     }
+    if bench_stop(1, pid_tgid) {
+        return;
+    }
     let Ok(cap) = u8::try_from(cap) else {
         return;
     };
@@ -251,6 +258,9 @@ fn record<C: EbpfContext>(
         Some(arg) => (audit_class_from_arg(arg), CLASSIFIER_OPTS, None),
         None => call_path_class(ctx, cap, task),
     };
+    if bench_stop(2, u64::from(audit) ^ site.map_or(0, |s| u64::from(s.slot))) {
+        return;
+    }
     let mut key = CheckKey {
         // Read below, off the fast path.
         cgroup_id: 0,
@@ -262,10 +272,17 @@ fn record<C: EbpfContext>(
         },
         audit,
         userns: userns_class(target_ns),
-        bucket: bucket_of(task, cred),
+        bucket: BUCKET_APP,
         origin: ORIGIN_CHECK,
         syscall: 0,
     };
+    if bench_stop(3, u64::from(key.userns)) {
+        return;
+    }
+    key.bucket = bucket_of(task, cred);
+    if bench_stop(4, u64::from(key.bucket)) {
+        return;
+    }
     // Only SETUID and SETGID checks pay for reading the syscall's arguments.
     if cap == CAP_SETUID || cap == CAP_SETGID {
         key.origin = setid::origin(task, cred, cap, key.userns);
@@ -273,9 +290,15 @@ fn record<C: EbpfContext>(
     if let Some(site) = &site {
         key.syscall = advisory_syscall(key.audit, site.slot);
     }
+    if bench_stop(5, u64::from(key.origin) ^ u64::from(key.syscall)) {
+        return;
+    }
     // The fast path (cgroup local storage, `storage.rs`): a common key already in the hash is
     // counted in its cgroup's cell, with no cgroup id and no hashing.
     let mut cell = storage::cell(task, &key);
+    if bench_stop(6, cell.map_or(0, |c| c as u64)) {
+        return;
+    }
     if let Some(cell) = cell
         // SAFETY: points into the cgroup's storage, valid for this run.
         && unsafe { core::ptr::read_volatile(cell) } != 0
@@ -308,6 +331,22 @@ fn record<C: EbpfContext>(
     if let Some(stats) = upsert_into(&key, pid_tgid, classifier, cell) {
         emit_sighting(ctx, &key, &stats);
     }
+}
+
+/// Whether the benchmark stops [`record`] after `stage` ([`BENCH_STOP_AFTER`]). `keep` is the
+/// stage's result: passed through `black_box`, so the compiler cannot move the stage's work past
+/// the stop. Always false, compiled away, in the objects capspy runs (`STAGE_CUTS` false).
+#[inline(always)]
+fn bench_stop(stage: u8, keep: u64) -> bool {
+    if !STAGE_CUTS {
+        return false;
+    }
+    // SAFETY: global written by the loader.
+    if unsafe { core::ptr::read_volatile(&BENCH_STOP_AFTER) } != stage {
+        return false;
+    }
+    core::hint::black_box(keep);
+    true
 }
 
 /// Counts one check (or fact) under `key`. A new key returns its first stats, for the caller to

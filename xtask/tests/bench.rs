@@ -46,6 +46,8 @@ fn quick_bench_prints_every_table_and_cleans_up() {
         "### 1c. The aggregation alone",
         "| cgrp |",
         "| capspy, hash only − capspy (what the storage saves capspy) |",
+        "### 1d. capspy's program, stage by stage",
+        "| capspy − floor, inside the program |",
         "### 2. The daemon's own cost",
         "### 3. Scale",
         "| attributed exactly",

@@ -11,7 +11,7 @@ use crate::attribute::engines::{Engines, Sockets};
 use crate::kernel::{cgroup, privilege};
 use crate::recorder::Recorder;
 use crate::store::{self, StoreWriter};
-use crate::trace::hook::{HookChoice, KernelInfo, MapSizes, Tracer};
+use crate::trace::hook::{Aggregation, HookChoice, KernelInfo, MapSizes, Tracer};
 
 #[derive(Debug, clap::Args)]
 pub struct RecordArgs {
@@ -40,6 +40,10 @@ pub struct RecordArgs {
     /// benchmark compares both).
     #[arg(long, hide = true)]
     pub no_cgroup_storage: bool,
+    /// Stops the kernel program's hot path after this stage, counting nothing: only for the
+    /// benchmark's stage table (`cargo xtask bench`, section 1d).
+    #[arg(long, hide = true, value_parser = clap::value_parser!(u8).range(1..=i64::from(capspy_common::BENCH_STAGES)))]
+    pub bench_stop_after: Option<u8>,
     /// The name of this node in profiles merged from several (`capspy merge`), kept in the
     /// store; default: the host name (in a pod, pass the node's name).
     #[arg(long, value_name = "NAME")]
@@ -62,6 +66,7 @@ impl RecordArgs {
         if self.no_cgroup_storage {
             kernel.without_cgroup_storage("turned off by --no-cgroup-storage");
         }
+        kernel.bench_stop_after = self.bench_stop_after.unwrap_or(0);
         kernel
     }
 
@@ -111,6 +116,11 @@ pub async fn record(args: RecordArgs) -> Result<i32> {
     let kernel = args.kernel();
     let sizes = args.map_sizes();
     let mut tracer = Tracer::attach_sized(args.hook, &kernel, sizes)?;
+    // The stage cuts are compiled into the cgroup storage object alone: the hash object would
+    // measure the whole program.
+    if let (Some(_), Aggregation::Hash(why)) = (args.bench_stop_after, &tracer.aggregation) {
+        anyhow::bail!("--bench-stop-after needs cgroup local storage: {why}");
+    }
     let symbols = kernel.symbols();
     // Attached, store open, symbols read: nothing left needs a capability. Engines are reached
     // without one, at start as on every retry.

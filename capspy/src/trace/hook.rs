@@ -28,6 +28,10 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ca
 /// The same program counting the common checks in cgroup local storage (Linux 6.2+): a second
 /// object, because aya creates every map of an object at load and older kernels refuse the type.
 static OBJECT_CGRP: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capspy-cgrp"));
+/// `OBJECT_CGRP` with the hot path's stage cuts compiled in, for the benchmark's stage table
+/// (`record --bench-stop-after`) only.
+static OBJECT_STAGES: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capspy-stages"));
 
 /// Where the kernel program counts checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,6 +160,9 @@ pub struct KernelInfo {
     /// Where the task's cgroup v2 is, for the cgroup storage object; Err says why it is not
     /// used (no map type before Linux 6.2, no BTF, or turned off).
     pub cgroup_storage: Result<CgroupOffsets, String>,
+    /// 0, else the benchmark's stage to stop the hot path after (`record --bench-stop-after`;
+    /// only with cgroup storage: the stage cuts are compiled into that object alone).
+    pub bench_stop_after: u8,
     /// Why /proc/kallsyms is unusable, if it is. The table itself (about 6 MB) is not kept: see
     /// [`KernelInfo::symbols`].
     pub kallsyms_problem: Option<String>,
@@ -282,6 +289,7 @@ impl KernelInfo {
             exe_offsets,
             advisory_funcs,
             cgroup_storage,
+            bench_stop_after: 0,
             kallsyms_problem,
         }
     }
@@ -487,6 +495,7 @@ impl<'a> Loader<'a> {
             .override_global(globals::EXE_OFFSETS, &kernel.exe_offsets, true)
             .override_global(globals::ADVISORY_FUNCS, &settings.ranges, true)
             .override_global(globals::RUNTIME_COMMS, &settings.comms, true)
+            .override_global(globals::BENCH_STOP_AFTER, &kernel.bench_stop_after, true)
             // Only the cgroup storage object has it; set for each load below.
             .override_global(globals::CGROUP_OFFSETS, &settings.cgroup, false);
         Self {
@@ -573,7 +582,11 @@ impl<'a> Loader<'a> {
                     1
                 },
             )
-            .load(if cgroup { OBJECT_CGRP } else { OBJECT })
+            .load(match (cgroup, self.kernel.bench_stop_after) {
+                (true, 0) => OBJECT_CGRP,
+                (true, _) => OBJECT_STAGES,
+                (false, _) => OBJECT,
+            })
     }
 }
 

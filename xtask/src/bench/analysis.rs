@@ -4,9 +4,10 @@ use std::fmt::Write as _;
 
 use super::cost::Variant;
 use super::report::{
-    BPFTRACE_TARGET, CPU_TARGET, FLOOR_TARGET, READ_TARGET_SECS, RSS_TARGET_KIB, Report, group,
-    kib, mb, median, min_max,
+    BPFTRACE_TARGET, CPU_TARGET, FLOOR_TARGET, READ_TARGET_SECS, RSS_TARGET_KIB, Report,
+    TIGHT_FLOOR_TARGET, group, kib, mb, median, min_max,
 };
+use super::stages::STAGES;
 use super::workloads::{FIGURES, Figure};
 
 impl Report {
@@ -61,10 +62,11 @@ impl Report {
     /// The prose under the tables; its numbers and verdicts are this run's.
     pub(super) fn analysis(&self) -> String {
         format!(
-            "{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n**Reading.** {}\n\n{}\n",
+            "{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n**Reading.** {}\n\n{}\n",
             self.per_check_note(),
             self.hot_path_note(),
             self.aggregation_note(),
+            self.stages_note(),
             self.mmap_note(),
             self.daemon_note(),
             self.scale_note(),
@@ -158,9 +160,10 @@ impl Report {
              The clock (`bpf_ktime_get_boot_ns`, ~{ktime:.0} ns here) and the whole process name \
              (`bpf_get_current_comm`, ~{comm:.0} ns) are read only for a key's first check: the \
              daemon dates the latest check by the sweep that sees its count change.\n\n\
-             What is left is the aggregation itself: the cgroup id and the hash update stay; \
-             a per-CPU hash would drop the atomic, which only matters with many CPUs sharing a \
-             hot key. {reach}",
+             On the hash path what is left is the aggregation itself, the cgroup id and the \
+             hash update (a per-CPU hash would drop the atomic, which only matters with many \
+             CPUs sharing a hot key); the common checks skip both once their key is known \
+             (cgroup local storage: sections 1c and 1d). {reach}",
             ic = self.inside(Variant::Capspy),
             ifl = self.inside(Variant::Floor),
             extra = self.inside(Variant::Capspy) - self.inside(Variant::Floor),
@@ -433,6 +436,67 @@ impl Report {
                 "Beyond the floor's own change, sharing the key costs nothing measurable here."
                     .to_owned()
             },
+        )
+    }
+}
+
+impl Report {
+    /// What each stage of capspy's hot path costs (section 1d), and what stands between capspy
+    /// and capspy/floor ≤ 1.3.
+    fn stages_note(&self) -> String {
+        let st = &self.stages;
+        let floor_added = self.derived().median_added(Variant::Floor);
+        let own = median(&st.over_floor());
+        let (own_low, own_high) = min_max(&st.over_floor());
+        let mut costs: Vec<(usize, f64)> = (0..STAGES.len())
+            .map(|i| (i + 1, median(&st.increment(i))))
+            .collect();
+        let listed = costs
+            .iter()
+            .map(|(n, ns)| format!("{n}: {ns:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        costs.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let budget = (TIGHT_FLOOR_TARGET - 1.0) * floor_added;
+        let excess = own - budget;
+        let ranked = costs
+            .iter()
+            .take(3)
+            .map(|(n, ns)| format!("{n} ({ns:.0} ns)"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let stands = if excess <= 0.0 {
+            "capspy's own work fits that budget in this run.".to_owned()
+        } else {
+            let mut cut = 0.0;
+            let needed = costs
+                .iter()
+                .take_while(|(_, ns)| {
+                    let more = cut < excess;
+                    cut += ns;
+                    more
+                })
+                .count();
+            format!(
+                "capspy is {excess:.0} ns over it. The costliest stages are {ranked}; reaching \
+                 the budget would take removing the work of the {needed} costliest (together \
+                 {cut:.0} ns), and every stage is part of what the profile records (the \
+                 call-site class is the audit class, the bucket and user namespace decide \
+                 whether a check is the workload's own, the origin tells a check that changes \
+                 nothing from one that needs the capability, the cell is the count)."
+            )
+        };
+        format!(
+            "**capspy's program, stage by stage.** Inside its program capspy takes {full:.0} ns \
+             per check against the floor's {fl:.0} ns: {own:.0} ns of its own work (per round \
+             {own_low:.0}–{own_high:.0}). What each stage adds, in ns (medians of the per-round \
+             differences; the stats' clock reads are in the floor): {listed}. capspy/floor ≤ \
+             {TIGHT_FLOOR_TARGET} needs capspy's added cost per check within {pct:.0}% of the \
+             floor's; with the floor adding {floor_added:.0} ns to a check (section 1) that is a \
+             budget of {budget:.0} ns for capspy's own work. {stands}",
+            full = st.stages.last().map_or(f64::NAN, |v| median(v)),
+            fl = median(&st.floor),
+            pct = (TIGHT_FLOOR_TARGET - 1.0) * 100.0,
         )
     }
 }

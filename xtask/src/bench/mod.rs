@@ -7,7 +7,8 @@
 //!    common real-world check. Then the programs' own time per run from the kernel's BPF stats,
 //!    and what each helper of the hot path costs here (bpftrace programs under the same stats).
 //!    Then (1c) the aggregation alone: capspy's hash lookup against cgroup local storage, and one
-//!    hot key counted by both CPUs at once.
+//!    hot key counted by both CPUs at once; (1d) capspy's own program stopped after each stage
+//!    of its hot path.
 //! 2. Daemon cost: its CPU and memory while the host makes ~100,000 checks per second.
 //! 3. Scale: 1,000 concurrent fake containers (cgroups `/docker/<id>`), each with its own known
 //!    checks, attributed exactly; the kernel maps' memory at that size.
@@ -17,7 +18,7 @@
 //!    streaming tracer, in rounds.
 //!
 //! The stages, one module each: `process` (Ctrl-C, scratch folder, workload, child processes),
-//! `cost` (sections 0 and 1), `inside` (1b, BPF stats), `aggregation` (1c), `daemon` (2), `scale` (3), `reading` (4),
+//! `cost` (sections 0 and 1), `inside` (1b, BPF stats), `aggregation` (1c), `stages` (1d), `daemon` (2), `scale` (3), `reading` (4),
 //! `workloads` (5), then `report` (the run's figures, targets, number formatting, the document), `tables` and
 //! `analysis` (the prose written from the figures).
 //!
@@ -33,6 +34,7 @@ mod process;
 mod reading;
 mod report;
 mod scale;
+mod stages;
 mod tables;
 mod workloads;
 
@@ -160,6 +162,8 @@ pub fn bench(opts: &Options) -> Result<()> {
     let inside = hot_path(&ctx)?;
     step("the aggregation alone: hash map against cgroup storage, one and two CPUs");
     let aggregation = aggregation::aggregation(&ctx)?;
+    step("capspy's program stage by stage (kernel BPF stats)");
+    let stages = stages::stages(&ctx)?;
     step("daemon CPU and memory under a steady load");
     let daemon = daemon_cost(&ctx)?;
     step(&format!("{} concurrent cgroups", plan.cgroups));
@@ -179,6 +183,7 @@ pub fn bench(opts: &Options) -> Result<()> {
         cost,
         inside,
         aggregation,
+        stages,
         daemon,
         scale,
         reading,

@@ -8,6 +8,7 @@ use super::report::{
     BPFTRACE_TARGET, CPU_TARGET, FLOOR_TARGET, READ_TARGET_SECS, RSS_TARGET_KIB, Report, group,
     interval, kib, kib_to_mib, mb, median, met, ratio_u, spread, spread_pct,
 };
+use super::stages::STAGES;
 use super::workloads::FIGURES;
 
 impl Report {
@@ -17,6 +18,7 @@ impl Report {
         self.mmap_table(&mut s);
         self.inside_tables(&mut s);
         self.aggregation_table(&mut s);
+        self.stages_table(&mut s);
         self.daemon_table(&mut s);
         self.scale_table(&mut s);
         self.reading_table(&mut s);
@@ -356,6 +358,41 @@ impl Report {
              | capspy, hash only − capspy (what the storage saves capspy) | {} |",
             spread(&a.diff(Variant::Hash, Variant::Cgrp), 1),
             spread(&a.diff(Variant::CapspyHash, Variant::Capspy), 1),
+        );
+    }
+
+    /// Section 1d: capspy's own program stopped after each stage of its hot path.
+    fn stages_table(&self, s: &mut String) {
+        let st = &self.stages;
+        let _ = writeln!(
+            s,
+            "\n### 1d. capspy's program, stage by stage\n\ncapspy's own program on tp_btf \
+             `cap_capable` (the cgroup storage object), stopped after each stage of its hot path \
+             (`capspy record --bench-stop-after N` loads the object built with the stage cuts; the \
+             last row is capspy as it runs), beside the floor: ns per run inside the program \
+             (kernel BPF stats, {} setuid(0) calls as root per measurement, {} rounds, order \
+             rotated); what a stage adds is its difference to the row above in the same round.\n\n\
+             | stage | what the program has done | ns per run, median (min–max) | added by the \
+             stage, median (min–max) |\n|---|---|---|---|\n| floor | {} | {} | — |",
+            group(st.calls),
+            st.rounds,
+            Variant::Floor.what(),
+            spread(&st.floor, 1),
+        );
+        for (i, what) in STAGES.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "| {} | {what} | {} | {} |",
+                i + 1,
+                spread(&st.stages[i], 1),
+                spread(&st.increment(i), 1),
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\n| figure | median (min–max) |\n|---|---|\n| capspy − floor, inside the program | \
+             {} |",
+            spread(&st.over_floor(), 1),
         );
     }
 }
