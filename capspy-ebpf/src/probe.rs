@@ -254,9 +254,16 @@ fn record<C: EbpfContext>(
         return;
     };
     let task = current_task();
+    let setid = cap == CAP_SETUID || cap == CAP_SETGID;
+    // Looked up once, for the call-site class and the setid origin, only where one needs them.
+    let regs = if last_arg.is_none() || setid {
+        UserRegs::of(task)
+    } else {
+        UserRegs::NONE
+    };
     let (audit, classifier, site) = match last_arg {
         Some(arg) => (audit_class_from_arg(arg), CLASSIFIER_OPTS, None),
-        None => call_path_class(ctx, cap, task),
+        None => call_path_class(ctx, cap, regs),
     };
     if bench_stop(2, u64::from(audit) ^ site.map_or(0, |s| u64::from(s.slot))) {
         return;
@@ -284,8 +291,8 @@ fn record<C: EbpfContext>(
         return;
     }
     // Only SETUID and SETGID checks pay for reading the syscall's arguments.
-    if cap == CAP_SETUID || cap == CAP_SETGID {
-        key.origin = setid::origin(task, cred, cap, key.userns);
+    if setid {
+        key.origin = setid::origin(regs, cred, cap, key.userns);
     }
     if let Some(site) = &site {
         key.syscall = advisory_syscall(key.audit, site.slot);
@@ -462,7 +469,7 @@ fn has_task_btf() -> bool {
     unsafe { core::ptr::read_volatile(&TASK_BTF) != 0 }
 }
 
-/// Whether [`user_reg`] can read the current syscall (it needs a BTF task pointer too).
+/// Whether [`UserRegs`] can read the current syscall (it needs a BTF task pointer too).
 #[inline(always)]
 pub(crate) fn has_task_pt_regs() -> bool {
     // SAFETY: global written by the loader.
@@ -565,8 +572,8 @@ fn audit_class_from_arg(arg: u64) -> u8 {
 /// loader marked as reaching one capability both ways (e.g. SYS_ADMIN in clone(CLONE_NEWNS),
 /// after dup_mmap's advisory check), and for pairs `record` finds both ways at a new key.
 #[inline(always)]
-fn call_path_class<C: EbpfContext>(ctx: &C, cap: u8, task: *const u8) -> (u8, u8, Option<Site>) {
-    let syscall = current_syscall_slot(task);
+fn call_path_class<C: EbpfContext>(ctx: &C, cap: u8, regs: UserRegs) -> (u8, u8, Option<Site>) {
+    let syscall = current_syscall_slot(regs);
     let slot = u32::from(cap) * capspy_common::SYSCALL_SLOTS + syscall;
     let cached = CALL_SITE_CLASS.get_ptr_mut(slot);
     // SAFETY: points into an array map value.
@@ -618,12 +625,12 @@ fn advisory_syscall(audit: u8, slot: u16) -> u16 {
 /// (page faults, kernel threads) shares the last slot, and so does every check on a kernel without
 /// `bpf_task_pt_regs` (the loader then marks the last slots to be walked every time).
 #[inline(always)]
-fn current_syscall_slot(task: *const u8) -> u32 {
+fn current_syscall_slot(regs: UserRegs) -> u32 {
     let last = capspy_common::SYSCALL_SLOTS - 1;
     if !has_task_pt_regs() {
         return last;
     }
-    let nr = user_reg(task, |r| &raw const r.orig_rax);
+    let nr = regs.get(|r| &raw const r.orig_rax);
     if nr < u64::from(last) {
         nr as u32
     } else {
@@ -631,20 +638,37 @@ fn current_syscall_slot(task: *const u8) -> u32 {
     }
 }
 
-/// One of the current task's user-mode registers (x86-64 `struct pt_regs`: `orig_rax` holds the
+/// The current task's user-mode registers (x86-64 `struct pt_regs`: `orig_rax` holds the
 /// syscall number, `rdi`, `rsi`, `rdx` its first arguments; arm64 keeps them elsewhere, and
-/// capspy's object is built for x86-64 kernels), or 0 on a kernel without `bpf_task_pt_regs`.
-/// `task` comes from [`current_task`].
-#[inline(always)]
-pub(crate) fn user_reg(task: *const u8, field: impl Fn(&pt_regs) -> *const u64) -> u64 {
-    if !has_task_pt_regs() {
-        return 0;
+/// capspy's object is built for x86-64 kernels), found once per check: `bpf_task_pt_regs` is a
+/// helper call, the reads are plain loads.
+#[derive(Clone, Copy)]
+pub(crate) struct UserRegs(*const pt_regs);
+
+impl UserRegs {
+    /// Not looked up: every register reads 0.
+    pub(crate) const NONE: Self = Self(core::ptr::null());
+
+    /// `task` comes from [`current_task`]; on a kernel without `bpf_task_pt_regs`, [`Self::NONE`].
+    #[inline(always)]
+    pub(crate) fn of(task: *const u8) -> Self {
+        if !has_task_pt_regs() {
+            return Self::NONE;
+        }
+        // SAFETY: helper without preconditions beyond a BTF task pointer, which `task` is when
+        // `has_task_pt_regs` holds.
+        Self(unsafe { bpf_task_pt_regs(task.cast_mut().cast()) } as *const pt_regs)
     }
-    // SAFETY: bpf_task_pt_regs returns a BTF pointer to the task's user-mode registers: a plain
-    // load the verifier checks and guards.
-    unsafe {
-        let regs = &*(bpf_task_pt_regs(task.cast_mut().cast()) as *const pt_regs);
-        core::ptr::read_volatile(field(regs))
+
+    /// One register, or 0 when the registers were not looked up or cannot be.
+    #[inline(always)]
+    pub(crate) fn get(self, field: impl Fn(&pt_regs) -> *const u64) -> u64 {
+        if !has_task_pt_regs() || self.0.is_null() {
+            return 0;
+        }
+        // SAFETY: a BTF pointer to the task's user-mode registers from `bpf_task_pt_regs`: a
+        // plain load the verifier checks and guards.
+        unsafe { core::ptr::read_volatile(field(&*self.0)) }
     }
 }
 

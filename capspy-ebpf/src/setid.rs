@@ -13,7 +13,7 @@ use capspy_common::{
     CAP_SETUID, Ids, ORIGIN_CHECK, ORIGIN_OWN_ID, USERNS_INITIAL, nr, own_id_check,
 };
 
-use crate::{facts::CRED_OFFSETS, has_task_pt_regs, user_reg};
+use crate::{UserRegs, facts::CRED_OFFSETS, has_task_pt_regs};
 
 // kernel-abi: fn __sys_setuid(uid_t)
 // kernel-abi: fn __sys_setgid(gid_t)
@@ -22,12 +22,12 @@ use crate::{facts::CRED_OFFSETS, has_task_pt_regs, user_reg};
 /// [`ORIGIN_OWN_ID`] for a SETUID or SETGID check (`cap`) on `cred` that asks only for ids
 /// the caller holds; [`ORIGIN_CHECK`] otherwise, and whenever something is unknown.
 #[inline(always)]
-pub(crate) fn origin(task: *const u8, cred: u64, cap: u8, userns: u8) -> u8 {
+pub(crate) fn origin(regs: UserRegs, cred: u64, cap: u8, userns: u8) -> u8 {
     // The syscall's ids equal the cred's kernel ids only in the initial user namespace.
     if userns != USERNS_INITIAL || !has_task_pt_regs() {
         return ORIGIN_CHECK;
     }
-    let number = user_reg(task, |r| &raw const r.orig_rax);
+    let number = regs.get(|r| &raw const r.orig_rax);
     if !matches!(
         number,
         nr::SETUID | nr::SETGID | nr::SETRESUID | nr::SETRESGID
@@ -57,9 +57,9 @@ pub(crate) fn origin(task: *const u8, cred: u64, cap: u8, userns: u8) -> u8 {
         reason = "uid_t and gid_t are 32 bits, passed in 64-bit registers"
     )]
     let args = [
-        user_reg(task, |r| &raw const r.rdi) as u32,
-        user_reg(task, |r| &raw const r.rsi) as u32,
-        user_reg(task, |r| &raw const r.rdx) as u32,
+        regs.get(|r| &raw const r.rdi) as u32,
+        regs.get(|r| &raw const r.rsi) as u32,
+        regs.get(|r| &raw const r.rdx) as u32,
     ];
     let ids = Ids {
         real,
