@@ -494,7 +494,7 @@ impl Report {
              {TIGHT_FLOOR_TARGET} needs capspy's added cost per check within {pct:.0}% of the \
              floor's; with the floor adding {floor_added:.0} ns to a check (section 1) that is a \
              budget of {budget:.0} ns for capspy's own work. {stands}",
-            full = st.stages.last().map_or(f64::NAN, |v| median(v)),
+            full = st.by_stage.last().map_or(f64::NAN, |v| median(v)),
             fl = median(&st.floor),
             pct = (TIGHT_FLOOR_TARGET - 1.0) * 100.0,
         )

@@ -30,7 +30,7 @@ pub(super) struct Stages {
     pub(super) calls: u64,
     pub(super) floor: Vec<f64>,
     /// By stage, 1 to [`STAGES`]`.len()` at index 0 to 6.
-    pub(super) stages: Vec<Vec<f64>>,
+    pub(super) by_stage: Vec<Vec<f64>>,
 }
 
 impl Stages {
@@ -39,9 +39,9 @@ impl Stages {
         let before = if i == 0 {
             &self.floor
         } else {
-            &self.stages[i - 1]
+            &self.by_stage[i - 1]
         };
-        self.stages[i]
+        self.by_stage[i]
             .iter()
             .zip(before)
             .map(|(x, y)| x - y)
@@ -50,7 +50,7 @@ impl Stages {
 
     /// Per round, the whole program over the floor.
     pub(super) fn over_floor(&self) -> Vec<f64> {
-        self.stages.last().map_or_else(Vec::new, |full| {
+        self.by_stage.last().map_or_else(Vec::new, |full| {
             full.iter().zip(&self.floor).map(|(x, y)| x - y).collect()
         })
     }
@@ -63,7 +63,7 @@ pub(super) fn stages(ctx: &Ctx) -> Result<Stages> {
     let mut out = Stages {
         rounds,
         calls,
-        stages: vec![Vec::new(); STAGES.len()],
+        by_stage: vec![Vec::new(); STAGES.len()],
         ..Stages::default()
     };
     // 0 is the floor, n the hot path stopped after stage n (the last: not stopped).
@@ -104,7 +104,7 @@ pub(super) fn stages(ctx: &Ctx) -> Result<Stages> {
             if program == 0 {
                 out.floor.push(ns);
             } else {
-                out.stages[program - 1].push(ns);
+                out.by_stage[program - 1].push(ns);
             }
         }
         for program in 1..n {
@@ -122,11 +122,11 @@ mod tests {
     fn increments_are_per_round_over_the_stage_before() {
         let mut s = Stages {
             floor: vec![30.0, 40.0],
-            stages: vec![vec![31.0, 42.0]; STAGES.len()],
+            by_stage: vec![vec![31.0, 42.0]; STAGES.len()],
             ..Stages::default()
         };
-        s.stages[1] = vec![41.0, 45.0];
-        s.stages[6] = vec![60.0, 70.0];
+        s.by_stage[1] = vec![41.0, 45.0];
+        s.by_stage[6] = vec![60.0, 70.0];
         assert_eq!(s.increment(0), vec![1.0, 2.0]);
         assert_eq!(s.increment(1), vec![10.0, 3.0]);
         assert_eq!(s.over_floor(), vec![30.0, 30.0]);

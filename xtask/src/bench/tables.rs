@@ -384,7 +384,7 @@ impl Report {
                 s,
                 "| {} | {what} | {} | {} |",
                 i + 1,
-                spread(&st.stages[i], 1),
+                spread(&st.by_stage[i], 1),
                 spread(&st.increment(i), 1),
             );
         }
