@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 
 use super::cost::Variant;
 use super::report::{
-    BPFTRACE_TARGET, CPU_TARGET, FLOOR_TARGET, READ_TARGET_SECS, RSS_TARGET_KIB, Report,
-    TIGHT_FLOOR_TARGET, group, kib, mb, median, min_max,
+    BPFTRACE_TARGET, CPU_TARGET, FLOOR_TARGET, READ_TARGET_SECS, RSS_TARGET_KIB, Report, group,
+    kib, mb, median, min_max,
 };
 use super::stages::STAGES;
 use super::workloads::{FIGURES, Figure};
@@ -457,7 +457,7 @@ impl Report {
             .collect::<Vec<_>>()
             .join(", ");
         costs.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let budget = (TIGHT_FLOOR_TARGET - 1.0) * floor_added;
+        let budget = (FLOOR_TARGET - 1.0) * floor_added;
         let excess = own - budget;
         let ranked = costs
             .iter()
@@ -491,12 +491,12 @@ impl Report {
              per check against the floor's {fl:.0} ns: {own:.0} ns of its own work (per round \
              {own_low:.0}–{own_high:.0}). What each stage adds, in ns (medians of the per-round \
              differences; the stats' clock reads are in the floor): {listed}. capspy/floor ≤ \
-             {TIGHT_FLOOR_TARGET} needs capspy's added cost per check within {pct:.0}% of the \
+             {FLOOR_TARGET} needs capspy's added cost per check within {pct:.0}% of the \
              floor's; with the floor adding {floor_added:.0} ns to a check (section 1) that is a \
              budget of {budget:.0} ns for capspy's own work. {stands}",
             full = st.by_stage.last().map_or(f64::NAN, |v| median(v)),
             fl = median(&st.floor),
-            pct = (TIGHT_FLOOR_TARGET - 1.0) * 100.0,
+            pct = (FLOOR_TARGET - 1.0) * 100.0,
         )
     }
 }

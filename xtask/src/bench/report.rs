@@ -230,9 +230,6 @@ pub(super) fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
 /// capspy/floor, issue 17's target.
 pub(super) const FLOOR_TARGET: f64 = 1.3;
 pub(super) const BPFTRACE_TARGET: f64 = 1.0 / 3.0;
-/// capspy/floor the hot path aims at beyond [`FLOOR_TARGET`]: section 1d says what stands in
-/// the way.
-pub(super) const TIGHT_FLOOR_TARGET: f64 = 1.3;
 pub(super) const CPU_TARGET: f64 = 0.01;
 /// 30 MB, in the KiB that /proc reports.
 pub(super) const RSS_TARGET_KIB: u64 = 30_000_000 / 1024;
