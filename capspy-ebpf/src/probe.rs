@@ -292,7 +292,7 @@ fn record<C: EbpfContext>(
     }
     // Only SETUID and SETGID checks pay for reading the syscall's arguments.
     if setid {
-        key.origin = setid::origin(regs, cred, cap, key.userns);
+        key.origin = setid::origin(task, regs, cred, cap, key.userns);
     }
     if let Some(site) = &site {
         key.syscall = advisory_syscall(key.audit, site.slot);

@@ -13,16 +13,17 @@ use capspy_common::{
     CAP_SETUID, Ids, ORIGIN_CHECK, ORIGIN_OWN_ID, USERNS_INITIAL, nr, own_id_check,
 };
 
-use crate::{UserRegs, facts::CRED_OFFSETS, has_task_pt_regs};
+use crate::{TASK_REAL_CRED_OFFSET, UserRegs, facts::CRED_OFFSETS, has_task_pt_regs, task_field};
 
 // kernel-abi: fn __sys_setuid(uid_t)
 // kernel-abi: fn __sys_setgid(gid_t)
 // kernel-abi: fn __sys_setresuid(uid_t, uid_t, uid_t)
 // kernel-abi: fn __sys_setresgid(gid_t, gid_t, gid_t)
 /// [`ORIGIN_OWN_ID`] for a SETUID or SETGID check (`cap`) on `cred` that asks only for ids
-/// the caller holds; [`ORIGIN_CHECK`] otherwise, and whenever something is unknown.
+/// the caller holds; [`ORIGIN_CHECK`] otherwise, and whenever something is unknown. `task` and
+/// `regs` are the current task's, from `current_task` and [`UserRegs::of`].
 #[inline(always)]
-pub(crate) fn origin(regs: UserRegs, cred: u64, cap: u8, userns: u8) -> u8 {
+pub(crate) fn origin(task: *const u8, regs: UserRegs, cred: u64, cap: u8, userns: u8) -> u8 {
     // The syscall's ids equal the cred's kernel ids only in the initial user namespace.
     if userns != USERNS_INITIAL || !has_task_pt_regs() {
         return ORIGIN_CHECK;
@@ -41,15 +42,35 @@ pub(crate) fn origin(regs: UserRegs, cred: u64, cap: u8, userns: u8) -> u8 {
     } else {
         (o.gid, o.egid, o.sgid)
     };
-    let read = |offset: u32| -> Option<u32> {
-        if offset == 0 {
-            return None;
-        }
-        // SAFETY: a checked read of kernel memory; `cred` is the check's credentials.
-        unsafe { bpf_probe_read_kernel((cred + u64::from(offset)) as *const u32) }.ok()
+    // SAFETY: global written by the loader.
+    let real_cred_at = unsafe { core::ptr::read_volatile(&TASK_REAL_CRED_OFFSET) };
+    // `cred` is a plain address for the verifier (the kprobe and tracepoint methods pass it as a
+    // number), read with checked copies. When it is the task's `real_cred` (no `override_creds`,
+    // the common case) the ids are plain loads through the task's BTF pointer instead: a
+    // helper call less for each.
+    let ids = if real_cred_at != 0 && task_field(task, real_cred_at) == cred {
+        // Loaded again, not `cred`: the compiler could otherwise load through `cred`, which the
+        // verifier refuses. The task's own `real_cred` cannot change while it runs this.
+        let base = task_field(task, real_cred_at);
+        let read = |offset: u32| -> Option<u32> {
+            // SAFETY: a BTF pointer to `struct cred`; the verifier checks the access against
+            // the kernel's BTF (the offsets are read-only globals it folds) and guards it.
+            (offset != 0).then(|| unsafe {
+                core::ptr::read_volatile((base + u64::from(offset)) as *const u32)
+            })
+        };
+        (read(real), read(effective), read(saved))
+    } else {
+        let read = |offset: u32| -> Option<u32> {
+            if offset == 0 {
+                return None;
+            }
+            // SAFETY: a checked read of kernel memory; `cred` is the check's credentials.
+            unsafe { bpf_probe_read_kernel((cred + u64::from(offset)) as *const u32) }.ok()
+        };
+        (read(real), read(effective), read(saved))
     };
-    let (Some(real), Some(effective), Some(saved)) = (read(real), read(effective), read(saved))
-    else {
+    let (Some(real), Some(effective), Some(saved)) = ids else {
         return ORIGIN_CHECK;
     };
     #[expect(
