@@ -60,6 +60,7 @@ fn quick_bench_prints_every_table_and_cleans_up() {
         "| nginx under wrk: p99 latency, ms |",
         "| `make -j2`: wall s |",
         "| nothing, again (A/A) |",
+        "### 5b. What the tracer itself spends",
     ] {
         assert!(stdout.contains(needle), "no {needle:?} in:\n{stdout}");
     }

@@ -8,7 +8,7 @@ use super::report::{
     kib, mb, median, min_max,
 };
 use super::stages::STAGES;
-use super::workloads::{FIGURES, Figure};
+use super::workloads::{FIGURES, Figure, WORKS, Work};
 
 impl Report {
     pub(super) fn reading_note(&self) -> String {
@@ -370,18 +370,55 @@ impl Report {
              round ({cpu_noise:.1}% on the three CPU-time figures): capspy's median lies outside \
              the control's range over the rounds on {k} of {n} figures{list}, and elsewhere this \
              run cannot tell capspy from nothing; the per-check cost of section 1 is what tells \
-             the variants apart precisely.",
+             the variants apart precisely, and so does an account of what the tracers spent \
+             (5b): {accounts}.",
             rounds = w.rounds,
             watch = line(Variant::Watch),
             bpftrace = line(Variant::Bpftrace),
             stream = line(Variant::Stream),
             n = FIGURES.len(),
             k = resolved.len(),
+            accounts = self.accounts_note(),
             list = if resolved.is_empty() {
                 String::new()
             } else {
                 format!(" ({})", resolved.join("; "))
             },
+        )
+    }
+
+    /// Section 5b in words: each tracer's median share of each workload's CPU.
+    fn accounts_note(&self) -> String {
+        let w = &self.workloads;
+        let hook = self.derived().median_added(Variant::Floor);
+        let line = |v: Variant| {
+            let shares: Vec<String> = WORKS
+                .iter()
+                .map(|work| {
+                    format!(
+                        "{:.2}% of the {}'s CPU",
+                        median(&w.shares(v, *work, hook)),
+                        match work {
+                            Work::Exec => "exec loop",
+                            Work::Nginx => "nginx server",
+                            Work::Make => "build",
+                        }
+                    )
+                })
+                .collect();
+            shares.join(", ")
+        };
+        let under = WORKS
+            .iter()
+            .filter(|work| median(&w.shares(Variant::Watch, **work, hook)) < 1.0)
+            .count();
+        format!(
+            "`capspy watch` spent {watch} (under 1% on {under} of {n}); bpftrace {bpftrace}; \
+             per-event streaming {stream}",
+            watch = line(Variant::Watch),
+            bpftrace = line(Variant::Bpftrace),
+            stream = line(Variant::Stream),
+            n = WORKS.len(),
         )
     }
 

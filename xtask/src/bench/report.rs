@@ -75,6 +75,15 @@ pub(super) fn interval(xs: &[f64], digits: usize) -> String {
     )
 }
 
+/// "0.12% (0.10…0.15)", or "—" without values.
+pub(super) fn spread_share(xs: &[f64]) -> String {
+    if xs.is_empty() {
+        return "—".into();
+    }
+    let (lo, hi) = min_max(xs);
+    format!("{:.2}% ({lo:.2}…{hi:.2})", median(xs))
+}
+
 /// "+0.3% (−1.2…+2.0)": a median % and its range, signed.
 pub(super) fn spread_pct(xs: &[f64]) -> String {
     if xs.is_empty() {
@@ -352,7 +361,7 @@ mod tests {
     use crate::bench::daemon::Profile;
     use crate::bench::inside::HELPER_PROGRAMS;
     use crate::bench::scale::MapInfo;
-    use crate::bench::workloads::FIGURES;
+    use crate::bench::workloads::{FIGURES, Spent, WORKS};
 
     #[test]
     fn median_interval_is_the_order_statistics_holding_95_percent() {
@@ -502,6 +511,21 @@ mod tests {
                 m.values.insert((v, f), vec![x, x]);
             }
         }
+        for (v, prog_ns) in [
+            (Variant::Watch, 1e6),
+            (Variant::Bpftrace, 2e6),
+            (Variant::Stream, 2e7),
+        ] {
+            for work in WORKS {
+                let spent = Spent {
+                    prog_ns,
+                    runs: 20_000.0,
+                    proc_ns: 1e6,
+                    work_ns: 1e9,
+                };
+                m.spent.insert((v, work), vec![spent, spent]);
+            }
+        }
         m
     }
 
@@ -585,6 +609,10 @@ mod tests {
             "| nginx under wrk: requests/s | 1000.00 (1000.00–1000.00) | +0.1% (+0.1…+0.1) | +0.5% (+0.5…+0.5) | +2.0% (+2.0…+2.0) | +20.0% (+20.0…+20.0) | **met** |",
             "**Real work.**",
             "outside the control's range over the rounds on 7 of 7 figures",
+            "### 5b. What the tracer itself spends",
+            // (1e6 ns + 20,000 runs x 35 ns of hook (the floor's) + 1e6 ns) / 1e9 ns.
+            "| fork+exec loop | 0.27% (0.27…0.27) | 0.37% (0.37…0.37) | 2.17% (2.17…2.17) | **met** |",
+            "`capspy watch` spent 0.27% of the exec loop's CPU",
             "Whole benchmark: 315 s.",
             "median 3.0 (min 1.0, max 8.0) on 2 CPUs",
         ] {

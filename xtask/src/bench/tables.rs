@@ -6,10 +6,10 @@ use super::aggregation::AGG_VARIANTS;
 use super::cost::{VARIANTS, Variant};
 use super::report::{
     BPFTRACE_TARGET, CPU_TARGET, FLOOR_TARGET, READ_TARGET_SECS, RSS_TARGET_KIB, Report, group,
-    interval, kib, kib_to_mib, mb, median, met, ratio_u, spread, spread_pct,
+    interval, kib, kib_to_mib, mb, median, met, ratio_u, spread, spread_pct, spread_share,
 };
 use super::stages::STAGES;
-use super::workloads::FIGURES;
+use super::workloads::{FIGURES, WORKS};
 
 impl Report {
     pub(super) fn tables(&self) -> String {
@@ -23,6 +23,7 @@ impl Report {
         self.scale_table(&mut s);
         self.reading_table(&mut s);
         self.workloads_table(&mut s);
+        self.spent_table(&mut s);
         let _ = write!(
             s,
             "\nWhole benchmark: {:.0} s{}.",
@@ -317,6 +318,35 @@ impl Report {
                 .into_iter()
                 .fold(f64::INFINITY, f64::min);
             let _ = writeln!(s, "{row} {} |", met(watch < 1.0 && watch <= peers));
+        }
+    }
+
+    /// Section 5b: what each tracer spent during each workload, as a share of the workload's CPU.
+    fn spent_table(&self, s: &mut String) {
+        let w = &self.workloads;
+        let hook = self.derived().median_added(Variant::Floor).max(0.0);
+        let _ = writeln!(
+            s,
+            "\n### 5b. What the tracer itself spends\n\nThe same rounds, accounted instead of \
+             compared: while each workload ran, the tracer's programs' time (kernel BPF stats, on \
+             through section 5), {hook:.0} ns per program run for the hook's own entry (the \
+             floor's added cost, section 1: the stats do not count it) and its process's CPU (all \
+             threads: the daemon's sweeps, bpftrace, the streaming reader), as a share of the \
+             workload's CPU (the exec loop's, nginx's, the build's); median (min…max) over \
+             rounds.\n\n| workload | capspy watch | bpftrace | stream | capspy < 1% and below \
+             every peer |\n|---|---|---|---|---|"
+        );
+        for work in WORKS {
+            let mut row = format!("| {} |", work.what());
+            for v in [Variant::Watch, Variant::Bpftrace, Variant::Stream] {
+                let _ = write!(row, " {} |", spread_share(&w.shares(v, work, hook)));
+            }
+            let capspy = median(&w.shares(Variant::Watch, work, hook));
+            let peers = [Variant::Bpftrace, Variant::Stream]
+                .map(|v| median(&w.shares(v, work, hook)))
+                .into_iter()
+                .fold(f64::INFINITY, f64::min);
+            let _ = writeln!(s, "{row} {} |", met(capspy < 1.0 && capspy <= peers));
         }
     }
 

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 
 use super::cost::{Variant, attach};
-use super::daemon::cpu_seconds;
+use super::daemon::{cpu_seconds, sched_seconds};
+use super::inside::{BpfStats, bpf_prog_stats};
 use super::process::{Ctx, Proc, check_interrupted, children_cpu_secs, signal};
 use super::scale::{FakeContainers, cgroup_v2_root, fake_id};
 
@@ -81,9 +82,89 @@ pub(super) struct Macro {
     pub(super) baselines: usize,
     /// Alerts `capspy watch` raised over all rounds (lines in its alerts file).
     pub(super) alerts: usize,
+    /// Per tracer and workload, what the tracer spent, one per round.
+    pub(super) spent: BTreeMap<(Variant, Work), Vec<Spent>>,
+}
+
+/// The three workloads of a round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Work {
+    Exec,
+    Nginx,
+    Make,
+}
+
+pub(super) const WORKS: [Work; 3] = [Work::Exec, Work::Nginx, Work::Make];
+
+impl Work {
+    pub(super) fn what(self) -> &'static str {
+        match self {
+            Self::Exec => "fork+exec loop",
+            Self::Nginx => "nginx under wrk",
+            Self::Make => "`make -j2`",
+        }
+    }
+}
+
+/// What an attached tracer spent while one workload ran, beside the workload's own CPU: its
+/// programs' time and runs (kernel BPF stats) and its process's CPU (all threads). An account,
+/// not a difference between two noisy runs, so it resolves fractions of a percent.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Spent {
+    pub(super) prog_ns: f64,
+    pub(super) runs: f64,
+    pub(super) proc_ns: f64,
+    pub(super) work_ns: f64,
+}
+
+impl Spent {
+    /// The tracer's share of the workload's CPU in %, with `hook_ns` per program run for the
+    /// hook's own entry, which the stats do not count.
+    pub(super) fn share(&self, hook_ns: f64) -> f64 {
+        (self.prog_ns + self.runs * hook_ns.max(0.0) + self.proc_ns) / self.work_ns * 100.0
+    }
+}
+
+/// What process `pid` has spent so far: (programs' ns, program runs, its own CPU in ns).
+fn spent_so_far(pid: u32) -> (f64, f64, f64) {
+    let (ns, runs) = bpf_prog_stats(pid)
+        .values()
+        .fold((0u64, 0u64), |(ns, runs), (n, r)| (ns + n, runs + r));
+    #[expect(clippy::cast_precision_loss, reason = "far below 2^52")]
+    (
+        ns as f64,
+        runs as f64,
+        sched_seconds(pid).unwrap_or(0.0) * 1e9,
+    )
+}
+
+/// Runs `work` (which returns the workload's CPU in s) and what `tracer` spent meanwhile.
+fn accounted<T>(
+    tracer: Option<u32>,
+    work: impl FnOnce() -> Result<(T, f64)>,
+) -> Result<(T, Option<Spent>)> {
+    let before = tracer.map(spent_so_far);
+    let (out, work_s) = work()?;
+    let spent = tracer.zip(before).map(|(pid, (ns0, runs0, cpu0))| {
+        let (ns, runs, cpu) = spent_so_far(pid);
+        Spent {
+            prog_ns: ns - ns0,
+            runs: runs - runs0,
+            proc_ns: cpu - cpu0,
+            work_ns: work_s * 1e9,
+        }
+    });
+    Ok((out, spent))
 }
 
 impl Macro {
+    /// `variant`'s share of `work`'s CPU per round, in % (see [`Spent::share`]).
+    pub(super) fn shares(&self, variant: Variant, work: Work, hook_ns: f64) -> Vec<f64> {
+        self.spent
+            .get(&(variant, work))
+            .map_or_else(Vec::new, |xs| xs.iter().map(|x| x.share(hook_ns)).collect())
+    }
+
     /// % overhead of `variant` per round against the same round's baseline: positive is worse.
     pub(super) fn overhead(&self, variant: Variant, figure: Figure) -> Vec<f64> {
         let (Some(base), Some(xs)) = (
@@ -122,6 +203,8 @@ pub(super) fn macro_workloads(ctx: &Ctx) -> Result<Macro> {
         ..Macro::default()
     };
     let alerts = dir.join("alerts.jsonl");
+    // For the tracers' accounts (section 5b); the stats' clock reads add to every tracer alike.
+    let _stats = BpfStats::enable()?;
     for round in 0..plan.macro_rounds {
         let n = MACRO_VARIANTS.len();
         for variant in (0..n).map(|i| MACRO_VARIANTS[(i + round) % n]) {
@@ -132,7 +215,11 @@ pub(super) fn macro_workloads(ctx: &Ctx) -> Result<Macro> {
                 }
                 _ => (attach(ctx, variant, "macro")?.proc, None),
             };
-            let figures = measure(ctx, &project, &nginx, &container)?;
+            let tracer = attached.as_ref().map(Proc::pid);
+            let (figures, spent) = measure(ctx, &project, &nginx, &container, tracer)?;
+            for (work, spent) in spent {
+                out.spent.entry((variant, work)).or_default().push(spent);
+            }
             if let Some(port) = metrics {
                 check_metrics(port)?;
             }
@@ -213,20 +300,35 @@ impl Container {
     }
 }
 
-/// One pass of every workload under whatever is attached.
+/// One pass's figures, and what the tracer spent during each workload.
+type Pass = (Vec<(Figure, f64)>, Vec<(Work, Spent)>);
+
+/// One pass of every workload under whatever is attached, and what `tracer` (the attached
+/// process) spent during each.
 fn measure(
     ctx: &Ctx,
     project: &Path,
     nginx: &Nginx,
     container: &Container,
-) -> Result<Vec<(Figure, f64)>> {
+    tracer: Option<u32>,
+) -> Result<Pass> {
     let plan = ctx.plan;
-    let (exec_cpu, exec_wall) = exec_loop(container, plan.macro_execs)?;
-    let wrk = nginx.load(plan.wrk_secs)?;
-    let (make_wall, make_cpu) = build(container, project)?;
+    let ((exec_cpu, exec_wall), exec) = accounted(tracer, || {
+        let (cpu, wall) = exec_loop(container, plan.macro_execs)?;
+        Ok(((cpu, wall), cpu))
+    })?;
+    let (wrk, served) = accounted(tracer, || {
+        let wrk = nginx.load(plan.wrk_secs)?;
+        let cpu = wrk.server_cpu_s;
+        Ok((wrk, cpu))
+    })?;
+    let ((make_wall, make_cpu), made) = accounted(tracer, || {
+        let (wall, cpu) = build(container, project)?;
+        Ok(((wall, cpu), cpu))
+    })?;
     #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
     let per_exec = |s: f64| s * 1e6 / plan.macro_execs as f64;
-    Ok(vec![
+    let figures = vec![
         (Figure::ExecCpu, per_exec(exec_cpu)),
         (Figure::ExecWall, per_exec(exec_wall)),
         (Figure::NginxRps, wrk.rps),
@@ -234,7 +336,16 @@ fn measure(
         (Figure::NginxCpu, wrk.server_cpu_us),
         (Figure::MakeWall, make_wall),
         (Figure::MakeCpu, make_cpu),
-    ])
+    ];
+    let spent = [
+        (Work::Exec, exec),
+        (Work::Nginx, served),
+        (Work::Make, made),
+    ]
+    .into_iter()
+    .filter_map(|(work, spent)| Some((work, spent?)))
+    .collect();
+    Ok((figures, spent))
 }
 
 /// Runs `cmd` to completion: (wall s, CPU s of it and its descendants).
@@ -312,6 +423,8 @@ struct Wrk {
     rps: f64,
     p99_ms: f64,
     server_cpu_us: f64,
+    /// nginx's CPU over the whole window.
+    server_cpu_s: f64,
 }
 
 impl Nginx {
@@ -400,6 +513,7 @@ impl Nginx {
             rps,
             p99_ms,
             server_cpu_us: server_cpu * 1e6 / requests.max(1.0),
+            server_cpu_s: server_cpu,
         })
     }
 }
