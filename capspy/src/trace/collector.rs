@@ -48,6 +48,28 @@ struct Cells {
     open: StdHashMap<u64, std::fs::File>,
 }
 
+impl Cells {
+    /// A cgroup's cells: folded at its removal if there are, else its storage.
+    fn read(
+        &mut self,
+        cgroup: u64,
+        dir: &mut impl FnMut(u64) -> Option<PathBuf>,
+    ) -> Option<[u64; CELLS]> {
+        if let Ok(folded) = self.folded.get(&cgroup, 0) {
+            return Some(folded);
+        }
+        if let Some(file) = self.open.get(&cgroup) {
+            return self.live.get(file, 0).ok();
+        }
+        let file = std::fs::File::open(dir(cgroup)?).ok()?;
+        let counts = self.live.get(&file, 0).ok();
+        if self.open.len() < OPEN_CGROUPS {
+            self.open.insert(cgroup, file);
+        }
+        counts
+    }
+}
+
 /// Cgroup directories kept open: well under the 1024 files a process may open by default.
 const OPEN_CGROUPS: usize = 512;
 
@@ -225,32 +247,29 @@ impl Collector {
     }
 
     /// Adds each common key's cell to its hash count, one read per cgroup: its cells folded at
-    /// its removal if there are, else its storage (by an fd of its directory), in that order (see `cgroup_rmdir_fold` for why it never counts a check twice).
+    /// its removal if there are, else its storage (by an fd of its directory), in that order (see
+    /// `cgroup_rmdir_fold` for why it never counts a check twice). The entries are grouped by
+    /// cgroup so that one cgroup's cells (4 KiB) are held at a time: a table of every cgroup's
+    /// was megabytes allocated, faulted in and freed on each sweep.
     fn add_cells(
         &mut self,
         entries: &mut [(CheckKey, CheckStats)],
         mut dir: impl FnMut(u64) -> Option<PathBuf>,
     ) {
         let Some(cells) = &mut self.cells else { return };
-        let mut read: StdHashMap<u64, Option<[u64; CELLS]>> = StdHashMap::new();
-        for (key, stats) in entries.iter_mut() {
-            let Some(index) = cell_of(key) else { continue };
-            let counts = read.entry(key.cgroup_id).or_insert_with(|| {
-                if let Ok(folded) = cells.folded.get(&key.cgroup_id, 0) {
-                    return Some(folded);
+        entries.sort_unstable_by_key(|(key, _)| key.cgroup_id);
+        for group in entries.chunk_by_mut(|a, b| a.0.cgroup_id == b.0.cgroup_id) {
+            let cgroup = group[0].0.cgroup_id;
+            if group.iter().all(|(key, _)| cell_of(key).is_none()) {
+                continue;
+            }
+            let Some(counts) = cells.read(cgroup, &mut dir) else {
+                continue;
+            };
+            for (key, stats) in group {
+                if let Some(index) = cell_of(key) {
+                    stats.count = stats.count.saturating_add(counts[index]);
                 }
-                if let Some(file) = cells.open.get(&key.cgroup_id) {
-                    return cells.live.get(file, 0).ok();
-                }
-                let file = std::fs::File::open(dir(key.cgroup_id)?).ok()?;
-                let counts = cells.live.get(&file, 0).ok();
-                if cells.open.len() < OPEN_CGROUPS {
-                    cells.open.insert(key.cgroup_id, file);
-                }
-                counts
-            });
-            if let Some(counts) = counts {
-                stats.count = stats.count.saturating_add(counts[index]);
             }
         }
     }
