@@ -47,7 +47,10 @@ pub(crate) fn origin(task: *const u8, regs: UserRegs, cred: u64, cap: u8, userns
     // `cred` is a plain address for the verifier (the kprobe and tracepoint methods pass it as a
     // number), read with checked copies. When it is the task's `real_cred` (no `override_creds`,
     // the common case) the ids are plain loads through the task's BTF pointer instead: a
-    // helper call less for each.
+    // helper call less for each. `task` is a BTF pointer here only because the early return on
+    // `!has_task_pt_regs()` (a read-only global the verifier folds) implies a BTF task: on a
+    // kernel without `bpf_get_current_task_btf` (5.10) that return drops this branch, whose
+    // plain loads through a plain address the verifier would refuse.
     let ids = if real_cred_at != 0 && task_field(task, real_cred_at) == cred {
         // Loaded again, not `cred`: the compiler could otherwise load through `cred`, which the
         // verifier refuses. The task's own `real_cred` cannot change while it runs this.

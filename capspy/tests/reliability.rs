@@ -523,13 +523,7 @@ fn checks_counted_in_cgroup_storage_survive_its_removal() {
     let dir = scratch("fold");
     let store = dir.join("s.db");
     // Sweeps far apart: the cgroups are gone long before one could read their storage.
-    let daemon = Daemon::start(&[
-        "record",
-        "--interval",
-        "3s",
-        "--store",
-        store.to_str().unwrap(),
-    ]);
+    let daemon = Daemon::record_every(&store, "3s", &[]);
     let mut ids = Vec::new();
     for n in 0..20u64 {
         let mut c = FakeContainer::new(9000 + u32::try_from(n).unwrap());
@@ -567,13 +561,7 @@ fn checks_counted_in_cgroup_storage_survive_its_removal() {
 fn overcommit_checks_are_counted_exactly_per_container() {
     let dir = scratch("overcommit");
     let store = dir.join("s.db");
-    let daemon = Daemon::start(&[
-        "record",
-        "--interval",
-        "2s",
-        "--store",
-        store.to_str().unwrap(),
-    ]);
+    let daemon = Daemon::record_every(&store, "2s", &[]);
     let mut ids = Vec::new();
     for n in 0..6u64 {
         let mut c = FakeContainer::new(9100 + u32::try_from(n).unwrap());

@@ -390,10 +390,15 @@ impl Daemon {
 
     /// `capspy record` as `record`, with `extra` options.
     pub fn record_with(store: &Path, extra: &[&str]) -> Self {
+        Self::record_every(store, "200ms", extra)
+    }
+
+    /// `capspy record` into `store`, sweeping every `interval`, with `extra` options.
+    pub fn record_every(store: &Path, interval: &str, extra: &[&str]) -> Self {
         let mut args = vec![
             "record",
             "--interval",
-            "200ms",
+            interval,
             "--store",
             store.to_str().unwrap(),
         ];

@@ -8,7 +8,7 @@ use super::report::{
     kib, mb, median, min_max,
 };
 use super::stages::STAGES;
-use super::workloads::{FIGURES, Figure, WORKS, Work};
+use super::workloads::{FIGURES, Figure, WORKS};
 
 impl Report {
     pub(super) fn reading_note(&self) -> String {
@@ -390,19 +390,15 @@ impl Report {
     /// Section 5b in words: each tracer's median share of each workload's CPU.
     fn accounts_note(&self) -> String {
         let w = &self.workloads;
-        let hook = self.derived().median_added(Variant::Floor);
+        let hook = self.derived().hook_entry_ns();
         let line = |v: Variant| {
             let shares: Vec<String> = WORKS
                 .iter()
                 .map(|work| {
                     format!(
-                        "{:.2}% of the {}'s CPU",
+                        "{:.2}% ({})",
                         median(&w.shares(v, *work, hook)),
-                        match work {
-                            Work::Exec => "exec loop",
-                            Work::Nginx => "nginx server",
-                            Work::Make => "build",
-                        }
+                        work.what()
                     )
                 })
                 .collect();
@@ -413,8 +409,8 @@ impl Report {
             .filter(|work| median(&w.shares(Variant::Watch, **work, hook)) < 1.0)
             .count();
         format!(
-            "`capspy watch` spent {watch} (under 1% on {under} of {n}); bpftrace {bpftrace}; \
-             per-event streaming {stream}",
+            "of each workload's CPU, `capspy watch` spent {watch} (under 1% on {under} of {n}); \
+             bpftrace {bpftrace}; per-event streaming {stream}",
             watch = line(Variant::Watch),
             bpftrace = line(Variant::Bpftrace),
             stream = line(Variant::Stream),

@@ -324,7 +324,7 @@ impl Report {
     /// Section 5b: what each tracer spent during each workload, as a share of the workload's CPU.
     fn spent_table(&self, s: &mut String) {
         let w = &self.workloads;
-        let hook = self.derived().median_added(Variant::Floor).max(0.0);
+        let hook = self.derived().hook_entry_ns();
         let _ = writeln!(
             s,
             "\n### 5b. What the tracer itself spends\n\nThe same rounds, accounted instead of \

@@ -119,9 +119,9 @@ pub(super) struct Spent {
 
 impl Spent {
     /// The tracer's share of the workload's CPU in %, with `hook_ns` per program run for the
-    /// hook's own entry, which the stats do not count.
+    /// hook's own entry, which the stats do not count (see `Derived::hook_entry_ns`).
     pub(super) fn share(&self, hook_ns: f64) -> f64 {
-        (self.prog_ns + self.runs * hook_ns.max(0.0) + self.proc_ns) / self.work_ns * 100.0
+        (self.prog_ns + self.runs * hook_ns + self.proc_ns) / self.work_ns * 100.0
     }
 }
 
