@@ -15,9 +15,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::attribute::engines::{Engines, Identity};
 use crate::attribute::{CgroupIndex, Owner, Runtime};
 use crate::model::caps::CapSet;
+use crate::model::loss::LossCounters;
 use crate::model::text::short_id;
 use crate::model::time::{BootClock, now_ms, unix_ms};
 use crate::store::{CheckRecord, StoreWriter, Subject, SubjectKind, UNATTRIBUTED_PREFIX};
+use crate::trace::call_path::CallPaths;
 use crate::trace::collector::{Collector, Observation};
 use crate::trace::hook::Tracer;
 use crate::watch::drift::{Source, Watch, Who};
@@ -66,7 +68,7 @@ pub struct Recorder {
     v2_root: PathBuf,
     engines: Engines,
     clock: BootClock,
-    kallsyms: Option<crate::kernel::kallsyms::Kallsyms>,
+    call_paths: Option<CallPaths>,
     cgroups: HashMap<u64, Attributed>,
     /// Containers seen running, to mark them ended when their cgroup goes away.
     running: HashSet<String>,
@@ -74,6 +76,8 @@ pub struct Recorder {
     watch: Option<Watch>,
     /// Cgroups the previous sweep found gone, retired by this one (see [`Recorder::flush`]).
     gone_before: HashSet<u64>,
+    /// The loss counters last written to the store.
+    written_losses: Option<LossCounters>,
 }
 
 impl Recorder {
@@ -81,7 +85,7 @@ impl Recorder {
         tracer: &mut Tracer,
         store: StoreWriter,
         v2_root: PathBuf,
-        kallsyms: Option<crate::kernel::kallsyms::Kallsyms>,
+        call_paths: Option<CallPaths>,
         engines: Engines,
     ) -> Result<Self> {
         let collector = Collector::new(tracer)?;
@@ -97,11 +101,12 @@ impl Recorder {
             v2_root,
             engines,
             clock: BootClock::now(),
-            kallsyms,
+            call_paths,
             cgroups: HashMap::new(),
             running: HashSet::new(),
             watch: None,
             gone_before: HashSet::new(),
+            written_losses: None,
         })
     }
 
@@ -168,14 +173,17 @@ impl Recorder {
         let records: Vec<CheckRecord> = observations
             .iter()
             .filter(|o| o.changed)
-            .map(|o| self.record(o))
+            .map(|o| record(o, &self.clock, self.call_paths.as_mut()))
             .collect();
-        self.store
-            .write_checks(self.session, &records)
-            .context("writing to the store")?;
-        self.store
-            .write_losses(self.session, &self.collector.losses())
-            .context("writing to the store")?;
+        // A sweep that changed nothing is not written: with many idle cgroups, a transaction
+        // every interval was a good part of the daemon's work.
+        let losses = self.collector.losses();
+        if !records.is_empty() || self.written_losses.as_ref() != Some(&losses) {
+            self.store
+                .write_sweep(self.session, &records, Some(&losses))
+                .context("writing to the store")?;
+            self.written_losses = Some(losses);
+        }
         // Retired a sweep after it was found gone: its folder vanishes inside `rmdir` just
         // before the kernel copies its cells out of its storage (`cgroup_rmdir_fold`), so this
         // sweep may have found neither; the next one finds the copy.
@@ -383,30 +391,6 @@ impl Recorder {
         );
     }
 
-    fn record(&self, o: &Observation) -> CheckRecord {
-        let row =
-            crate::model::check::CheckRow::from_observation(o, &self.clock, self.kallsyms.as_ref());
-        CheckRecord {
-            cgroup_id: o.key.cgroup_id,
-            cap: o.key.cap,
-            verdict: o.key.verdict,
-            audit: o.key.audit,
-            userns: o.key.userns,
-            bucket: o.key.bucket,
-            origin: o.key.origin,
-            classifier: o.stats.classifier,
-            count: o.stats.count,
-            first_seen_ms: unix_ms(row.first_seen),
-            last_seen_ms: unix_ms(row.last_seen),
-            pid: o.stats.first_pid,
-            tgid: o.stats.first_tgid,
-            uid: o.stats.first_uid,
-            comm: row.example.comm,
-            call_path: row.call_path,
-            exe: row.example.exe,
-        }
-    }
-
     /// Attributed cgroups that no longer exist (or whose path was never known).
     fn removed_cgroups(&self) -> HashSet<u64> {
         let root = &self.v2_root;
@@ -544,5 +528,29 @@ fn subject_of(owner: &Owner, now: i64) -> Subject {
         last_seen_ms: now,
         running: false,
         ended_ms: None,
+    }
+}
+
+/// The store's record of one observation.
+fn record(o: &Observation, clock: &BootClock, call_paths: Option<&mut CallPaths>) -> CheckRecord {
+    let row = crate::model::check::CheckRow::from_observation(o, clock, call_paths);
+    CheckRecord {
+        cgroup_id: o.key.cgroup_id,
+        cap: o.key.cap,
+        verdict: o.key.verdict,
+        audit: o.key.audit,
+        userns: o.key.userns,
+        bucket: o.key.bucket,
+        origin: o.key.origin,
+        classifier: o.stats.classifier,
+        count: o.stats.count,
+        first_seen_ms: unix_ms(row.first_seen),
+        last_seen_ms: unix_ms(row.last_seen),
+        pid: o.stats.first_pid,
+        tgid: o.stats.first_tgid,
+        uid: o.stats.first_uid,
+        comm: row.example.comm,
+        call_path: row.call_path,
+        exe: row.example.exe,
     }
 }

@@ -112,7 +112,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     else {
         return Ok(nothing_ran(&argv, exit_code, "it started no container"));
     };
-    let symbols = kernel.symbols();
+    let mut symbols = kernel.symbols();
     let mut index = CgroupIndex::new(root.clone());
     let rows: Vec<CheckRow> = collector
         .sweep(
@@ -123,7 +123,7 @@ pub async fn run(args: RunArgs) -> Result<i32> {
             },
         )
         .iter()
-        .map(|o| CheckRow::from_observation(o, &clock, symbols.as_ref()))
+        .map(|o| CheckRow::from_observation(o, &clock, symbols.as_mut()))
         .collect();
     drop(group);
     let granted = watch.as_ref().and_then(ContainerWatch::granted);

@@ -12,22 +12,23 @@ use capspy_common::{
 };
 
 use super::rules;
-use crate::kernel::kallsyms::Kallsyms;
 use crate::model::caps::Capability;
 use crate::model::check::{
     AuditClass, Bucket, CheckRow, Classifier, Origin, ProcessRef, RawCheck, UserNs, Verdict,
 };
 use crate::model::text::kernel_string;
 use crate::model::time::BootClock;
-use crate::trace::call_path::symbolize;
+use crate::trace::call_path::CallPaths;
 use crate::trace::collector::Observation;
 
 impl CheckRow {
-    pub fn from_observation(obs: &Observation, clock: &BootClock, syms: Option<&Kallsyms>) -> Self {
+    pub fn from_observation(
+        obs: &Observation,
+        clock: &BootClock,
+        paths: Option<&mut CallPaths>,
+    ) -> Self {
         let call_path = match obs.key.origin {
-            ORIGIN_CHECK | ORIGIN_OWN_ID => {
-                syms.map(|s| symbolize(&obs.stack, s)).unwrap_or_default()
-            }
+            ORIGIN_CHECK | ORIGIN_OWN_ID => paths.map(|p| p.name(&obs.stack)).unwrap_or_default(),
             ORIGIN_FILE_CAPS => fact_path(&obs.stack).into_iter().collect(),
             _ => Vec::new(),
         };

@@ -703,7 +703,7 @@ mod tests {
             cgroups_lost: 2,
             ..Default::default()
         };
-        writer.write_losses(session, &lost).unwrap();
+        writer.write_sweep(session, &[], Some(&lost)).unwrap();
         assert_eq!(writer.losses().unwrap(), lost);
         let gone = Subject {
             kind: SubjectKind::Unattributed,

@@ -32,6 +32,7 @@ CREATE TABLE sessions (
     hook TEXT NOT NULL,
     pid INTEGER NOT NULL,
     started_ms INTEGER NOT NULL,
+    -- The last sweep that changed a count or a loss counter.
     last_write_ms INTEGER,
     ended_ms INTEGER,
     -- The kernel program's loss counters, cumulative for the session.

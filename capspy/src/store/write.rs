@@ -4,6 +4,7 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::{Alerted, CheckRecord, StoreError, StoreWriter, Subject};
 use crate::attribute::engines::EngineStatus;
+use crate::model::loss::LossCounters;
 use crate::model::time::now_ms;
 
 impl StoreWriter {
@@ -109,10 +110,21 @@ impl StoreWriter {
         Ok(())
     }
 
-    /// Writes one sweep of cumulative values in one transaction. Re-writing a sweep is a no-op;
-    /// counts and last-seen never go backwards; first-seen and the example are kept, except that
-    /// a call path arriving after an empty one fills it in.
+    /// Writes check rows of cumulative values in one transaction (see [`Self::write_sweep`]).
     pub fn write_checks(&mut self, session: i64, checks: &[CheckRecord]) -> Result<(), StoreError> {
+        self.write_sweep(session, checks, None)
+    }
+
+    /// Writes one sweep in one transaction: its changed check rows, and the kernel program's loss
+    /// counters (cumulative, so idempotent). Re-writing a sweep is a no-op; counts and last-seen
+    /// never go backwards; first-seen and the example are kept, except that a call path arriving
+    /// after an empty one fills it in.
+    pub fn write_sweep(
+        &mut self,
+        session: i64,
+        checks: &[CheckRecord],
+        losses: Option<&LossCounters>,
+    ) -> Result<(), StoreError> {
         let tx = self
             .conn()
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -157,10 +169,22 @@ impl StoreWriter {
                 ])?;
             }
         }
-        tx.execute(
-            "UPDATE sessions SET last_write_ms = ?2 WHERE id = ?1",
-            (session, now_ms()),
-        )?;
+        tx.prepare_cached("UPDATE sessions SET last_write_ms = ?2 WHERE id = ?1")?
+            .execute((session, now_ms()))?;
+        if let Some(losses) = losses {
+            tx.prepare_cached(
+                "UPDATE sessions SET sightings_lost = ?2, checks_overflow = ?3, unclassified = ?4,
+                     cgroups_lost = ?5
+                 WHERE id = ?1",
+            )?
+            .execute((
+                session,
+                u64_to_sql(losses.sightings_lost),
+                u64_to_sql(losses.checks_overflow),
+                u64_to_sql(losses.unclassified),
+                u64_to_sql(losses.cgroups_lost),
+            ))?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -211,27 +235,6 @@ impl StoreWriter {
             }
         }
         tx.commit()?;
-        Ok(())
-    }
-
-    /// The kernel program's loss counters for this session (cumulative, so idempotent).
-    pub fn write_losses(
-        &mut self,
-        session: i64,
-        losses: &crate::model::loss::LossCounters,
-    ) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE sessions SET sightings_lost = ?2, checks_overflow = ?3, unclassified = ?4,
-                 cgroups_lost = ?5
-             WHERE id = ?1",
-            (
-                session,
-                u64_to_sql(losses.sightings_lost),
-                u64_to_sql(losses.checks_overflow),
-                u64_to_sql(losses.unclassified),
-                u64_to_sql(losses.cgroups_lost),
-            ),
-        )?;
         Ok(())
     }
 

@@ -19,6 +19,7 @@ use capspy_common::{
     maps, programs,
 };
 
+use super::call_path::CallPaths;
 use crate::kernel::{btf, kallsyms::Kallsyms};
 use crate::model::caps::Capability;
 use crate::model::check::RUNTIME_COMMS;
@@ -301,13 +302,13 @@ impl KernelInfo {
 
     /// The kernel symbol table, to name call paths: read again when needed, after attaching and
     /// before dropping privileges (kernel addresses are shown only to CAP_SYSLOG).
-    pub fn symbols(&self) -> Option<Kallsyms> {
+    pub fn symbols(&self) -> Option<CallPaths> {
         if self.kallsyms_problem.is_some() {
             return None;
         }
         let symbols = Kallsyms::from_proc().ok();
         release_freed_memory();
-        symbols
+        symbols.map(CallPaths::new)
     }
 }
 
