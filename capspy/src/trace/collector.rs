@@ -43,9 +43,10 @@ struct Cells {
     live: CgrpStorage<MapData, [u64; CELLS]>,
     folded: HashMap<MapData, u64, [u64; CELLS]>,
     /// Open cgroup directories, the key to `live`: opening one costs tens of µs (a path walk),
-    /// which every sweep would pay per cgroup. At most [`OPEN_CGROUPS`]; beyond, one is opened
-    /// for the read and closed.
+    /// which every sweep would pay per cgroup. At most `max_open` (see [`open_cgroups_limit`]);
+    /// beyond, one is opened for the read and closed.
     open: StdHashMap<u64, std::fs::File>,
+    max_open: usize,
 }
 
 impl Cells {
@@ -63,15 +64,36 @@ impl Cells {
         }
         let file = std::fs::File::open(dir(cgroup)?).ok()?;
         let counts = self.live.get(&file, 0).ok();
-        if self.open.len() < OPEN_CGROUPS {
+        if self.open.len() < self.max_open {
             self.open.insert(cgroup, file);
         }
         counts
     }
 }
 
-/// Cgroup directories kept open: well under the 1024 files a process may open by default.
-const OPEN_CGROUPS: usize = 512;
+/// Files kept for everything else the daemon opens (its maps and programs, the store, engine
+/// sockets) when it keeps cgroup directories open.
+const SPARE_FILES: usize = 512;
+/// The most cgroup directories kept open, whatever the limit on open files.
+const OPEN_CGROUPS_MAX: usize = 16_384;
+
+/// How many cgroup directories to keep open: the soft limit on open files (1024 by default,
+/// often far more under a container engine or a login shell) less [`SPARE_FILES`], at most
+/// [`OPEN_CGROUPS_MAX`]. Beyond it each sweep opens the others again: measured with 1,000
+/// cgroups and 512 kept, those opens were 7.6% of the idle daemon's CPU.
+fn open_cgroups_limit() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the valid struct.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } == 0 {
+        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        1024
+    };
+    soft.saturating_sub(SPARE_FILES).min(OPEN_CGROUPS_MAX)
+}
 
 pub struct Collector {
     checks: HashMap<MapData, CheckKey, CheckStats>,
@@ -111,6 +133,7 @@ impl Collector {
                 live: tracer.take_map(maps::CHECK_CELLS)?,
                 folded: tracer.take_map(maps::FOLDED_CELLS)?,
                 open: StdHashMap::new(),
+                max_open: open_cgroups_limit(),
             }),
             Aggregation::Hash(_) => None,
         };
