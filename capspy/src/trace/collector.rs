@@ -7,6 +7,7 @@
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap as StdHashMap, HashSet};
 
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::PathBuf;
 
 use aya::maps::{CgrpStorage, HashMap, MapData, PerCpuArray, RingBuf};
@@ -97,6 +98,8 @@ fn open_cgroups_limit() -> usize {
 
 pub struct Collector {
     checks: HashMap<MapData, CheckKey, CheckStats>,
+    /// `checks` again, for batch lookups; None once they failed.
+    checks_fd: Option<OwnedFd>,
     /// The common checks' counts per cgroup, with the cgroup storage object (see
     /// `capspy-ebpf/src/storage.rs`): a key's count is its hash count plus its cell.
     cells: Option<Cells>,
@@ -120,7 +123,7 @@ pub struct Collector {
 
 impl Collector {
     pub fn new(tracer: &mut Tracer) -> Result<Self, HookError> {
-        let checks = tracer.take_map(maps::CHECKS)?;
+        let (checks, checks_fd) = tracer.take_hash_map(maps::CHECKS)?;
         let sightings: RingBuf<MapData> = tracer.take_map(maps::SIGHTINGS)?;
         let counters = tracer.take_map(maps::COUNTERS)?;
         // SAFETY: the ring buffer owns its map fd, which stays open as long as the AsyncFd
@@ -139,6 +142,7 @@ impl Collector {
         };
         Ok(Self {
             checks,
+            checks_fd: Some(checks_fd),
             cells,
             sightings,
             counters,
@@ -229,15 +233,8 @@ impl Collector {
     ) -> Vec<Observation> {
         self.drain_first_sightings();
         let now = boot_ns();
-        // Entries can be added while iterating; iteration errors only end this sweep early, and
-        // the next sweep reads the same keys again.
-        let mut entries: Vec<(CheckKey, CheckStats)> = Vec::new();
-        for entry in &self.checks {
-            let Ok((key, stats)) = entry else { break };
-            if want(key.cgroup_id) {
-                entries.push((key, stats));
-            }
-        }
+        let mut entries = self.read_checks();
+        entries.retain(|(key, _)| want(key.cgroup_id));
         self.add_cells(&mut entries, dir);
         let mut out: BTreeMap<CheckKey, Observation> = BTreeMap::new();
         for (key, mut stats) in entries {
@@ -267,6 +264,28 @@ impl Collector {
         // After the map: cgroups made while it was read are among its keys.
         self.drain_made_cgroups();
         out.into_values().collect()
+    }
+
+    /// Every entry of the hash map, in batches where the kernel can.
+    fn read_checks(&mut self) -> Vec<(CheckKey, CheckStats)> {
+        let mut entries = Vec::new();
+        if let Some(fd) = &self.checks_fd {
+            match super::batch::lookup_all(fd.as_fd(), &mut entries) {
+                Ok(()) => return entries,
+                Err(e) => {
+                    // Every kernel with the ring buffer (5.8) has them (5.6): not expected.
+                    log::warn!("batch lookups of the checks map: {e}; iterating it instead");
+                    self.checks_fd = None;
+                }
+            }
+        }
+        // Entries can be added while iterating; iteration errors only end this sweep early, and
+        // the next sweep reads the same keys again.
+        for entry in &self.checks {
+            let Ok(entry) = entry else { break };
+            entries.push(entry);
+        }
+        entries
     }
 
     /// Adds each common key's cell to its hash count, one read per cgroup: its cells folded at

@@ -5,6 +5,7 @@
 use std::{
     cell::OnceCell,
     fmt::{self, Write as _},
+    os::fd::{AsFd as _, OwnedFd},
 };
 
 use aya::{
@@ -121,6 +122,10 @@ pub enum HookError {
     NoMethod(Vec<(Method, String)>),
     #[error("the kernel program object is missing map {0}")]
     MissingMap(&'static str),
+    #[error("map {0} is not a hash map")]
+    NotAHashMap(&'static str),
+    #[error("duplicating the descriptor of map {0}: {1}")]
+    DupMap(&'static str, std::io::Error),
     #[error(transparent)]
     Map(#[from] aya::maps::MapError),
     #[error("watching the ring buffer: {0}")]
@@ -419,6 +424,27 @@ impl Tracer {
             .take_map(name)
             .ok_or(HookError::MissingMap(name))?;
         Ok(T::try_from(map)?)
+    }
+
+    /// A hash map, with a second descriptor of it for the reads aya has no call for (see
+    /// [`super::batch`]).
+    pub fn take_hash_map<T>(&mut self, name: &'static str) -> Result<(T, OwnedFd), HookError>
+    where
+        T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(HookError::MissingMap(name))?;
+        let aya::maps::Map::HashMap(data) = &map else {
+            return Err(HookError::NotAHashMap(name));
+        };
+        let fd = data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| HookError::DupMap(name, e))?;
+        Ok((T::try_from(map)?, fd))
     }
 }
 
