@@ -419,11 +419,7 @@ impl Tracer {
     where
         T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
     {
-        let map = self
-            .ebpf
-            .take_map(name)
-            .ok_or(HookError::MissingMap(name))?;
-        Ok(T::try_from(map)?)
+        Ok(T::try_from(self.untyped_map(name)?)?)
     }
 
     /// A hash map, with a second descriptor of it for the reads aya has no call for (see
@@ -432,10 +428,7 @@ impl Tracer {
     where
         T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
     {
-        let map = self
-            .ebpf
-            .take_map(name)
-            .ok_or(HookError::MissingMap(name))?;
+        let map = self.untyped_map(name)?;
         let aya::maps::Map::HashMap(data) = &map else {
             return Err(HookError::NotAHashMap(name));
         };
@@ -445,6 +438,10 @@ impl Tracer {
             .try_clone_to_owned()
             .map_err(|e| HookError::DupMap(name, e))?;
         Ok((T::try_from(map)?, fd))
+    }
+
+    fn untyped_map(&mut self, name: &'static str) -> Result<aya::maps::Map, HookError> {
+        self.ebpf.take_map(name).ok_or(HookError::MissingMap(name))
     }
 }
 
