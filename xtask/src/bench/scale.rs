@@ -237,6 +237,9 @@ pub(super) fn wait_for_bytes(fd: &OwnedFd, n: usize, timeout: Duration) -> Resul
 pub(super) fn daemon_maps(pid: u32) -> Vec<MapInfo> {
     let bpftool = cmd::which("bpftool");
     let mut maps = Vec::new();
+    // A map may have several descriptors (the daemon keeps a second one of CHECKS for batch
+    // lookups): each map is listed, and its memory counted, once.
+    let mut seen = std::collections::HashSet::new();
     for fd in bpf_fds(pid, "bpf-map") {
         let Ok(info) = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) else {
             continue;
@@ -248,6 +251,9 @@ pub(super) fn daemon_maps(pid: u32) -> Vec<MapInfo> {
                 .unwrap_or(0)
         };
         let id = field("map_id:");
+        if !seen.insert(id) {
+            continue;
+        }
         let mut map = MapInfo {
             name: format!("id {id}"),
             kind: map_type_name(field("map_type:")).to_owned(),
