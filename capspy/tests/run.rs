@@ -5,6 +5,7 @@ mod common;
 
 use common::required;
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -200,7 +201,8 @@ fn text_and_docker_formats_go_to_stderr_and_leave_stdout_to_the_command() {
 fn sigint_stops_the_command_and_still_reports() {
     let s = Scratch::new("sigint");
     let report = s.path("report.json");
-    let mut child = Command::new(CAPSPY)
+    let mut capspy = Command::new(CAPSPY);
+    capspy
         .args(["run", "--format", "json", "--output"])
         .arg(&report)
         .args([
@@ -208,9 +210,17 @@ fn sigint_stops_the_command_and_still_reports() {
             "sh",
             "-c",
             "ping -c1 -W1 127.0.0.1 >/dev/null; exec sleep 30",
-        ])
-        .spawn()
-        .unwrap();
+        ]);
+    // Started with SIGINT ignored, as a script's `&` starts a job: capspy handles it anyway, so
+    // its command must not inherit the "ignore" (it would outlive exec and the forwarded SIGINT).
+    // SAFETY: signal() is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        capspy.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut child = capspy.spawn().unwrap();
     // Not a fixed delay: under load capspy may still be loading its program after seconds.
     common::wait_for_descendant(child.id(), "sleep");
     common::signal(&child, libc::SIGINT);

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::attribute::container_watch::ContainerWatch;
 use crate::attribute::owner::CgroupIndex;
@@ -86,8 +86,12 @@ pub async fn run(args: RunArgs) -> Result<i32> {
     // With the report on standard output, the command's own output goes to standard error, so
     // `$(capspy run --output - --format docker ...)` captures the report alone.
     let report_on_stdout = args.output.as_deref() == Some(std::path::Path::new("-"));
+    // Before the command starts: an interrupt at any moment after is forwarded and still
+    // reported, and the command, exec'd after capspy handles these signals, gets their default
+    // action back (an inherited "ignore", as under a script's `&`, would outlive exec).
+    let interrupts = Interrupts::listen()?;
     let supervised = match spawn_in(&group, &command, report_on_stdout) {
-        Ok(child) => supervise(child, &group, &mut collector, watch.as_mut()).await,
+        Ok(child) => supervise(child, &group, &mut collector, watch.as_mut(), interrupts).await,
         Err(e) => {
             let code = match e.kind() {
                 std::io::ErrorKind::NotFound => 127,
@@ -312,6 +316,21 @@ fn spawn_in(
     cmd.spawn()
 }
 
+/// SIGINT and SIGTERM, handled by capspy from its creation on.
+struct Interrupts {
+    int: Signal,
+    term: Signal,
+}
+
+impl Interrupts {
+    fn listen() -> std::io::Result<Self> {
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+}
+
 /// Waits for the command and all its descendants; forwards SIGINT/SIGTERM to them.
 /// Returns the command's exit code and whether tracing was interrupted.
 async fn supervise(
@@ -319,9 +338,11 @@ async fn supervise(
     group: &OwnedCgroup,
     collector: &mut Collector,
     mut watch: Option<&mut ContainerWatch>,
+    Interrupts {
+        int: mut sigint,
+        term: mut sigterm,
+    }: Interrupts,
 ) -> Result<(i32, bool)> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let mut interrupted = false;
     // A container's sets are readable only while its processes live: look often.
     let mut look = tokio::time::interval(Duration::from_millis(50));
