@@ -30,8 +30,8 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// Appends every entry of the hash map `map` to `out`. An error before the first entry
-/// (`EINVAL` on kernels before 5.6) leaves `out` as it was, for the caller to iterate instead.
+/// Appends every entry of the hash map `map` to `out`. On any error (`EINVAL` on kernels before
+/// 5.6) `out` is left as it was, for the caller to iterate instead.
 pub fn lookup_all<K: aya::Pod, V: aya::Pod>(
     map: BorrowedFd<'_>,
     out: &mut Vec<(K, V)>,
